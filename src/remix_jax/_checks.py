@@ -1,0 +1,68 @@
+"""Input validation shared by the public functions.
+
+Shape and dtype checks work on tracers too; value checks (range, NaN) need concrete
+arrays and are skipped inside ``jax.jit``, where values are unknown at trace time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True if ``x`` holds values now (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_images(
+    name: str,
+    x,
+    *,
+    channels: int | None = None,
+    hw: Sequence[int] | None = None,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> None:
+    """Checks a batch of NHWC float images in [low, high] without NaN/inf.
+
+    Raises:
+      TypeError: for a non-array or a non-float dtype.
+      ValueError: for a wrong rank, channel count, spatial size, range or NaN/inf.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array of shape (B, H, W, C), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (B, H, W, C), got shape {tuple(x.shape)}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"{name} must be a float array with values in [{low}, {high}], got dtype {x.dtype}"
+            " (convert uint8 images with remix_jax.data.to_float)"
+        )
+    if channels is not None and x.shape[-1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channel(s) (NHWC), got shape {tuple(x.shape)}"
+        )
+    if hw is not None and tuple(x.shape[1:3]) != tuple(hw):
+        raise ValueError(f"{name} must have spatial size {tuple(hw)}, got shape {tuple(x.shape)}")
+    if is_concrete(x):
+        values = np.asarray(x)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} contains NaN or inf")
+        if values.size and (values.min() < low or values.max() > high):
+            raise ValueError(
+                f"{name} must lie in [{low}, {high}], got values in "
+                f"[{values.min():.4g}, {values.max():.4g}]"
+            )
+
+
+def check_int(name: str, value, *, low: int, high: int | None = None) -> int:
+    """Checks that ``value`` is a Python int in [low, high] and returns it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)

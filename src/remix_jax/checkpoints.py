@@ -1,0 +1,138 @@
+"""Orbax checkpoints of parameter pytrees, with a JSON of metadata beside them.
+
+Layout of a checkpoint folder::
+
+    <dir>/<step>/params/...   the model weights (what ``load_pretrained`` restores)
+    <dir>/<step>/state/...    optional training state (optimizer, step, PRNG key)
+    <dir>/meta.json           architecture, command, git commit, metrics
+
+Restores are always against a target structure (``jax.eval_shape`` of the init), so
+optimizer states come back as the same pytrees they were saved from. Never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NamedTuple
+
+import jax
+import orbax.checkpoint as ocp
+
+META_FILE = "meta.json"
+
+
+class Restored(NamedTuple):
+    params: Any
+    state: Any
+    step: int
+
+
+def _manager(directory: str, keep: int = 1, create: bool = True) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def latest_step(directory: str) -> int | None:
+    """The newest saved step in ``directory``, or None if it holds no checkpoint."""
+    if not os.path.isdir(directory):
+        return None
+    with _manager(directory, create=False) as manager:
+        return manager.latest_step()
+
+
+def save(
+    directory: str,
+    step: int,
+    params: Any,
+    *,
+    state: Any = None,
+    metadata: dict | None = None,
+    keep: int = 1,
+) -> None:
+    """Saves ``params`` (and optional training ``state``) as checkpoint ``step``.
+
+    Blocks until the files are on disk; an existing checkpoint of the same step is
+    replaced. Older steps beyond ``keep`` are deleted. ``metadata`` (if given) is
+    written atomically to ``meta.json``.
+    """
+    items = {"params": ocp.args.StandardSave(params)}
+    if state is not None:
+        items["state"] = ocp.args.StandardSave(state)
+    with _manager(directory, keep) as manager:
+        manager.save(step, args=ocp.args.Composite(**items), force=True)
+        manager.wait_until_finished()
+    if metadata is not None:
+        write_metadata(directory, metadata)
+
+
+def restore(
+    directory: str,
+    params_target: Any,
+    *,
+    state_target: Any = None,
+    step: int | None = None,
+) -> Restored:
+    """Restores a checkpoint against target structures.
+
+    Args:
+      directory: checkpoint folder.
+      params_target: pytree of arrays or ``jax.ShapeDtypeStruct`` (e.g. from
+        ``jax.eval_shape`` of the model's init) giving the expected structure.
+      state_target: same for the training state; None skips it.
+      step: step to restore; None takes the latest.
+
+    Raises:
+      FileNotFoundError: no checkpoint in ``directory``.
+      ValueError: the checkpoint does not match the target structure or is corrupt.
+    """
+    step = latest_step(directory) if step is None else step
+    if step is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {os.path.abspath(directory)} (train one with "
+            "`python -m train.<component>` or check the path)"
+        )
+    items = {"params": ocp.args.StandardRestore(_abstract(params_target))}
+    if state_target is not None:
+        items["state"] = ocp.args.StandardRestore(_abstract(state_target))
+    try:
+        with _manager(directory, create=False) as manager:
+            out = manager.restore(step, args=ocp.args.Composite(**items))
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint {os.path.abspath(directory)} step {step} does not match the "
+            f"expected structure or is corrupt: {type(e).__name__}: {str(e)[:500]}"
+        ) from e
+    restored_params = out["params"]
+    if jax.tree.structure(restored_params) != jax.tree.structure(params_target):
+        raise ValueError(
+            f"checkpoint {directory} holds params of structure "
+            f"{jax.tree.structure(restored_params)}, expected {jax.tree.structure(params_target)}"
+        )
+    return Restored(restored_params, out["state"] if state_target is not None else None, step)
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+
+
+def write_metadata(directory: str, metadata: dict) -> None:
+    """Writes ``<directory>/meta.json`` atomically (temp file + rename)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, META_FILE)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(metadata, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_metadata(directory: str) -> dict:
+    """Reads ``<directory>/meta.json``; FileNotFoundError if absent."""
+    path = os.path.join(directory, META_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {META_FILE} in {os.path.abspath(directory)}")
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,146 @@
+"""REMIX: reform, randomly mask, inpaint (Chen, Chen and Yu; Sec. III, Fig. 1).
+
+    x_0   = reformer(x)                       (optional)
+    x_k+1 = sum_i inpainter(m_i(k) * x_k) * (1 - m_i(k)),   k = 0..K-1  (Eq. 2)
+
+with n fresh random complementary masks m_1(k)..m_n(k) at every iteration (see
+:mod:`remix_jax.masking`). Each pixel of the output comes from the one inpainted
+copy in which that pixel was hidden, so the inpainter must restore it from its
+neighbours rather than copy it, which is what breaks the structure of a small
+adversarial perturbation.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from remix_jax._checks import check_images, check_int
+from remix_jax.masking import batch_random_masks
+from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+
+InpaintFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+@struct.dataclass
+class RemixParams:
+    """Everything :func:`defend` needs: weights as pytree leaves, architecture as static fields.
+
+    Attributes:
+      inpainter: Flax params of the inpainter (a :class:`SkipAutoencoder`).
+      reformer: Flax params of the reformer, or None for mask-inpaint only.
+      inpainter_config: the inpainter's architecture.
+      reformer_config: the reformer's architecture (None without a reformer).
+      n_masks: number of complementary masks n (paper: 2 on MNIST, 3 on CIFAR-10).
+      iterations: default number K of mask-inpaint rounds (paper: 1).
+      per_channel: partition the H*W*C elements instead of the H*W pixels.
+    """
+
+    inpainter: Any
+    reformer: Any = None
+    inpainter_config: AutoencoderConfig = struct.field(
+        pytree_node=False, default=AutoencoderConfig()
+    )
+    reformer_config: AutoencoderConfig | None = struct.field(pytree_node=False, default=None)
+    n_masks: int = struct.field(pytree_node=False, default=2)
+    iterations: int = struct.field(pytree_node=False, default=1)
+    per_channel: bool = struct.field(pytree_node=False, default=False)
+
+    def without_reformer(self) -> RemixParams:
+        """The same defense with the reformer removed (mask-inpaint only)."""
+        return self.replace(reformer=None, reformer_config=None)
+
+
+def autoencoder_fn(config: AutoencoderConfig, params: Any) -> InpaintFn:
+    """Wraps autoencoder weights as ``fn(images, mask) -> images``.
+
+    The mask (1 = visible) is passed to the network only if its config asks for it.
+    """
+    model = SkipAutoencoder(config)
+
+    def apply(images: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        mask = mask if config.mask_channel else None
+        return model.apply({"params": params}, images, mask)
+
+    return apply
+
+
+def mask_inpaint(
+    inpaint_fn: InpaintFn,
+    key: jax.Array,
+    x: jax.Array,
+    n: int,
+    *,
+    per_channel: bool = False,
+) -> jax.Array:
+    """One mask-inpaint round (Eq. 2): x_hat = sum_i inpaint(m_i * x, m_i) * (1 - m_i).
+
+    The n masked copies go through the inpainter in one ``jax.vmap`` call, which XLA
+    folds into a single batch of n*B images.
+
+    Args:
+      inpaint_fn: ``fn(masked_images (B, H, W, C), masks (B, H, W, 1|C)) -> (B, H, W, C)``.
+      key: PRNG key; each image gets its own independent masks.
+      x: (B, H, W, C) images.
+      n: number of complementary masks.
+      per_channel: partition elements instead of pixels.
+
+    Returns:
+      (B, H, W, C) combined inpainted images, same dtype as ``x``.
+    """
+    b, h, w, c = x.shape
+    masks = batch_random_masks(key, b, (h, w, c), n, per_channel=per_channel)
+    masks = jnp.moveaxis(masks, 1, 0).astype(x.dtype)  # (n, B, H, W, 1|C)
+    restored = jax.vmap(inpaint_fn)(masks * x[None], masks)
+    return jnp.sum(restored * (1 - masks), axis=0)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _defend(params: RemixParams, key: jax.Array, x: jax.Array, iterations: int) -> jax.Array:
+    if params.reformer is not None:
+        x = autoencoder_fn(params.reformer_config, params.reformer)(x)
+    inpaint = autoencoder_fn(params.inpainter_config, params.inpainter)
+
+    def one_round(k, images):
+        round_key = jax.random.fold_in(key, k)
+        return mask_inpaint(
+            inpaint, round_key, images, params.n_masks, per_channel=params.per_channel
+        )
+
+    return jax.lax.fori_loop(0, iterations, one_round, x)
+
+
+def defend(
+    params: RemixParams, key: jax.Array, x: jax.Array, *, iterations: int | None = None
+) -> jax.Array:
+    """REMIX: optional reformer, then K rounds of mask-inpaint with fresh masks.
+
+    Jittable with ``params`` as an ordinary argument (its architecture is static);
+    ``iterations`` must be a Python int. The same key and input give bit-identical
+    output. Range and NaN checks of ``x`` run only on concrete (non-traced) input.
+
+    Args:
+      params: :class:`RemixParams` (e.g. from ``remix_jax.load_pretrained``).
+      key: PRNG key (``jax.random.key(seed)``); round k uses ``fold_in(key, k)``.
+      x: (B, H, W, C) float images in [0, 1].
+      iterations: number K of mask-inpaint rounds; None uses ``params.iterations``.
+        K = 0 leaves only the reformer.
+
+    Returns:
+      (B, H, W, C) defended images in [0, 1], dtype of ``x``.
+    """
+    if not isinstance(params, RemixParams):
+        raise TypeError(f"params must be a RemixParams, got {type(params).__name__}")
+    check_images("x", x, channels=params.inpainter_config.channels)
+    n = check_int("params.n_masks", params.n_masks, low=1)
+    num_positions = x.shape[1] * x.shape[2] * (x.shape[3] if params.per_channel else 1)
+    if n > num_positions:
+        raise ValueError(f"params.n_masks must be <= {num_positions} positions, got {n}")
+    k = params.iterations if iterations is None else iterations
+    k = check_int("iterations", k, low=0)
+    return _defend(params, key, x, k)

@@ -1,0 +1,144 @@
+"""Training objectives of the components, as :class:`remix_jax.training.Task` s.
+
+All preprocessing happens on the device from the step's key: uint8 -> [0, 1],
+Gaussian noise for the denoising reformer, fresh random masks for the inpainter,
+flips and crops for CIFAR-10 augmentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from remix_jax.masking import batch_random_masks
+from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.training import Task, accuracy_sum
+
+
+def to_unit(images: jax.Array) -> jax.Array:
+    """uint8 (or float 0..255) images -> float32 in [0, 1]."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def random_flip_crop(key: jax.Array, x: jax.Array, pad: int = 4) -> jax.Array:
+    """Standard CIFAR augmentation: random horizontal flip, random crop after padding.
+
+    Args:
+      key: PRNG key.
+      x: (B, H, W, C) float images.
+      pad: reflect-padding on each side before the crop.
+    """
+    flip_key, crop_key = jax.random.split(key)
+    b, h, w, _ = x.shape
+    flip = jax.random.bernoulli(flip_key, 0.5, (b, 1, 1, 1))
+    x = jnp.where(flip, x[:, :, ::-1], x)
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    offsets = jax.random.randint(crop_key, (b, 2), 0, 2 * pad + 1)
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, x.shape[-1]))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
+def classifier_task(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    *,
+    augment: bool = False,
+    label_smoothing: float = 0.0,
+) -> Task:
+    """Cross-entropy training of a classifier ``model(x, train=...) -> logits``."""
+
+    def init(key):
+        return model.init(key, jnp.zeros((1, *input_shape)))["params"]
+
+    def loss(params, key, images, labels):
+        aug_key, dropout_key = jax.random.split(key)
+        x = to_unit(images)
+        if augment:
+            x = random_flip_crop(aug_key, x)
+        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_key})
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        ce = optax.softmax_cross_entropy(logits, targets).mean()
+        return ce, {"accuracy": accuracy_sum(logits, labels) / labels.shape[0]}
+
+    def evaluate(params, images, labels):
+        logits = model.apply({"params": params}, to_unit(images))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return {"accuracy": accuracy_sum(logits, labels), "loss": ce.sum()}
+
+    return Task(init, loss, evaluate)
+
+
+def _autoencoder_init(config: AutoencoderConfig, hw: tuple[int, int]):
+    model = SkipAutoencoder(config)
+
+    def init(key):
+        mask = jnp.ones((1, *hw, 1)) if config.mask_channel else None
+        return model.init(key, jnp.zeros((1, *hw, config.channels)), mask)["params"]
+
+    return model, init
+
+
+def denoiser_task(config: AutoencoderConfig, hw: tuple[int, int], noise: float) -> Task:
+    """The reformer: restore x from clip(x + noise * N(0, 1), 0, 1), mean squared error."""
+    model, init = _autoencoder_init(config, hw)
+
+    def corrupt(key, x):
+        return jnp.clip(x + noise * jax.random.normal(key, x.shape), 0.0, 1.0)
+
+    def loss(params, key, images, labels):
+        del labels
+        x = to_unit(images)
+        mse = jnp.mean((model.apply({"params": params}, corrupt(key, x)) - x) ** 2)
+        return mse, {}
+
+    def evaluate(params, images, labels):
+        del labels
+        x = to_unit(images)
+        # fixed noise so validation numbers are comparable across epochs
+        noisy = corrupt(jax.random.key(0), x)
+        err = jnp.mean((model.apply({"params": params}, noisy) - x) ** 2, axis=(1, 2, 3))
+        clean_err = jnp.mean((model.apply({"params": params}, x) - x) ** 2, axis=(1, 2, 3))
+        return {"mse_noisy": err.sum(), "mse_clean": clean_err.sum()}
+
+    return Task(init, loss, evaluate)
+
+
+def inpainter_task(
+    config: AutoencoderConfig, hw: tuple[int, int], n_masks: int, *, per_channel: bool = False
+) -> Task:
+    """The inpainter: restore x from m * x, m one of n fresh complementary masks.
+
+    The loss is the mean squared error on the hidden pixels, the only ones that
+    REMIX takes from each inpainted copy (Eq. 2). By symmetry the first of the n
+    masks is distributed like any of them, so one masked copy per image suffices.
+    """
+    model, init = _autoencoder_init(config, hw)
+
+    def masked_error(params, key, x):
+        b, h, w, c = x.shape
+        m = batch_random_masks(key, b, (h, w, c), n_masks, per_channel=per_channel)[:, 0]
+        out = model.apply({"params": params}, m * x, m if config.mask_channel else None)
+        hidden = jnp.broadcast_to(1 - m, x.shape)
+        per_image = jnp.sum((out - x) ** 2 * hidden, axis=(1, 2, 3)) / jnp.sum(hidden, (1, 2, 3))
+        return per_image
+
+    def loss(params, key, images, labels):
+        del labels
+        return masked_error(params, key, to_unit(images)).mean(), {}
+
+    def evaluate(params, images, labels):
+        del labels
+        return {"mse_hidden": masked_error(params, jax.random.key(0), to_unit(images)).sum()}
+
+    return Task(init, loss, evaluate)
+
+
+def param_count(params: Any) -> int:
+    return sum(int(p.size) for p in jax.tree.leaves(params))

@@ -1,0 +1,93 @@
+"""``load_pretrained``: the shipped classifier and a ready REMIX defense for a dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from remix_jax import checkpoints, components
+from remix_jax.data import DATASETS
+from remix_jax.defense import RemixParams
+from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+
+
+class Pretrained(NamedTuple):
+    """A dataset's trained models.
+
+    Attributes:
+      classifier: the Flax module.
+      classifier_params: its weights.
+      logits_fn: ``logits_fn(x (B, H, W, C) in [0, 1]) -> (B, 10)``, what attacks take.
+      remix: :class:`RemixParams` with reformer, inpainter, the dataset's n and K=1.
+    """
+
+    classifier: nn.Module
+    classifier_params: Any
+    logits_fn: Callable[[jax.Array], jax.Array]
+    remix: RemixParams
+
+
+def load_classifier(dataset: str, root: str | None = None) -> tuple[nn.Module, Any]:
+    """Restores the dataset's classifier from ``<root>/<dataset>/classifier``."""
+    model = components.classifier(dataset)
+    target = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *DATASETS[dataset])))["params"]
+    )
+    restored = checkpoints.restore(components.checkpoint_dir(dataset, "classifier", root), target)
+    return model, restored.params
+
+
+def load_autoencoder(
+    dataset: str, component: str, root: str | None = None
+) -> tuple[AutoencoderConfig, Any, dict]:
+    """Restores a reformer or inpainter; its architecture comes from its meta.json.
+
+    Returns:
+      (architecture, params, the "config" entry of its meta.json).
+    """
+    folder = components.checkpoint_dir(dataset, component, root)
+    meta_config = checkpoints.read_metadata(folder)["config"]
+    config = AutoencoderConfig.from_dict(meta_config)
+    hw = DATASETS[dataset][:2]
+
+    def init():
+        mask = jnp.ones((1, *hw, 1)) if config.mask_channel else None
+        x = jnp.zeros((1, *hw, config.channels))
+        return SkipAutoencoder(config).init(jax.random.key(0), x, mask)["params"]
+
+    return config, checkpoints.restore(folder, jax.eval_shape(init)).params, meta_config
+
+
+def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrained:
+    """Loads the shipped checkpoints of ``dataset`` ("mnist" or "cifar10").
+
+    Args:
+      dataset: which dataset's models.
+      root: checkpoint folder (default: ``$REMIX_CHECKPOINT_DIR`` or the repo's
+        ``checkpoints/``).
+
+    Raises:
+      FileNotFoundError: a component has not been trained (the message names it).
+    """
+    components.check_dataset(dataset)
+    model, params = load_classifier(dataset, root)
+    reformer_config, reformer, _ = load_autoencoder(dataset, "reformer", root)
+    inpainter_config, inpainter, trained_with = load_autoencoder(dataset, "inpainter", root)
+    remix = RemixParams(
+        inpainter=inpainter,
+        reformer=reformer,
+        inpainter_config=inpainter_config,
+        reformer_config=reformer_config,
+        n_masks=trained_with.get("n_masks", components.N_MASKS[dataset]),
+        iterations=1,
+        per_channel=trained_with.get("per_channel", False),
+    )
+
+    def logits_fn(x):
+        return model.apply({"params": params}, x)
+
+    return Pretrained(model, params, logits_fn, remix)

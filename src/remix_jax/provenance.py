@@ -1,0 +1,75 @@
+"""Where a result came from: command line, git commit, machine, time."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+
+def command() -> str:
+    """The command line of this process, as a user would retype it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(".py") and sys.modules.get("__main__") is not None:
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is not None and spec.name:
+            argv = ["python", "-m", spec.name.removesuffix(".__main__"), *argv[1:]]
+    return shlex.join(argv)
+
+
+def git_commit() -> str:
+    """HEAD of the repository holding the code (with ``-dirty`` if it has changes)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        return head + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """CPU / accelerator description of this machine."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    return (
+        f"{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {len(devices)} "
+        f"{devices[0].platform} device(s) ({', '.join(kinds)})"
+    )
+
+
+def stamp() -> dict:
+    """The provenance fields every result and checkpoint records."""
+    return {
+        "command": command(),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,74 @@
+"""Data parallelism over all devices: one 1-D mesh, batch sharded, params replicated.
+
+Training, the attacks and :func:`remix_jax.defend` are plain jitted functions; putting
+their batch arguments on :func:`batch_sharding` and their parameters on
+:func:`replicated` is all it takes for XLA to split the work over GPUs, TPUs or CPU
+host devices (``runtime.configure(host_devices=N)``). PRNG draws do not depend on the
+sharding (``jax_threefry_partitionable``), so results match the single-device ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+BATCH_AXIS = "batch"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named ``"batch"`` over ``devices`` (default: all devices)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.array(devices), (BATCH_AXIS,))
+
+
+def batch_sharding(mesh: Mesh | None = None) -> NamedSharding:
+    """Shards the leading (batch) axis over the mesh."""
+    return NamedSharding(mesh or make_mesh(), P(BATCH_AXIS))
+
+
+def replicated(mesh: Mesh | None = None) -> NamedSharding:
+    """A full copy on every device of the mesh."""
+    return NamedSharding(mesh or make_mesh(), P())
+
+
+def shard_batch(tree: Any, mesh: Mesh | None = None) -> Any:
+    """Places every array of ``tree`` with its leading axis split over the mesh.
+
+    Raises:
+      ValueError: a leading axis is not divisible by the number of devices.
+    """
+    mesh = mesh or make_mesh()
+    n = mesh.devices.size
+
+    def put(a):
+        if a.shape[0] % n:
+            raise ValueError(
+                f"batch size {a.shape[0]} is not divisible by the {n} devices; "
+                "pad the batch (remix_jax.sharding.pad_batch)"
+            )
+        return jax.device_put(a, batch_sharding(mesh))
+
+    return jax.tree.map(put, tree)
+
+
+def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
+    """Copies every array of ``tree`` (parameters, optimizer state) to every device."""
+    return jax.device_put(tree, replicated(mesh or make_mesh()))
+
+
+def pad_batch(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
+    """Pads the leading axis to a multiple by repeating the last row.
+
+    Returns:
+      (padded array, original size); drop the rows past the size from the outputs.
+    """
+    size = x.shape[0]
+    extra = -size % multiple
+    if extra:
+        x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
+    return x, size

@@ -1,0 +1,194 @@
+"""The one training loop that every ``train/*`` CLI shares.
+
+Resumable by construction: the data order of epoch e comes from ``fold_in(key, e)``
+and the step's randomness from ``fold_in(key, step)``, and the checkpoint stores the
+parameters, the optimizer state and the step. Rerunning the same command restores
+the latest checkpoint and continues at the exact batch it stopped before, so a kill
+loses at most the steps since the last save (every ``save_every`` steps and at every
+epoch end; Ctrl-C saves first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from remix_jax import checkpoints
+
+logger = logging.getLogger(__name__)
+
+# loss_fn(params, key, images uint8 (B,H,W,C), labels (B,)) -> (loss, metrics)
+LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict]]
+# eval_fn(params, images uint8, labels) -> metrics summed over the batch
+EvalFn = Callable[[Any, jax.Array, jax.Array], dict]
+
+
+class Task(NamedTuple):
+    """What differs between components: how to init, what to minimise, how to score.
+
+    Attributes:
+      init: ``init(key) -> params``.
+      loss: ``loss(params, key, images, labels) -> (scalar loss, metrics dict)``;
+        images are uint8 (B, H, W, C); preprocessing (noise, masks, augmentation)
+        happens inside, on the device, from ``key``.
+      evaluate: ``evaluate(params, images, labels) -> dict of per-batch sums``;
+        :func:`evaluate` divides them by the number of examples.
+    """
+
+    init: Callable[[jax.Array], Any]
+    loss: LossFn
+    evaluate: EvalFn
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    save_every: int = 500
+    eval_batch_size: int = 1000
+
+
+def evaluate(
+    eval_fn: EvalFn, params: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+) -> dict[str, float]:
+    """Means of ``eval_fn``'s per-batch sums over a whole split."""
+    jitted = jax.jit(eval_fn)
+    totals: dict[str, float] = {}
+    for start in range(0, len(images), batch_size):
+        sums = jitted(
+            params, images[start : start + batch_size], labels[start : start + batch_size]
+        )
+        for name, value in sums.items():
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return {name: value / max(len(images), 1) for name, value in totals.items()}
+
+
+def _make_step(task: Task, optimizer: optax.GradientTransformation):
+    def step(params, opt_state, key, images, labels):
+        (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(
+            params, key, images, labels
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, {"loss": loss, **metrics}
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def fit(
+    key: jax.Array,
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    config: TrainConfig,
+    checkpoint_dir: str,
+    metadata: dict,
+    *,
+    progress: bool = True,
+) -> tuple[Any, dict]:
+    """Trains ``task`` (resuming from ``checkpoint_dir`` if it holds a checkpoint).
+
+    Args:
+      key: PRNG key of the run (data order, init, per-step randomness).
+      task: the component's :class:`Task`.
+      optimizer: an optax transformation (schedules count the restored step).
+      train: (images uint8 (N, H, W, C), labels (N,)).
+      validation: held-out split, evaluated at every epoch end.
+      config: epochs, batch size, save interval.
+      checkpoint_dir: where checkpoints and ``meta.json`` live.
+      metadata: JSON-able facts to store (command, config, ...); this function adds
+        ``history`` (validation metrics per epoch), ``steps`` and ``train_seconds``.
+
+    Returns:
+      (trained params, metadata as written).
+    """
+    images, labels = train
+    steps_per_epoch = len(images) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"batch_size {config.batch_size} exceeds the {len(images)} training images"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    init_key, order_key, step_key = jax.random.split(key, 3)
+
+    params = task.init(init_key)
+    opt_state = optimizer.init(params)
+    step, meta = 0, {**metadata, "history": [], "train_seconds": 0.0}
+    if checkpoints.latest_step(checkpoint_dir) is not None:
+        restored = checkpoints.restore(checkpoint_dir, params, state_target=opt_state)
+        params, opt_state, step = restored.params, restored.state, restored.step
+        try:
+            previous = checkpoints.read_metadata(checkpoint_dir)
+            meta["history"] = previous.get("history", [])
+            meta["train_seconds"] = previous.get("train_seconds", 0.0)
+        except FileNotFoundError:
+            pass
+        logger.info("resuming from step %d of %d", step, total_steps)
+
+    train_step = _make_step(task, optimizer)
+    started = time.time()
+    seconds_before = meta["train_seconds"]
+
+    def save():
+        meta["steps"] = step
+        meta["train_seconds"] = round(seconds_before + time.time() - started, 1)
+        checkpoints.save(checkpoint_dir, step, params, state=opt_state, metadata=meta)
+
+    bar = tqdm(
+        total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True
+    )
+    try:
+        while step < total_steps:
+            epoch, offset = divmod(step, steps_per_epoch)
+            bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+            order = np.asarray(
+                jax.random.permutation(jax.random.fold_in(order_key, epoch), len(images))
+            )
+            for i in range(offset, steps_per_epoch):
+                idx = np.sort(order[i * config.batch_size : (i + 1) * config.batch_size])
+                params, opt_state, metrics = train_step(
+                    params, opt_state, jax.random.fold_in(step_key, step), images[idx], labels[idx]
+                )
+                step += 1
+                bar.update(1)
+                if step % 50 == 0 or step == total_steps:
+                    bar.set_postfix({k: f"{float(v):.4f}" for k, v in metrics.items()})
+                if step % config.save_every == 0 and step % steps_per_epoch:
+                    save()
+            val = evaluate(task.evaluate, params, *validation, config.eval_batch_size)
+            meta["history"].append({"epoch": epoch + 1, "step": step, **val})
+            bar.write(
+                f"epoch {epoch + 1}: " + ", ".join(f"val_{k}={v:.4f}" for k, v in val.items())
+            )
+            save()
+    except KeyboardInterrupt:
+        bar.write(f"interrupted at step {step}: saving")
+        save()
+        raise
+    finally:
+        bar.close()
+    if checkpoints.latest_step(checkpoint_dir) != step:
+        save()
+    return params, meta
+
+
+def holdout(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[tuple, tuple]:
+    """Splits off the last ``size`` examples as a validation set (fixed, reproducible)."""
+    if not 0 < size < len(images):
+        raise ValueError(f"validation size must be in (0, {len(images)}), got {size}")
+    return (images[:-size], labels[:-size]), (images[-size:], labels[-size:])
+
+
+def accuracy_sum(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Number of correct argmax predictions in a batch."""
+    return jnp.sum(jnp.argmax(logits, axis=-1) == labels)

@@ -1,0 +1,144 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from remix_jax import RemixParams, defend, mask_inpaint
+from remix_jax.masking import batch_random_masks
+from remix_jax.models import AutoencoderConfig, init_autoencoder
+
+MNIST = ((28, 28), 1)
+CIFAR = ((32, 32), 3)
+
+
+def tiny_params(hw, channels, *, reformer=True, n_masks=2, iterations=1, mask_channel=False):
+    cfg = AutoencoderConfig(
+        channels=channels, features=(4, 4), strides=(1, 2), mask_channel=mask_channel
+    )
+    inpainter = init_autoencoder(jax.random.key(0), cfg, hw)
+    ref_cfg = AutoencoderConfig(channels=channels, features=(4,), strides=(1,))
+    return RemixParams(
+        inpainter=inpainter,
+        reformer=init_autoencoder(jax.random.key(1), ref_cfg, hw) if reformer else None,
+        inpainter_config=cfg,
+        reformer_config=ref_cfg if reformer else None,
+        n_masks=n_masks,
+        iterations=iterations,
+    )
+
+
+def images(hw, channels, batch=3, seed=0):
+    return jax.random.uniform(jax.random.key(seed), (batch, *hw, channels))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_oracle_inpainter_restores_exactly(n):
+    x = images(*CIFAR)
+    out = jax.jit(lambda k, x: mask_inpaint(lambda xm, m: x, k, x, n))(jax.random.key(0), x)
+    np.testing.assert_array_equal(out, x)
+
+
+def test_each_output_pixel_comes_from_the_copy_that_hid_it():
+    x = images(*MNIST, batch=2)
+    n = 3
+    key = jax.random.key(5)
+    # the masks mask_inpaint will draw for this key, (n, B, H, W, 1)
+    masks = jnp.moveaxis(batch_random_masks(key, 2, (28, 28, 1), n), 1, 0)
+    copy_value = jnp.array([10.0, 20.0, 30.0])
+
+    def answer_copy_index(xm, m):
+        # copy i (recognised by its mask) answers the constant copy_value[i] everywhere
+        index = jnp.argmax(jnp.all(masks == m[None], axis=(1, 2, 3, 4)))
+        return jnp.full(xm.shape, copy_value[index])
+
+    out = mask_inpaint(answer_copy_index, key, x, n)
+    expected = jnp.sum(copy_value[:, None, None, None, None] * (1 - masks), axis=0)
+    np.testing.assert_array_equal(out, expected)
+    assert set(np.unique(out)) == {10.0, 20.0, 30.0}
+
+
+def test_defend_without_reformer_and_zero_iterations_is_identity():
+    params = tiny_params(*MNIST, reformer=False)
+    x = images(*MNIST)
+    np.testing.assert_array_equal(defend(params, jax.random.key(0), x, iterations=0), x)
+
+
+@pytest.mark.parametrize(("hw", "channels"), [MNIST, CIFAR])
+@pytest.mark.parametrize("reformer", [False, True])
+def test_defend_shapes_and_range(hw, channels, reformer):
+    params = tiny_params(hw, channels, reformer=reformer, n_masks=3 if channels == 3 else 2)
+    x = images(hw, channels)
+    out = defend(params, jax.random.key(0), x, iterations=2)
+    chex.assert_shape(out, x.shape)
+    assert out.dtype == jnp.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_same_key_is_bit_identical_and_new_key_differs():
+    params = tiny_params(*MNIST)
+    x = images(*MNIST)
+    a = defend(params, jax.random.key(1), x)
+    b = defend(params, jax.random.key(1), x)
+    c = defend(params, jax.random.key(2), x)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_jit_with_params_argument_agrees_with_eager_and_traces_once():
+    params = tiny_params(*MNIST, mask_channel=True)
+    x = images(*MNIST)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(p, key, x):
+        return defend(p, key, x)
+
+    for seed in range(3):
+        jitted = run(params, jax.random.key(seed), x)
+        eager = defend(params, jax.random.key(seed), x)
+        np.testing.assert_allclose(jitted, eager, atol=1e-6)
+
+
+def test_iterations_use_fresh_masks():
+    params = tiny_params(*MNIST, reformer=False)
+    x = images(*MNIST)
+    once = defend(params, jax.random.key(0), x, iterations=1)
+    twice = defend(params, jax.random.key(0), x, iterations=2)
+    manual = defend(params, jax.random.key(0), once, iterations=1)
+    # round 2 must not reuse round 1's key (fold_in(key, 1) != fold_in(key, 0))
+    assert not np.allclose(twice, manual)
+
+
+def test_without_reformer_drops_it():
+    params = tiny_params(*MNIST).without_reformer()
+    assert params.reformer is None and params.reformer_config is None
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        (np.zeros((28, 28, 1), np.float32), ValueError, "shape"),
+        (np.zeros((2, 28, 28, 3), np.float32), ValueError, "channel"),
+        (np.zeros((2, 28, 28, 1), np.uint8), TypeError, "float"),
+        (np.full((2, 28, 28, 1), 1.5, np.float32), ValueError, r"\[0.0, 1.0\]"),
+        (np.full((2, 28, 28, 1), np.nan, np.float32), ValueError, "NaN"),
+        ([[0.0]], TypeError, "array"),
+    ],
+)
+def test_defend_rejects_bad_images(x, error, match):
+    with pytest.raises(error, match=match):
+        defend(tiny_params(*MNIST), jax.random.key(0), x)
+
+
+def test_defend_rejects_bad_iterations_and_masks():
+    params = tiny_params(*MNIST)
+    x = images(*MNIST)
+    with pytest.raises(ValueError, match="iterations"):
+        defend(params, jax.random.key(0), x, iterations=-1)
+    with pytest.raises(ValueError, match="n_masks"):
+        defend(params.replace(n_masks=0), jax.random.key(0), x)
+    with pytest.raises(ValueError, match="n_masks"):
+        defend(params.replace(n_masks=28 * 28 + 1), jax.random.key(0), x)
+    with pytest.raises(TypeError, match="RemixParams"):
+        defend({"inpainter": None}, jax.random.key(0), x)

@@ -1,0 +1,116 @@
+"""What the train CLIs share: flags, data, the run, the final test evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from remix_jax import runtime
+
+
+def parser(
+    description: str, *, epochs: int, batch_size: int, learning_rate: float
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--learning-rate", type=float, default=learning_rate)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, "
+        "else tensorflow-datasets)",
+    )
+    p.add_argument(
+        "--checkpoint-dir", default=None, help="default: checkpoints/<dataset>/<component>"
+    )
+    p.add_argument(
+        "--validation-size",
+        type=int,
+        default=5000,
+        help="last N training images held out for validation",
+    )
+    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first N training/test images (quick checks)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def train_component(
+    args, component: str, task, optimizer, config: dict, summary_metric: str
+) -> dict:
+    """Loads data, trains (resuming), evaluates on the test split, writes meta.json."""
+    runtime.configure()
+    import jax
+
+    from remix_jax import checkpoints, components, data, provenance, training
+
+    if args.epochs < 1 or args.batch_size < 1:
+        fail("--epochs and --batch-size must be >= 1")
+    try:
+        train_split = data.load_split(args.dataset, "train", args.data_dir)
+        test_split = data.load_split(args.dataset, "test", args.data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    images, labels = train_split.images, train_split.labels
+    test_images, test_labels = test_split.images, test_split.labels
+    if args.limit:
+        images, labels = images[: args.limit], labels[: args.limit]
+        test_images, test_labels = test_images[: args.limit], test_labels[: args.limit]
+    validation_size = min(args.validation_size, len(images) // 5)
+    train, validation = training.holdout(images, labels, validation_size)
+    directory = os.path.abspath(
+        args.checkpoint_dir or components.checkpoint_dir(args.dataset, component)
+    )
+    meta = {
+        "component": component,
+        "dataset": args.dataset,
+        "config": config,
+        "train": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+            "train_images": len(train[0]),
+            "validation_images": len(validation[0]),
+        },
+        "data_source": train_split.source,
+        **provenance.stamp(),
+    }
+    train_config = training.TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, save_every=args.save_every
+    )
+    params, meta = training.fit(
+        jax.random.key(args.seed),
+        task,
+        optimizer,
+        train,
+        validation,
+        train_config,
+        directory,
+        meta,
+        progress=not args.no_progress,
+    )
+    test = training.evaluate(task.evaluate, params, test_images, test_labels)
+    meta["test"] = {**test, "images": len(test_images)}
+    checkpoints.write_metadata(directory, meta)
+    print(
+        f"{component} ({args.dataset}): test {summary_metric} = {test[summary_metric]:.4f} "
+        f"-> {directory}"
+    )
+    return meta
