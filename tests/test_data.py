@@ -89,7 +89,8 @@ def test_shards_with_one_source_report_it_once(tmp_path):
 
 def test_data_dir_from_environment_variable(fake_dir, monkeypatch):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(fake_dir["dir"]))
-    images, labels = data.load("mnist", "test")
+    # download=False: if the variable were ignored, fail fast instead of trying the network.
+    images, labels = data.load("mnist", "test", download=False)
     np.testing.assert_array_equal(images, fake_dir["test"][0])
     np.testing.assert_array_equal(labels, fake_dir["test"][1])
 
@@ -119,7 +120,7 @@ def test_missing_folder_from_argument_names_data_dir(tmp_path):
 def test_missing_folder_from_environment_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=data.DATA_DIR_ENV):
-        data.load("mnist", "test")
+        data.load("mnist", "test", download=False)
 
 
 def test_missing_split_in_existing_folder_raises_file_not_found(fake_dir):

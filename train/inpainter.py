@@ -2,7 +2,8 @@
 
 Each training image is masked with a fresh draw of the n-mask generator (n = 2
 MNIST, 3 CIFAR-10); the skip autoencoder learns to restore the hidden pixels
-(mean squared error on them).
+(mean squared error on them). Adam at 3e-4: at 1e-3 the variant that takes the mask
+as an input channel collapsed to an all-zero output in its first steps (3 of 3 seeds).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from train import common
 
 
 def main(argv=None) -> None:
-    p = common.parser(__doc__.splitlines()[0], epochs=20, batch_size=128, learning_rate=1e-3)
+    p = common.parser(__doc__.splitlines()[0], epochs=30, batch_size=128, learning_rate=3e-4)
     p.add_argument("--n-masks", type=int, default=None, help="default: 2 MNIST, 3 CIFAR-10")
     p.add_argument("--features", type=int, nargs="+", default=None)
     p.add_argument("--strides", type=int, nargs="+", default=None)

@@ -21,7 +21,13 @@ def command() -> str:
 
 
 def git_commit() -> str:
-    """HEAD of the repository holding the code (with ``-dirty`` if it has changes)."""
+    """HEAD of the repository holding the code (with ``-dirty`` if it has changes).
+
+    ``$REMIX_GIT_COMMIT`` overrides it, for copies of the tree without ``.git``
+    (e.g. a remote accelerator machine).
+    """
+    if os.environ.get("REMIX_GIT_COMMIT"):
+        return os.environ["REMIX_GIT_COMMIT"]
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         head = subprocess.run(

@@ -85,7 +85,9 @@ class SkipAutoencoder(nn.Module):
         if cfg.mask_channel:
             if mask is None:
                 raise ValueError("this autoencoder takes the mask as input: pass mask=")
-            h = jnp.concatenate([x, mask.mean(axis=-1, keepdims=True)], axis=-1)
+            # centred (+1 visible, -1 hidden): an all-positive extra channel made the
+            # first Adam steps kill every ReLU (training stalled at the all-zero output)
+            h = jnp.concatenate([x, 2 * mask.mean(axis=-1, keepdims=True) - 1], axis=-1)
         encoded = []
         for width, stride in zip(cfg.features, cfg.strides, strict=True):
             h = nn.relu(nn.Conv(width, (3, 3), strides=stride, padding="SAME")(h))
