@@ -115,7 +115,15 @@ def restore(
 
 
 def _abstract(tree: Any) -> Any:
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+    # An explicit sharding (the array's own, else the default device) lets a
+    # checkpoint written on another topology (say, a GPU) restore here.
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def spec(a):
+        sharding = getattr(a, "sharding", None) or default
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
+
+    return jax.tree.map(spec, tree)
 
 
 def write_metadata(directory: str, metadata: dict) -> None:
