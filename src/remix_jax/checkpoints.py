@@ -60,6 +60,8 @@ def save(
     if state is not None:
         items["state"] = ocp.args.StandardSave(state)
     with _manager(directory, keep) as manager:
+        if step in manager.all_steps():
+            manager.delete(step)  # orbax refuses to overwrite a step, even with force
         manager.save(step, args=ocp.args.Composite(**items), force=True)
         manager.wait_until_finished()
     if metadata is not None:

@@ -131,8 +131,10 @@ def fit(
             previous = checkpoints.read_metadata(checkpoint_dir)
             meta["history"] = previous.get("history", [])
             meta["train_seconds"] = previous.get("train_seconds", 0.0)
+            meta["resumed_from"] = previous.get("resumed_from", [])
         except FileNotFoundError:
             pass
+        meta.setdefault("resumed_from", []).append(step)
         logger.info("resuming from step %d of %d", step, total_steps)
 
     train_step = _make_step(task, optimizer)

@@ -1,0 +1,114 @@
+"""The shared training loop: learning, resuming, and a killed CLI run that resumes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from remix_jax import checkpoints, objectives, training
+from remix_jax.models import AutoencoderConfig, MNISTClassifier
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def toy_digits(n, seed=0):
+    """Two separable classes: bright top half vs bright bottom half, uint8 28x28."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n).astype(np.int32)
+    images = rng.integers(0, 60, (n, 28, 28, 1)).astype(np.uint8)
+    images[labels == 0, :14] += 150
+    images[labels == 1, 14:] += 150
+    return images, labels
+
+
+def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path):
+    train, val = toy_digits(256), toy_digits(64, seed=1)
+    task = objectives.classifier_task(MNISTClassifier(), (28, 28, 1))
+    opt = optax.sgd(0.01, momentum=0.9, nesterov=True)
+    key = jax.random.key(0)
+    two_epochs = training.TrainConfig(epochs=2, batch_size=32, save_every=3)
+    straight, meta = training.fit(key, task, opt, train, val, two_epochs,
+                                  str(tmp_path / "a"), {}, progress=False)
+    assert meta["history"][-1]["accuracy"] > 0.9
+    # one epoch, then continue the same run to two epochs from its checkpoint
+    one_epoch = training.TrainConfig(epochs=1, batch_size=32, save_every=3)
+    training.fit(key, task, opt, train, val, one_epoch, str(tmp_path / "b"), {}, progress=False)
+    resumed, meta_b = training.fit(key, task, opt, train, val, two_epochs,
+                                   str(tmp_path / "b"), {}, progress=False)
+    assert meta_b["resumed_from"] == [8]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), straight, resumed)
+
+
+def test_autoencoder_tasks_reduce_their_loss():
+    images, labels = toy_digits(64)
+    cfg = AutoencoderConfig(channels=1, features=(8, 8), strides=(1, 1), mask_channel=True)
+    denoiser_cfg = AutoencoderConfig(channels=1, features=(8, 8), strides=(1, 1))
+    for task in (objectives.denoiser_task(denoiser_cfg, (28, 28), 0.1),
+                 objectives.inpainter_task(cfg, (28, 28), 2)):
+        params = task.init(jax.random.key(0))
+        opt = optax.adam(3e-3)
+        state = opt.init(params)
+        first = None
+        for i in range(30):
+            (loss, _), grads = jax.value_and_grad(task.loss, has_aux=True)(
+                params, jax.random.key(i), jnp.asarray(images), jnp.asarray(labels))
+            updates, state = opt.update(grads, state)
+            params = optax.apply_updates(params, updates)
+            first = float(loss) if first is None else first
+        assert float(loss) < 0.7 * first
+
+
+def test_random_flip_crop_keeps_shape_and_content():
+    x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))
+    y = objectives.random_flip_crop(jax.random.key(1), x)
+    assert y.shape == x.shape
+    assert not np.allclose(x, y)
+    # the crop window is a shifted copy of the (reflect-)padded image: same value range
+    assert float(y.min()) >= float(x.min()) and float(y.max()) <= float(x.max())
+
+
+def test_holdout_rejects_bad_sizes():
+    images, labels = toy_digits(10)
+    (tx, _), (vx, _) = training.holdout(images, labels, 3)
+    assert len(tx) == 7 and len(vx) == 3
+    with pytest.raises(ValueError, match="validation size"):
+        training.holdout(images, labels, 10)
+
+
+def write_fake_mnist(folder):
+    os.makedirs(folder / "mnist")
+    for split, n in (("train", 1200), ("test", 200)):
+        images, labels = toy_digits(n, seed=len(split))
+        np.savez(folder / "mnist" / f"{split}.npz", image=images, label=labels, source="toy")
+
+
+def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path):
+    write_fake_mnist(tmp_path / "data")
+    ckpt = tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "train.classifier", "--data-dir", str(tmp_path / "data"),
+           "--checkpoint-dir", str(ckpt), "--epochs", "6", "--batch-size", "20",
+           "--validation-size", "200", "--save-every", "25", "--no-progress"]
+    env = {**os.environ, "REMIX_JAX_CPU_FLAGS": "0"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while checkpoints.latest_step(str(ckpt)) is None and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoints.latest_step(str(ckpt))
+    assert killed_at is not None and 0 < killed_at < 6 * 50
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = checkpoints.read_metadata(str(ckpt))
+    assert meta["resumed_from"][0] >= killed_at
+    assert meta["steps"] == 6 * 50
+    assert meta["test"]["accuracy"] > 0.9
