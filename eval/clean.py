@@ -37,18 +37,16 @@ def main(argv=None) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from remix_jax import checkpoints, data, evaluation, provenance
+    from remix_jax import data, evaluation, provenance
     from remix_jax.defense import autoencoder_fn
-    from remix_jax.pretrained import load_autoencoder, load_pretrained
+    from remix_jax.pretrained import load_pretrained, restore_autoencoder
 
     try:
         split = data.load_split(args.dataset, "test", args.data_dir)
         pre = load_pretrained(args.dataset, args.checkpoint_root)
         if args.inpainter:
-            folder = os.path.abspath(args.inpainter)
-            root, component = os.path.dirname(os.path.dirname(folder)), os.path.basename(folder)
-            cfg, params, meta_cfg = load_autoencoder(os.path.basename(os.path.dirname(folder)),
-                                                     component, root)
+            cfg, params, meta_cfg = restore_autoencoder(os.path.abspath(args.inpainter),
+                                                        data.DATASETS[args.dataset][:2])
             pre = pre._replace(remix=pre.remix.replace(
                 inpainter=params, inpainter_config=cfg, n_masks=meta_cfg["n_masks"]))
     except (FileNotFoundError, ValueError) as e:
@@ -93,7 +91,6 @@ def main(argv=None) -> None:
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)
-    del checkpoints
     print(table)
 
 

@@ -41,18 +41,14 @@ def load_classifier(dataset: str, root: str | None = None) -> tuple[nn.Module, A
     return model, restored.params
 
 
-def load_autoencoder(
-    dataset: str, component: str, root: str | None = None
-) -> tuple[AutoencoderConfig, Any, dict]:
-    """Restores a reformer or inpainter; its architecture comes from its meta.json.
+def restore_autoencoder(folder: str, hw: tuple[int, int]) -> tuple[AutoencoderConfig, Any, dict]:
+    """Restores a reformer or inpainter from ``folder``; architecture from its meta.json.
 
     Returns:
       (architecture, params, the "config" entry of its meta.json).
     """
-    folder = components.checkpoint_dir(dataset, component, root)
     meta_config = checkpoints.read_metadata(folder)["config"]
     config = AutoencoderConfig.from_dict(meta_config)
-    hw = DATASETS[dataset][:2]
 
     def init():
         mask = jnp.ones((1, *hw, 1)) if config.mask_channel else None
@@ -60,6 +56,13 @@ def load_autoencoder(
         return SkipAutoencoder(config).init(jax.random.key(0), x, mask)["params"]
 
     return config, checkpoints.restore(folder, jax.eval_shape(init)).params, meta_config
+
+
+def load_autoencoder(dataset: str, component: str,
+                     root: str | None = None) -> tuple[AutoencoderConfig, Any, dict]:
+    """Restores the dataset's shipped reformer or inpainter (see :func:`restore_autoencoder`)."""
+    folder = components.checkpoint_dir(dataset, component, root)
+    return restore_autoencoder(folder, DATASETS[dataset][:2])
 
 
 def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrained:
