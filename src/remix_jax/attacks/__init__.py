@@ -1,0 +1,5 @@
+"""Attacks that take a logits function: Carlini-Wagner L2 and EAD."""
+
+from remix_jax.attacks.common import AttackResult as AttackResult
+from remix_jax.attacks.cw import cw_l2 as cw_l2
+from remix_jax.attacks.ead import ead as ead

@@ -1,0 +1,212 @@
+"""CW-L2 and EAD: exact answers on linear models, invariants, and a real CNN."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from remix_jax.attacks import common, cw_l2, ead
+from remix_jax.attacks.common import margin
+
+SHAPE = (4, 4, 1)
+D = 16
+
+
+def linear_model(seed=0, classes=3):
+    rng = np.random.default_rng(seed)
+    w = jnp.asarray(rng.normal(size=(D, classes)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=classes) * 0.1, jnp.float32)
+
+    def logits_fn(x):
+        return x.reshape(x.shape[0], -1) @ w + b[None]
+
+    return logits_fn, np.asarray(w), np.asarray(b)
+
+
+def images_near_middle(n, seed=1):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(0.5 + rng.uniform(-0.05, 0.05, size=(n, *SHAPE)), jnp.float32)
+
+
+def analytic_min_l2(x, labels, w, b, kappa):
+    """Distance to the nearest kappa-boundary, min_j (margin_j + kappa) / ||w_y - w_j||.
+
+    Returns the distances (N,) and the closest points (N, D) on those boundaries.
+    """
+    flat = np.asarray(x).reshape(len(x), -1)
+    logits = flat @ w + b
+    dists, points = [], []
+    for point, logit, y in zip(flat, logits, labels, strict=True):
+        others = [j for j in range(w.shape[1]) if j != y]
+        norms = {j: np.linalg.norm(w[:, y] - w[:, j]) for j in others}
+        best = min(others, key=lambda j: (logit[y] - logit[j] + kappa) / norms[j])
+        a = w[:, y] - w[:, best]
+        dist = (logit[y] - logit[best] + kappa) / norms[best]
+        dists.append(dist)
+        points.append(point - dist * a / norms[best])
+    return np.array(dists), np.array(points)
+
+
+@pytest.fixture(scope="module")
+def linear_setup():
+    logits_fn, w, b = linear_model()
+    x = images_near_middle(6)
+    labels = jnp.argmax(logits_fn(x), axis=-1)
+    return logits_fn, w, b, x, labels
+
+
+@pytest.mark.parametrize("kappa", [0.0, 1.0, 3.0])
+def test_cw_reaches_the_analytic_minimum_distortion_on_a_linear_model(linear_setup, kappa):
+    logits_fn, w, b, x, labels = linear_setup
+    result = cw_l2(
+        logits_fn,
+        x,
+        labels,
+        confidence=kappa,
+        binary_search_steps=12,
+        max_iterations=1000,
+        learning_rate=5e-3,
+    )
+    assert bool(result.success.all())
+    expected, optimum = analytic_min_l2(x, np.asarray(labels), w, b, kappa)
+    # the box is inactive: the unconstrained optimum lies well inside [0, 1]
+    assert optimum.min() > 0.02 and optimum.max() < 0.98
+    np.testing.assert_allclose(np.asarray(result.l2), expected, rtol=0.02)
+
+
+def test_success_means_margin_at_least_kappa_and_failures_come_back_unchanged():
+    rng = np.random.default_rng(7)
+    w = jnp.asarray(rng.normal(size=(D, 3)), jnp.float32)
+    b = jnp.array([0.0, 0.0, -100.0])  # class 2 can never win inside the box
+
+    def logits_fn(x):
+        return x.reshape(x.shape[0], -1) @ w + b[None]
+
+    x = images_near_middle(6)
+    targets = jnp.array([0, 1, 0, 2, 2, 2])  # the last three targets are impossible
+    kappa = 1.0
+    for attack in (cw_l2, ead):
+        result = attack(logits_fn, x, targets, targeted=True, confidence=kappa,
+                        binary_search_steps=6, max_iterations=200)
+        m = np.asarray(margin(logits_fn(result.adversarial), targets, targeted=True))
+        success = np.asarray(result.success)
+        np.testing.assert_array_equal(success, [True] * 3 + [False] * 3)
+        assert np.all(m[success] >= kappa)
+        np.testing.assert_array_equal(np.asarray(result.adversarial)[3:], np.asarray(x)[3:])
+        assert np.all(np.asarray(result.l2)[3:] == 0)
+        assert float(result.adversarial.min()) >= 0 and float(result.adversarial.max()) <= 1
+
+
+def test_targeted_attacks_reach_their_target(linear_setup):
+    logits_fn, _, _, x, labels = linear_setup
+    targets = (labels + 1) % 3
+    for attack in (cw_l2, ead):
+        result = attack(
+            logits_fn,
+            x,
+            targets,
+            targeted=True,
+            confidence=0.5,
+            binary_search_steps=8,
+            max_iterations=300,
+        )
+        assert bool(result.success.all())
+        np.testing.assert_array_equal(jnp.argmax(logits_fn(result.adversarial), -1), targets)
+
+
+def test_ead_is_sparser_than_cw_and_becomes_cw_as_beta_vanishes():
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(D, 2)), jnp.float32)
+
+    def logits_fn(x):
+        return x.reshape(x.shape[0], -1) @ w
+
+    x = images_near_middle(8, seed=4)
+    labels = jnp.argmax(logits_fn(x), axis=-1)
+    settings = dict(binary_search_steps=9, max_iterations=1000, confidence=1.0)
+    cw = cw_l2(logits_fn, x, labels, **settings)
+    sparse = ead(logits_fn, x, labels, beta=0.1, **settings)
+    assert bool(cw.success.all()) and bool(sparse.success.all())
+    assert float(sparse.l0.mean()) < float(cw.l0.mean())
+    assert float(sparse.l1.mean()) < float(cw.l1.mean())
+    dense = ead(logits_fn, x, labels, beta=1e-6, **settings)
+    np.testing.assert_allclose(np.asarray(dense.l2), np.asarray(cw.l2), rtol=0.05)
+
+
+def test_l1_rule_gives_no_larger_l1_than_en_rule():
+    logits_fn, _, _ = linear_model(seed=5)
+    x = images_near_middle(6, seed=6)
+    labels = jnp.argmax(logits_fn(x), axis=-1)
+    settings = dict(beta=0.1, binary_search_steps=6, max_iterations=300)
+    en = ead(logits_fn, x, labels, decision_rule="EN", **settings)
+    l1 = ead(logits_fn, x, labels, decision_rule="L1", **settings)
+    assert float(l1.l1.mean()) <= float(en.l1.mean()) + 1e-4
+
+
+def test_new_data_and_confidence_reuse_the_compiled_attack(linear_setup):
+    from remix_jax.attacks import search
+
+    logits_fn, _, _, x, labels = linear_setup
+    before = search._host_chunk._cache_size()
+    for seed, kappa in ((10, 0.0), (11, 1.5), (12, 4.0)):
+        cw_l2(
+            logits_fn,
+            images_near_middle(6, seed),
+            labels,
+            confidence=kappa,
+            binary_search_steps=2,
+            max_iterations=5,
+        )
+    assert search._host_chunk._cache_size() - before == 1
+
+
+def test_binary_search_update_follows_the_reference():
+    const = jnp.array([1e-3, 1e-3, 0.5])
+    lower = jnp.array([0.0, 0.0, 0.1])
+    upper = jnp.array([1e10, 1e10, 1e10])
+    succeeded = jnp.array([True, False, False])
+    c, lo, up = common.update_const(const, lower, upper, succeeded)
+    np.testing.assert_allclose(c, [5e-4, 1e-2, 5.0])  # success: bisect; failure: x10
+    np.testing.assert_allclose(lo, [0.0, 1e-3, 0.5])
+    np.testing.assert_allclose(up, [1e-3, 1e10, 1e10])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(labels=jnp.array([0, 5])), ValueError, r"labels must be in \[0, 3\)"),
+        (dict(labels=jnp.array([0])), ValueError, "labels must have shape"),
+        (dict(labels=jnp.array([0.0, 1.0])), TypeError, "integers"),
+        (dict(x=jnp.full((2, *SHAPE), 1.5)), ValueError, "x must lie"),
+        (dict(x=jnp.full((2, *SHAPE), jnp.nan)), ValueError, "NaN"),
+        (dict(confidence=-1.0), ValueError, "confidence"),
+        (dict(max_iterations=-3), ValueError, "max_iterations"),
+        (dict(binary_search_steps=0), ValueError, "binary_search_steps"),
+        (dict(clip_min=1.0, clip_max=0.0), ValueError, "clip_min"),
+    ],
+)
+def test_bad_input_is_rejected(kwargs, error, match):
+    logits_fn, _, _ = linear_model()
+    args = dict(x=images_near_middle(2), labels=jnp.array([0, 1]))
+    args.update(kwargs)
+    x, labels = args.pop("x"), args.pop("labels")
+    for attack in (cw_l2, ead):
+        with pytest.raises(error, match=match):
+            attack(logits_fn, x, labels, **args)
+
+
+def test_ead_rejects_unknown_decision_rule():
+    logits_fn, _, _ = linear_model()
+    with pytest.raises(ValueError, match="decision_rule"):
+        ead(logits_fn, images_near_middle(2), jnp.array([0, 1]), decision_rule="L2")
+
+
+def test_host_and_device_loops_agree(linear_setup):
+    logits_fn, _, _, x, labels = linear_setup
+    settings = dict(confidence=1.0, binary_search_steps=4, max_iterations=60)
+    for attack in (cw_l2, ead):
+        host = attack(logits_fn, x, labels, loop="host", **settings)
+        device = attack(logits_fn, x, labels, loop="device", **settings)
+        np.testing.assert_array_equal(host.success, device.success)
+        np.testing.assert_allclose(host.adversarial, device.adversarial, atol=1e-5)
+        np.testing.assert_allclose(host.const, device.const, rtol=1e-6)

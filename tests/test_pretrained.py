@@ -1,0 +1,74 @@
+"""The shipped MNIST checkpoints: they load, and their committed metrics are true."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from remix_jax import checkpoints, components, data, evaluation
+from remix_jax.pretrained import load_pretrained
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.path.join(REPO, "checkpoints", "mnist")
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    if not os.path.isdir(os.path.join(MNIST_DIR, "inpainter")):
+        pytest.skip("no MNIST checkpoints committed")
+    return load_pretrained("mnist", os.path.join(REPO, "checkpoints"))
+
+
+@pytest.fixture(scope="module")
+def mnist_test(data_dir):
+    return data.load("mnist", "test", data_dir)
+
+
+@pytest.mark.slow
+def test_shipped_mnist_classifier_scores_at_least_99_3_percent(mnist, mnist_test):
+    images, labels = mnist_test
+    accuracy = np.mean(evaluation.predict(mnist.logits_fn, data.to_float(images)) == labels)
+    assert accuracy >= 0.993
+    recorded = checkpoints.read_metadata(os.path.join(MNIST_DIR, "classifier"))["test"]
+    assert abs(recorded["accuracy"] - accuracy) < 1e-3  # meta.json tells the truth
+
+
+@pytest.mark.slow
+def test_shipped_remix_keeps_clean_accuracy_within_one_point(mnist, mnist_test):
+    images, labels = mnist_test
+    x = data.to_float(images[:2000])
+    bare = np.mean(evaluation.predict(mnist.logits_fn, x) == labels[:2000])
+    defended = evaluation.remix_predict(mnist.logits_fn, mnist.remix, jax.random.key(0), x)
+    assert bare - np.mean(defended == labels[:2000]) < 0.01
+
+
+def test_remix_params_carry_the_trained_settings(mnist):
+    assert mnist.remix.n_masks == components.N_MASKS["mnist"] == 2
+    assert mnist.remix.reformer is not None and mnist.remix.iterations == 1
+    meta = checkpoints.read_metadata(os.path.join(MNIST_DIR, "inpainter"))
+    for key in ("command", "git_commit", "machine", "train_seconds", "test"):
+        assert key in meta
+
+
+def test_committed_clean_results_are_consistent():
+    path = os.path.join(REPO, "results", "mnist", "clean.json")
+    if not os.path.isfile(path):
+        pytest.skip("results/mnist/clean.json not committed yet")
+    with open(path) as f:
+        result = json.load(f)
+    rows = {row["defense"]: row for row in result["rows"]}
+    assert result["images"] == 10000 and "command" in result and "machine" in result
+    bare = rows["none"]["accuracy"]
+    assert bare >= 99.3
+    for name, row in rows.items():
+        value = row.get("mean", row.get("accuracy"))
+        assert 0 <= value <= 100, name
+    assert bare - rows["mask-inpaint n=2 K=1"]["mean"] <= 1.0
+    assert bare - rows["reformer + mask-inpaint n=2 K=1"]["mean"] <= 1.0
+
+
+def test_missing_checkpoint_gives_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint|meta.json"):
+        load_pretrained("mnist", str(tmp_path))
