@@ -17,7 +17,7 @@ def shared_data_dir() -> str | None:
     return candidate if os.path.isdir(candidate) else None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir() -> str:
     folder = shared_data_dir()
     if folder is None:

@@ -210,3 +210,46 @@ def test_host_and_device_loops_agree(linear_setup):
         np.testing.assert_array_equal(host.success, device.success)
         np.testing.assert_allclose(host.adversarial, device.adversarial, atol=1e-5)
         np.testing.assert_allclose(host.const, device.const, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def mnist_cnn(data_dir):
+    """The committed MNIST classifier and 10 test images it gets right."""
+    import os
+
+    from remix_jax import data
+    from remix_jax.evaluation import predict
+    from remix_jax.pretrained import load_classifier
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "checkpoints")
+    if not os.path.isdir(os.path.join(root, "mnist", "classifier")):
+        pytest.skip("no committed MNIST classifier")
+    model, params = load_classifier("mnist", root)
+
+    def logits_fn(x):
+        return model.apply({"params": params}, x)
+
+    images, labels = data.load("mnist", "test", data_dir)
+    x = data.to_float(images[:30])
+    right = predict(logits_fn, x) == labels[:30]
+    return logits_fn, jnp.asarray(x[right][:10]), jnp.asarray(labels[:30][right][:10])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["cw", "ead"])
+def test_real_cnn_kappa_zero_always_succeeds_and_higher_kappa_costs_more(mnist_cnn, attack):
+    logits_fn, x, labels = mnist_cnn
+    run = cw_l2 if attack == "cw" else (lambda *a, **k: ead(*a, beta=0.1, **k))
+    # 1000 iterations: pixels at exactly 0 or 1 sit at |w| = arctanh(0.999999) and need
+    # hundreds of Adam steps to move (the reference scaling, kept on purpose)
+    settings = dict(binary_search_steps=3, max_iterations=1000, initial_const=1.0)
+    low = run(logits_fn, x, labels, confidence=0.0, **settings)
+    high = run(logits_fn, x, labels, confidence=10.0, **settings)
+    assert bool(low.success.all())
+    m = np.asarray(margin(logits_fn(low.adversarial), labels, targeted=False))
+    assert np.all(m >= 0) and np.all(np.argmax(logits_fn(low.adversarial), -1) != labels)
+    both = np.asarray(low.success & high.success)
+    assert both.sum() >= 5
+    norm = "l2" if attack == "cw" else "l1"
+    assert getattr(high, norm)[both].mean() > getattr(low, norm)[both].mean()
