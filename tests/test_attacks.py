@@ -1,6 +1,5 @@
 """CW-L2 and EAD: exact answers on linear models, invariants, and a real CNN."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

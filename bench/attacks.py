@@ -1,0 +1,95 @@
+"""Attack speed and convergence on the MagNet MNIST CNN: ``python -m bench.attacks``.
+
+throughput: iterations x images per second of CW-L2 and EAD at --batch (early abort
+  off, one search step, timed after compilation).
+convergence: success rate and mean distortion on --num-examples images for each
+  search-steps x iterations setting of --grid, at each kappa of --confidences, so the
+  sweep's CPU preset can be chosen where the numbers match the full settings.
+Writes results/bench/attacks_<part>_<platform>.json (and prints a table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--part", choices=["throughput", "convergence"], required=True)
+    p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
+    p.add_argument("--batch", type=int, default=1000, help="throughput batch")
+    p.add_argument("--iterations", type=int, default=50, help="timed throughput iterations")
+    p.add_argument("--num-examples", type=int, default=100, help="convergence images")
+    p.add_argument("--grid", default="1x100,3x1000,5x1000,9x1000,9x10000",
+                   help="search steps x iterations settings (convergence)")
+    p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 20.0])
+    p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    try:
+        grid = [tuple(int(v) for v in g.split("x")) for g in args.grid.split(",")]
+    except ValueError:
+        sys.exit(f"error: --grid must look like 1x100,9x1000, got {args.grid!r}")
+
+    from remix_jax import runtime
+
+    runtime.configure()
+    import jax
+    import numpy as np
+
+    from bench.common import mnist_setup, timed, write_json
+    from remix_jax import provenance
+    from remix_jax.attacks import cw_l2, ead
+
+    out = args.out or f"results/bench/attacks_{args.part}_{jax.default_backend()}.json"
+
+    def save():  # after every row, so an interrupted run keeps what it measured
+        write_json(out, {"part": args.part, "rows": rows, "beta": args.beta,
+                         **provenance.stamp()})
+
+    attacks = {"cw": cw_l2, "ead": lambda *a, **k: ead(*a, beta=args.beta, **k)}
+    rows = []
+    if args.part == "throughput":
+        pre, x, y = mnist_setup(args.batch, args.data_dir)
+        for name in args.attacks:
+            settings = dict(binary_search_steps=1, abort_early=False)
+            # compile with a short run of the same shapes, then time the real one
+            timed(attacks[name], pre.logits_fn, x, y, max_iterations=args.iterations,
+                  **settings)
+            _, seconds = timed(attacks[name], pre.logits_fn, x, y,
+                               max_iterations=args.iterations, **settings)
+            rate = args.iterations * len(x) / seconds
+            rows.append({"attack": name, "batch": len(x), "iterations": args.iterations,
+                         "seconds": round(seconds, 3), "iteration_images_per_s": round(rate, 1),
+                         "steps_per_s": round(args.iterations / seconds, 3)})
+            save()
+            print(f"{name}: {rate:,.0f} iteration-images/s ({args.iterations / seconds:.2f} "
+                  f"steps/s at batch {len(x)})")
+    else:
+        pre, x, y = mnist_setup(args.num_examples, args.data_dir)
+        for name in args.attacks:
+            for kappa in args.confidences:
+                for steps, iterations in grid:
+                    result, seconds = timed(attacks[name], pre.logits_fn, x, y,
+                                            confidence=kappa, binary_search_steps=steps,
+                                            max_iterations=iterations)
+                    ok = np.asarray(result.success)
+                    row = {"attack": name, "confidence": kappa, "binary_search_steps": steps,
+                           "max_iterations": iterations, "images": len(x),
+                           "success": float(ok.mean()), "seconds": round(seconds, 1)}
+                    for norm in ("l0", "l1", "l2", "linf"):
+                        values = np.asarray(getattr(result, norm))[ok]
+                        row[f"mean_{norm}"] = float(values.mean()) if ok.any() else None
+                    rows.append(row)
+                    save()
+                    print(f"{name} kappa={kappa:g} {steps}x{iterations}: success "
+                          f"{row['success']:.1%}, L2 {row['mean_l2'] or float('nan'):.3f}, "
+                          f"L1 {row['mean_l1'] or float('nan'):.2f}, {seconds:.0f} s", flush=True)
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Shared bench plumbing: the MNIST model and images, timing, atomic result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def mnist_setup(num_examples: int, data_dir: str | None = None):
+    """The shipped MNIST classifier and the first N test images it classifies right."""
+    from remix_jax import data, evaluation
+    from remix_jax.pretrained import load_pretrained
+
+    pre = load_pretrained("mnist")
+    images, labels = data.load("mnist", "test", data_dir)
+    x = data.to_float(images[: 2 * num_examples + 100])
+    right = evaluation.predict(pre.logits_fn, x) == labels[: len(x)]
+    return pre, x[right][:num_examples], labels[: len(x)][right][:num_examples]
+
+
+def timed(fn, *args, **kwargs):
+    """(result, seconds) with the result's arrays ready."""
+    import jax
+
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - start
+
+
+def write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
