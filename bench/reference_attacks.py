@@ -1,30 +1,39 @@
 """Our CW-L2 / EAD against reference implementations at equal settings.
 
-``python -m bench.reference_attacks`` (run it with an interpreter that has Foolbox,
-e.g. a separate venv: ``python3 -m venv /work/refvenv && /work/refvenv/bin/pip install
--e . foolbox==3.3.4``; the project's own venv stays free of it).
+``python -m bench.reference_attacks``, run with an interpreter that also has the
+references, kept out of the project's venv, e.g.::
+
+    python3 -m venv /work/refvenv
+    /work/refvenv/bin/pip install -e . foolbox==3.3.4 torch==2.13.0
+    /work/refvenv/bin/pip install --no-deps advertorch==0.2.3
 
 On the first --num-examples MNIST test images the shipped classifier gets right,
 untargeted, at each kappa of --confidences, with the same search steps, iterations,
-learning rate, initial constant, beta and early abort (each implementation's own):
+learning rate, initial constant, beta, decision rule, and early abort on:
 
-  ours-cw      remix_jax.attacks.cw_l2
-  foolbox-cw   foolbox.attacks.L2CarliniWagnerAttack
-  ours-ead     remix_jax.attacks.ead (decision rule --decision-rule, beta --beta)
-  foolbox-ead  foolbox.attacks.EADAttack (regularization=beta, same decision rule)
+  ours-cw         remix_jax.attacks.cw_l2
+  foolbox-cw      foolbox.attacks.L2CarliniWagnerAttack (JAXModel of the same function)
+  advertorch-cw   advertorch.attacks.CarliniWagnerL2Attack (torch port, below)
+  ours-ead        remix_jax.attacks.ead
+  foolbox-ead     foolbox.attacks.EADAttack (regularization=beta)
+  advertorch-ead  advertorch.attacks.ElasticNetL1Attack (abort_early=True passed;
+                  its default is False)
+
+By default every reference whose package is installed runs. advertorch gets a torch
+port of the Flax weights, checked to give the same logits within 1e-4 first.
 
 Every returned image is judged by the same function, never by the implementation's
 own flags: success iff it lies in [0, 1], its best-other-minus-true logit margin
 (recomputed with ``pre.logits_fn``) is >= kappa and its argmax is wrong. Distortions
 (L0 / L1 / L2 / Linf of adv - x) are averaged over successes only. Foolbox returns
 an all-zero image where it found nothing; the classifier may misclassify that black
-image, so an all-zero image is counted as a failure (ours returns x on failure). A paired table compares each
-reference with ours on the examples both broke.
+image, so an all-zero image counts as a failure (ours and advertorch return x).
+A paired table compares each reference with ours on the examples both broke.
 
-Foolbox runs the whole batch at once (its usual use); its early abort then watches
-the loss summed over the batch (ours: per example, as the original batch-size-1 code).
-Wall seconds include JIT compilation (ours compiles once per attack and shape; the
-second kappa reuses it).
+The references run the whole batch at once (their usual use); their early abort
+then watches the loss summed over the batch (ours: per example, as the original
+batch-size-1 code). Wall seconds include JIT compilation (ours compiles once per
+attack and shape; the second kappa reuses it).
 
 Writes <out>.json (per-example numbers, versions, provenance) and <out>.md, atomically.
 """
@@ -37,8 +46,105 @@ import os
 import sys
 import time
 
-IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "ours-ead", "foolbox-ead")
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "foolbox", "eagerpy", "scipy")
+IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "advertorch-cw",
+                   "ours-ead", "foolbox-ead", "advertorch-ead")
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "foolbox", "eagerpy", "scipy",
+            "torch", "advertorch")
+PORT_TOLERANCE = 1e-4  # max |logit difference| allowed between the Flax and torch models
+
+
+def _available(package: str) -> bool:
+    try:
+        importlib.metadata.version(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def _import_advertorch():
+    """advertorch 0.2.3 (installed with --no-deps) with a current torch.
+
+    Its package __init__ imports everything, so two shims go in before the import,
+    neither touching the CW or EAD code:
+      * ``torch.autograd.gradcheck.zero_gradients`` (removed in torch 1.9), used only
+        by its FAB attack;
+      * a stand-in ``torchvision`` when none imports (the PyPI torchvision wheel is a
+        CUDA build that cannot load beside the CPU torch here), used only by its JPEG
+        defense, which builds ``transforms.ToPILImage()`` / ``ToTensor()`` at import.
+    """
+    import importlib
+    import types
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or a wheel that cannot load
+        class _Unavailable:
+            def __call__(self, *args, **kwargs):
+                raise RuntimeError("torchvision stand-in: not available in this bench")
+
+        stub = types.ModuleType("torchvision")
+        stub.transforms = types.SimpleNamespace(ToPILImage=_Unavailable, ToTensor=_Unavailable)
+        sys.modules["torchvision"] = stub
+
+    # sys.modules' entry: the attribute torch.autograd.gradcheck is the function
+    gradcheck = importlib.import_module("torch.autograd.gradcheck")
+    if not hasattr(gradcheck, "zero_gradients"):
+        def zero_gradients(x):
+            if isinstance(x, __import__("torch").Tensor):
+                if x.grad is not None:
+                    x.grad.detach_()
+                    x.grad.zero_()
+            else:
+                for elem in x:
+                    zero_gradients(elem)
+
+        gradcheck.zero_gradients = zero_gradients
+    import advertorch.attacks
+
+    return advertorch.attacks
+
+
+def torch_port(params):
+    """The MagNet MNIST CNN in torch with the Flax weights; takes NHWC like the Flax one.
+
+    conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10 (3x3 VALID, ReLU). The
+    feature map goes back to NHWC before flattening, so the first dense layer's
+    weights keep Flax's (h, w, c) row order.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList([nn.Conv2d(i, o, 3) for i, o in
+                                        ((1, 32), (32, 32), (32, 64), (64, 64))])
+            self.dense = nn.ModuleList([nn.Linear(1024, 200), nn.Linear(200, 200),
+                                        nn.Linear(200, 10)])
+
+        def forward(self, x):  # (B, 28, 28, 1)
+            h = x.permute(0, 3, 1, 2)
+            for k, conv in enumerate(self.convs):
+                h = torch.relu(conv(h))
+                if k % 2:
+                    h = nn.functional.max_pool2d(h, 2)
+            h = h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)
+            h = torch.relu(self.dense[0](h))
+            h = torch.relu(self.dense[1](h))
+            return self.dense[2](h)
+
+    net = Net()
+    convs = [params[f"Conv_{i}"] for i in range(4)]
+    dense = [params[f"Dense_{i}"] for i in range(3)]
+    with torch.no_grad():
+        for mod, p in zip(net.convs, convs):
+            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1).copy()))
+            mod.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+        for mod, p in zip(net.dense, dense):
+            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).T.copy()))
+            mod.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+    return net.eval()
 
 
 def _versions() -> dict:
@@ -124,17 +230,22 @@ def paired(ours, ref, rtol=1e-3) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--num-examples", type=int, default=100)
-    p.add_argument("--binary-search-steps", type=int, default=5)
-    p.add_argument("--max-iterations", type=int, default=1000)
-    p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 10.0])
-    p.add_argument("--learning-rate", type=float, default=1e-2)
-    p.add_argument("--initial-const", type=float, default=1e-3)
+    p.add_argument("--num-examples", type=int, default=100, help="images attacked")
+    p.add_argument("--binary-search-steps", type=int, default=5, help="search steps on c")
+    p.add_argument("--max-iterations", type=int, default=1000,
+                   help="iterations per search step")
+    p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 10.0],
+                   help="kappa values")
+    p.add_argument("--learning-rate", type=float, default=1e-2,
+                   help="Adam lr (CW), initial FISTA step (EAD)")
+    p.add_argument("--initial-const", type=float, default=1e-3, help="first c")
     p.add_argument("--beta", type=float, default=1e-2, help="EAD's L1 weight (both)")
-    p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN")
-    p.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS,
-                   default=list(IMPLEMENTATIONS))
-    p.add_argument("--data-dir", default=os.environ.get("REMIX_DATA_DIR", "/work/shared/data"))
+    p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN",
+                   help="EAD's choice of best example (both)")
+    p.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None,
+                   help="default: ours and every reference whose package is installed")
+    p.add_argument("--data-dir", default=os.environ.get("REMIX_DATA_DIR", "/work/shared/data"),
+                   help="folder with mnist/test.npz")
     p.add_argument("--out", default="results/bench/reference_attacks",
                    help="output path without extension (.json and .md are written)")
     args = p.parse_args(argv)
@@ -150,13 +261,15 @@ def main(argv=None) -> None:
     from remix_jax import provenance
     from remix_jax.attacks import cw_l2, ead
 
-    needs_foolbox = any(i.startswith("foolbox") for i in args.implementations)
-    if needs_foolbox:
-        try:
-            import foolbox as fb
-        except ImportError:
-            sys.exit("error: foolbox is not installed in this interpreter "
-                     "(pip install foolbox==3.3.4 in a separate venv, see --help)")
+    if args.implementations is None:
+        args.implementations = [i for i in IMPLEMENTATIONS
+                                if i.startswith("ours") or _available(i.split("-")[0])]
+    for package in ("foolbox", "advertorch"):
+        if any(i.startswith(package) for i in args.implementations) and not _available(package):
+            sys.exit(f"error: {package} is not installed in this interpreter "
+                     "(install it in a separate venv, see --help)")
+    if any(i.startswith("foolbox") for i in args.implementations):
+        import foolbox as fb
 
     pre, x, y = mnist_setup(args.num_examples, args.data_dir)
     x = np.asarray(x, np.float32)
@@ -197,9 +310,44 @@ def main(argv=None) -> None:
         adv = attack.run(model, jnp.asarray(x), fb.criteria.Misclassification(jnp.asarray(y)))
         return np.asarray(jax.block_until_ready(adv))
 
+    port = {}
+    if any(i.startswith("advertorch") for i in args.implementations):
+        import torch
+
+        at = _import_advertorch()
+        net = torch_port(pre.classifier_params)
+        # the attack images, and as many uniform-noise images (off the data manifold)
+        noise = np.random.default_rng(0).uniform(size=x.shape).astype(np.float32)
+        check = np.concatenate([x, noise])
+        with torch.no_grad():
+            theirs = net(torch.from_numpy(check)).numpy()
+        diff = float(np.abs(theirs - np.asarray(logits_fn(check))).max())
+        port = {"max_abs_logit_diff": diff, "images_checked": len(check),
+                "torch_threads": torch.get_num_threads()}
+        print(f"torch port: max |logit diff| {diff:.2e} on {len(check)} images", flush=True)
+        if not diff <= PORT_TOLERANCE:
+            sys.exit(f"error: the torch port differs from the Flax model by {diff:.2e} "
+                     f"> {PORT_TOLERANCE:g}")
+
+    def run_advertorch(kappa, which):
+        kw = dict(num_classes=10, confidence=kappa, targeted=False,
+                  learning_rate=args.learning_rate,
+                  binary_search_steps=args.binary_search_steps,
+                  max_iterations=args.max_iterations, abort_early=True,
+                  initial_const=args.initial_const, clip_min=0.0, clip_max=1.0)
+        if which == "cw":
+            attack = at.CarliniWagnerL2Attack(net, **kw)
+        else:
+            attack = at.ElasticNetL1Attack(net, beta=args.beta,
+                                           decision_rule=args.decision_rule, **kw)
+        adv = attack.perturb(torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)))
+        return adv.detach().numpy().astype(np.float32)
+
     runners = {"ours-cw": run_ours_cw, "ours-ead": run_ours_ead,
                "foolbox-cw": lambda k: run_foolbox(k, "cw"),
-               "foolbox-ead": lambda k: run_foolbox(k, "ead")}
+               "foolbox-ead": lambda k: run_foolbox(k, "ead"),
+               "advertorch-cw": lambda k: run_advertorch(k, "cw"),
+               "advertorch-ead": lambda k: run_advertorch(k, "ead")}
 
     rows, per_example, verdicts = [], {}, {}
 
@@ -213,7 +361,8 @@ def main(argv=None) -> None:
             if mine is not None:
                 pairs.append({"attack": family, "confidence": kappa, "reference": impl,
                               **paired(mine, v)})
-        payload = {"settings": settings, "rows": rows, "paired": pairs,
+        payload = {"settings": settings, "implementations": args.implementations,
+                   "torch_port": port or None, "rows": rows, "paired": pairs,
                    "versions": _versions(), "per_example": per_example,
                    "labels": y.tolist(), **provenance.stamp()}
         write_json(args.out + ".json", payload)
