@@ -40,6 +40,7 @@ def parse(argv):
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--binary-search-steps", type=int, default=None, help="overrides --preset")
     p.add_argument("--max-iterations", type=int, default=None, help="overrides --preset")
+    p.add_argument("--initial-const", type=float, default=1e-3, help="first c of the search")
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight (paper: 0.1)")
     p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN")
     p.add_argument("--targeted", action="store_true",
@@ -71,6 +72,8 @@ def attack_settings(args) -> dict:
     if args.attack == "ead":
         settings.update(beta=args.beta, decision_rule=args.decision_rule)
     settings["targeted"] = args.targeted
+    if args.initial_const != 1e-3:  # recorded only when it departs from the reference
+        settings["initial_const"] = args.initial_const
     return settings
 
 

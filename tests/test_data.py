@@ -108,8 +108,21 @@ def test_missing_shard_raises_file_not_found(tmp_path):
         np.array([0, 1]),
         "only shard",
     )
-    with pytest.raises(FileNotFoundError, match="1 of 2 shards"):
+    with pytest.raises(FileNotFoundError, match="incomplete"):
         data.load("mnist", "train", str(tmp_path))
+
+
+def test_shards_of_different_sets_are_rejected(tmp_path):
+    for name in ("train-00000-of-00002.npz", "train-00000-of-00003.npz"):
+        _write(tmp_path / "mnist" / name, _images(2, 0), np.array([0, 1]), "mixed")
+    with pytest.raises(FileNotFoundError, match="mixed"):
+        data.load("mnist", "train", str(tmp_path))
+
+
+def test_labels_out_of_range_are_rejected(tmp_path):
+    _write(tmp_path / "mnist" / "test.npz", _images(2, 0), np.array([0, 10]), "bad labels")
+    with pytest.raises(ValueError, match="labels"):
+        data.load("mnist", "test", str(tmp_path))
 
 
 def test_missing_folder_from_argument_names_data_dir(tmp_path):

@@ -48,10 +48,13 @@ def _split_files(folder: str, split: str) -> list[str]:
         if pattern.search(os.path.basename(p))
     )
     if shards:
-        total = int(pattern.search(os.path.basename(shards[0])).group(2))
-        if len(shards) != total:
+        numbers = [pattern.search(os.path.basename(p)).groups() for p in shards]
+        totals = {int(total) for _, total in numbers}
+        indices = sorted(int(index) for index, _ in numbers)
+        if len(totals) != 1 or indices != list(range(next(iter(totals)))):
             raise FileNotFoundError(
-                f"{folder}: found {len(shards)} of {total} shards of split {split!r}"
+                f"{folder}: the shards of split {split!r} are incomplete or mixed: "
+                f"{[os.path.basename(p) for p in shards]}"
             )
     return shards
 
@@ -130,6 +133,12 @@ def load_split(
             f"{dataset}/{split}: expected uint8 images of shape (N, *{expected}), "
             f"got {result.images.dtype} {result.images.shape}"
         )
+    num_classes = 10
+    if result.labels.ndim != 1 or (
+        result.labels.size and not 0 <= result.labels.min() <= result.labels.max() < num_classes
+    ):
+        raise ValueError(f"{dataset}/{split}: labels must be a 1-D array of class indices "
+                         f"in [0, {num_classes})")
     if len(result.labels) != len(result.images):
         raise ValueError(
             f"{dataset}/{split}: {len(result.images)} images but {len(result.labels)} labels"
