@@ -149,12 +149,17 @@ def main(argv=None) -> None:
     defenses = {"none": lambda key, a: evaluation.predict(pre.logits_fn, a),
                 "reformer": lambda key, a: evaluation.predict(pre.logits_fn,
                                                               np.asarray(reform(a)))}
+    def remix_defense(params, k):
+        def predict(key, images):
+            return evaluation.remix_predict(pre.logits_fn, params, key, images, iterations=k)
+
+        return predict
+
     for k in args.iterations:
         for with_reformer in (False, True):
             params = pre.remix if with_reformer else pre.remix.without_reformer()
             label = f"{'reformer + ' if with_reformer else ''}mask-inpaint K={k}"
-            defenses[label] = (lambda p, k: lambda key, a: evaluation.remix_predict(
-                pre.logits_fn, p, key, a, iterations=k))(params, k)
+            defenses[label] = remix_defense(params, k)
     randomized = {d for d in defenses if "mask-inpaint" in d}
 
     rows = []

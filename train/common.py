@@ -46,6 +46,31 @@ def parser(
     return p
 
 
+def add_architecture_flags(p: argparse.ArgumentParser) -> None:
+    """--features / --strides for the skip autoencoders."""
+    p.add_argument("--features", type=int, nargs="+", default=None,
+                   help="encoder widths (default: the dataset's standard architecture)")
+    p.add_argument("--strides", type=int, nargs="+", default=None,
+                   help="encoder strides, one per width (default: all 1)")
+
+
+def autoencoder_config(args, component: str):
+    """The dataset's standard architecture with the command line's overrides."""
+    import dataclasses
+
+    from remix_jax import components
+
+    config = components.default_autoencoder(args.dataset, component)
+    if args.features:
+        strides = args.strides or [1] * len(args.features)
+        try:
+            config = dataclasses.replace(config, features=tuple(args.features),
+                                         strides=tuple(strides))
+        except ValueError as e:
+            fail(str(e))
+    return config
+
+
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)

@@ -14,8 +14,7 @@ from train import common
 def main(argv=None) -> None:
     p = common.parser(__doc__.splitlines()[0], epochs=30, batch_size=128, learning_rate=3e-4)
     p.add_argument("--n-masks", type=int, default=None, help="default: 2 MNIST, 3 CIFAR-10")
-    p.add_argument("--features", type=int, nargs="+", default=None)
-    p.add_argument("--strides", type=int, nargs="+", default=None)
+    common.add_architecture_flags(p)
     p.add_argument(
         "--mask-channel",
         choices=["yes", "no"],
@@ -34,13 +33,7 @@ def main(argv=None) -> None:
 
     from remix_jax import components, data, objectives
 
-    config = components.default_autoencoder(args.dataset, "inpainter")
-    if args.features:
-        config = dataclasses.replace(
-            config,
-            features=tuple(args.features),
-            strides=tuple(args.strides or [1] * len(args.features)),
-        )
+    config = common.autoencoder_config(args, "inpainter")
     if args.mask_channel is not None:
         config = dataclasses.replace(config, mask_channel=args.mask_channel == "yes")
     n = components.N_MASKS[args.dataset] if args.n_masks is None else args.n_masks

@@ -12,22 +12,13 @@ from train import common
 def main(argv=None) -> None:
     p = common.parser(__doc__.splitlines()[0], epochs=20, batch_size=128, learning_rate=1e-3)
     p.add_argument("--noise", type=float, default=None, help="default: MagNet's per dataset")
-    p.add_argument("--features", type=int, nargs="+", default=None)
-    p.add_argument("--strides", type=int, nargs="+", default=None)
+    common.add_architecture_flags(p)
     args = p.parse_args(argv)
-    import dataclasses
-
     import optax
 
     from remix_jax import components, data, objectives
 
-    config = components.default_autoencoder(args.dataset, "reformer")
-    if args.features:
-        config = dataclasses.replace(
-            config,
-            features=tuple(args.features),
-            strides=tuple(args.strides or [1] * len(args.features)),
-        )
+    config = common.autoencoder_config(args, "reformer")
     noise = components.REFORMER_NOISE[args.dataset] if args.noise is None else args.noise
     task = objectives.denoiser_task(config, data.DATASETS[args.dataset][:2], noise)
     meta_config = {**config.to_dict(), "noise": noise}

@@ -57,8 +57,9 @@ def margin(logits: jax.Array, labels: jax.Array, targeted: bool) -> jax.Array:
     return label_logit - best_other if targeted else best_other - label_logit
 
 
-def is_success(logits: jax.Array, labels: jax.Array, targeted: bool,
-               confidence: jax.Array) -> jax.Array:
+def is_success(
+    logits: jax.Array, labels: jax.Array, targeted: bool, confidence: jax.Array
+) -> jax.Array:
     """Margin >= kappa, and the argmax is wrong (untargeted) / the target (targeted).
 
     The argmax condition only matters at kappa = 0, where it rules out exact ties.
@@ -68,8 +69,9 @@ def is_success(logits: jax.Array, labels: jax.Array, targeted: bool,
     return (margin(logits, labels, targeted) >= confidence) & label_ok
 
 
-def margin_loss(logits: jax.Array, labels: jax.Array, targeted: bool,
-                confidence: jax.Array) -> jax.Array:
+def margin_loss(
+    logits: jax.Array, labels: jax.Array, targeted: bool, confidence: jax.Array
+) -> jax.Array:
     """Carlini & Wagner's f_6: max(-margin, -kappa) shifted to max(kappa - margin, 0). (B,)."""
     return jnp.maximum(confidence - margin(logits, labels, targeted), 0.0)
 
@@ -116,8 +118,18 @@ def finish(logits_fn: LogitsFn, x, labels, best_adv, found, const, targeted, con
     return AttackResult(adversarial=adversarial, success=found, const=const, **stats)
 
 
-def validate(x, labels, *, confidence, binary_search_steps, max_iterations, learning_rate,
-             initial_const, clip_min, clip_max) -> None:
+def validate(
+    x,
+    labels,
+    *,
+    confidence,
+    binary_search_steps,
+    max_iterations,
+    learning_rate,
+    initial_const,
+    clip_min,
+    clip_max,
+) -> None:
     """Checks the attack arguments; raises ValueError/TypeError naming the bad one."""
     if not clip_min < clip_max:
         raise ValueError(f"clip_min must be < clip_max, got {clip_min} and {clip_max}")
@@ -129,11 +141,15 @@ def validate(x, labels, *, confidence, binary_search_steps, max_iterations, lear
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     check_int("binary_search_steps", binary_search_steps, low=1)
     check_int("max_iterations", max_iterations, low=1)
-    for name, value in (("confidence", confidence), ("learning_rate", learning_rate),
-                        ("initial_const", initial_const)):
+    for name, value in (
+        ("confidence", confidence),
+        ("learning_rate", learning_rate),
+        ("initial_const", initial_const),
+    ):
         if not np.isfinite(value) or value < 0 or (name != "confidence" and value == 0):
-            raise ValueError(f"{name} must be {'>= 0' if name == 'confidence' else '> 0'}, "
-                             f"got {value}")
+            raise ValueError(
+                f"{name} must be {'>= 0' if name == 'confidence' else '> 0'}, got {value}"
+            )
 
 
 def check_label_range(labels, num_classes: int) -> None:
@@ -142,5 +158,6 @@ def check_label_range(labels, num_classes: int) -> None:
         return
     values = np.asarray(labels)
     if values.size and (values.min() < 0 or values.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got values in "
-                         f"[{values.min()}, {values.max()}]")
+        raise ValueError(
+            f"labels must be in [0, {num_classes}), got values in [{values.min()}, {values.max()}]"
+        )

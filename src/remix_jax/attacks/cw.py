@@ -35,7 +35,7 @@ import optax
 
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult, LogitsFn
-from remix_jax.attacks.search import Algorithm, Hyper, Spec, Step, run
+from remix_jax.attacks.search import Algorithm, Step, launch
 
 TANH_SCALE = 0.999999
 
@@ -60,8 +60,9 @@ def _iterate(logits_fn, spec, hyper, x, labels, variables, const, i):
         adv = _to_image(w, hyper)
         logits = logits_fn(adv)
         l2sq = jnp.sum((adv - x) ** 2, axis=(1, 2, 3))
-        per_example = l2sq + const * common.margin_loss(logits, labels, spec.targeted,
-                                                        hyper.confidence)
+        per_example = l2sq + const * common.margin_loss(
+            logits, labels, spec.targeted, hyper.confidence
+        )
         return jnp.sum(per_example), (per_example, l2sq, logits, adv)
 
     grads, (per_example, l2sq, logits, adv) = jax.grad(loss, has_aux=True)(variables["w"])
@@ -115,12 +116,19 @@ def cw_l2(
     Returns:
       :class:`AttackResult`.
     """
-    common.validate(x, labels, confidence=confidence, binary_search_steps=binary_search_steps,
-                    max_iterations=max_iterations, learning_rate=learning_rate,
-                    initial_const=initial_const, clip_min=clip_min, clip_max=clip_max)
-    common.check_label_range(labels, jax.eval_shape(logits_fn, x[:1]).shape[-1])
-    hyper = Hyper(*(jnp.float32(v) for v in (confidence, learning_rate, initial_const, 0.0,
-                                               clip_min, clip_max)))
-    spec = Spec(targeted=targeted, binary_search_steps=binary_search_steps,
-                max_iterations=max_iterations, abort_early=abort_early)
-    return run(CW_L2, logits_fn, jnp.asarray(x), jnp.asarray(labels), hyper, spec, loop=loop)
+    return launch(
+        CW_L2,
+        logits_fn,
+        x,
+        labels,
+        targeted=targeted,
+        confidence=confidence,
+        binary_search_steps=binary_search_steps,
+        max_iterations=max_iterations,
+        learning_rate=learning_rate,
+        initial_const=initial_const,
+        abort_early=abort_early,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        loop=loop,
+    )

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult, LogitsFn
-from remix_jax.attacks.search import Algorithm, Hyper, Spec, Step, run
+from remix_jax.attacks.search import Algorithm, Step, launch
 
 DECISION_RULES = ("EN", "L1")
 
@@ -38,8 +38,11 @@ DECISION_RULES = ("EN", "L1")
 def shrink(z, x, beta, clip_min, clip_max):
     """Elastic-net shrinkage-thresholding S_beta(z) around x, projected onto the box."""
     diff = z - x
-    return jnp.where(diff > beta, jnp.minimum(z - beta, clip_max),
-                     jnp.where(diff < -beta, jnp.maximum(z + beta, clip_min), x))
+    return jnp.where(
+        diff > beta,
+        jnp.minimum(z - beta, clip_max),
+        jnp.where(diff < -beta, jnp.maximum(z + beta, clip_min), x),
+    )
 
 
 def _reset(x, hyper):
@@ -63,14 +66,15 @@ def _iterate(logits_fn, spec, hyper, x, labels, variables, const, k):
 
     def smooth_loss(y):
         # c * f(y) + ||y - x||^2: the differentiable part, stepped at the slack point
-        per_example = (const * common.margin_loss(logits_fn(y), labels, spec.targeted,
-                                                  hyper.confidence)
-                       + jnp.sum((y - x) ** 2, axis=axes))
+        per_example = const * common.margin_loss(
+            logits_fn(y), labels, spec.targeted, hyper.confidence
+        ) + jnp.sum((y - x) ** 2, axis=axes)
         return jnp.sum(per_example)
 
     rate = hyper.learning_rate * jnp.sqrt(1.0 - k / spec.max_iterations)
-    new_adv = shrink(slack - rate * jax.grad(smooth_loss)(slack), x, hyper.beta,
-                     hyper.clip_min, hyper.clip_max)
+    new_adv = shrink(
+        slack - rate * jax.grad(smooth_loss)(slack), x, hyper.beta, hyper.clip_min, hyper.clip_max
+    )
     momentum = k / (k + 3.0) if spec.fista else 0.0
     new_slack = new_adv + momentum * (new_adv - adv)
     return Step({"adv": new_adv, "slack": new_slack}, adv, score, success, en_loss)
@@ -114,17 +118,26 @@ def ead(
     Returns:
       :class:`AttackResult`.
     """
-    common.validate(x, labels, confidence=confidence, binary_search_steps=binary_search_steps,
-                    max_iterations=max_iterations, learning_rate=learning_rate,
-                    initial_const=initial_const, clip_min=clip_min, clip_max=clip_max)
     if decision_rule not in DECISION_RULES:
         raise ValueError(f"decision_rule must be one of {DECISION_RULES}, got {decision_rule!r}")
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
-    common.check_label_range(labels, jax.eval_shape(logits_fn, x[:1]).shape[-1])
-    hyper = Hyper(*(jnp.float32(v) for v in (confidence, learning_rate, initial_const, beta,
-                                               clip_min, clip_max)))
-    spec = Spec(targeted=targeted, binary_search_steps=binary_search_steps,
-                max_iterations=max_iterations, abort_early=abort_early,
-                decision_rule=decision_rule, fista=fista)
-    return run(EAD, logits_fn, jnp.asarray(x), jnp.asarray(labels), hyper, spec, loop=loop)
+    return launch(
+        EAD,
+        logits_fn,
+        x,
+        labels,
+        targeted=targeted,
+        confidence=confidence,
+        binary_search_steps=binary_search_steps,
+        max_iterations=max_iterations,
+        learning_rate=learning_rate,
+        initial_const=initial_const,
+        abort_early=abort_early,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        loop=loop,
+        beta=beta,
+        decision_rule=decision_rule,
+        fista=fista,
+    )

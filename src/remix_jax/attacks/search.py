@@ -102,15 +102,21 @@ def _begin(algorithm, spec, hyper, x, search, outer):
 
 def _iterate(algorithm, logits_fn, spec, hyper, x, labels, state, i):
     """One iteration for every example, with the shared bookkeeping."""
-    step = algorithm.iterate(logits_fn, spec, hyper, x, labels, state["variables"],
-                             state["const"], i)
+    step = algorithm.iterate(
+        logits_fn, spec, hyper, x, labels, state["variables"], state["const"], i
+    )
     active = state["active"]
     success = step.success & active
     better = success & (step.score < state["best_score"])
     frozen = jax.tree.map(
-        lambda new, old: jnp.where(_per_example(active, new), new, old)
-        if new.ndim and new.shape[0] == x.shape[0] else new,
-        step.variables, state["variables"])
+        lambda new, old: (
+            jnp.where(_per_example(active, new), new, old)
+            if new.ndim and new.shape[0] == x.shape[0]
+            else new
+        ),
+        step.variables,
+        state["variables"],
+    )
     prev = state["prev"]
     if spec.abort_early:
         check = i % max(spec.max_iterations // 10, 1) == 0
@@ -133,16 +139,30 @@ def _per_example(flags, like):
 
 def _end(state):
     """Ends a search step: per-example update of c."""
-    const, lower, upper = common.update_const(state["const"], state["lower"], state["upper"],
-                                              state["step_success"])
-    return {"const": const, "lower": lower, "upper": upper,
-            "best_score": state["best_score"], "best_adv": state["best_adv"]}
+    const, lower, upper = common.update_const(
+        state["const"], state["lower"], state["upper"], state["step_success"]
+    )
+    return {
+        "const": const,
+        "lower": lower,
+        "upper": upper,
+        "best_score": state["best_score"],
+        "best_adv": state["best_adv"],
+    }
 
 
 def _result(logits_fn, spec, hyper, x, labels, search):
     found = search["best_score"] < common.NO_SUCCESS
-    return common.finish(logits_fn, x, labels, search["best_adv"], found, search["const"],
-                         spec.targeted, hyper.confidence)
+    return common.finish(
+        logits_fn,
+        x,
+        labels,
+        search["best_adv"],
+        found,
+        search["const"],
+        spec.targeted,
+        hyper.confidence,
+    )
 
 
 _STATIC = ("algorithm", "logits_fn", "spec")
@@ -192,8 +212,17 @@ def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk):
         i = 0
         while i < spec.max_iterations:
             length = min(chunk, spec.max_iterations - i)
-            state, any_active = _host_chunk(x, labels, hyper, state, i, algorithm=algorithm,
-                                            logits_fn=logits_fn, spec=spec, length=length)
+            state, any_active = _host_chunk(
+                x,
+                labels,
+                hyper,
+                state,
+                i,
+                algorithm=algorithm,
+                logits_fn=logits_fn,
+                spec=spec,
+                length=length,
+            )
             i += length
             if spec.abort_early and not bool(any_active):
                 break
@@ -201,8 +230,17 @@ def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk):
     return _host_result(logits_fn, spec, hyper, x, labels, search)
 
 
-def run(algorithm: Algorithm, logits_fn, x, labels, hyper: Hyper, spec: Spec, *,
-        loop: str | None = None, chunk: int = 10) -> common.AttackResult:
+def run(
+    algorithm: Algorithm,
+    logits_fn,
+    x,
+    labels,
+    hyper: Hyper,
+    spec: Spec,
+    *,
+    loop: str | None = None,
+    chunk: int = 10,
+) -> common.AttackResult:
     """Runs the binary search of ``algorithm`` (see the module docstring).
 
     Args:
@@ -213,11 +251,61 @@ def run(algorithm: Algorithm, logits_fn, x, labels, hyper: Hyper, spec: Spec, *,
     x = jnp.asarray(x, jnp.float32)  # a strong dtype, so every call hits the same cache
     labels = jnp.asarray(labels, jnp.int32)
     if loop == "device":
-        return _run_on_device(x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn,
-                              spec=spec)
+        return _run_on_device(x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn, spec=spec)
     if loop == "host":
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        return _run_on_host(x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn,
-                            spec=spec, chunk=chunk)
+        return _run_on_host(
+            x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn, spec=spec, chunk=chunk
+        )
     raise ValueError(f"loop must be 'device', 'host' or None, got {loop!r}")
+
+
+def launch(
+    algorithm: Algorithm,
+    logits_fn,
+    x,
+    labels,
+    *,
+    targeted: bool,
+    confidence: float,
+    binary_search_steps: int,
+    max_iterations: int,
+    learning_rate: float,
+    initial_const: float,
+    abort_early: bool,
+    clip_min: float,
+    clip_max: float,
+    loop: str | None,
+    beta: float = 0.0,
+    decision_rule: str = "L2",
+    fista: bool = True,
+) -> common.AttackResult:
+    """Validates the public arguments of an attack, then :func:`run` s it."""
+    common.validate(
+        x,
+        labels,
+        confidence=confidence,
+        binary_search_steps=binary_search_steps,
+        max_iterations=max_iterations,
+        learning_rate=learning_rate,
+        initial_const=initial_const,
+        clip_min=clip_min,
+        clip_max=clip_max,
+    )
+    common.check_label_range(labels, jax.eval_shape(logits_fn, x[:1]).shape[-1])
+    hyper = Hyper(
+        *(
+            jnp.float32(v)
+            for v in (confidence, learning_rate, initial_const, beta, clip_min, clip_max)
+        )
+    )
+    spec = Spec(
+        targeted=targeted,
+        binary_search_steps=binary_search_steps,
+        max_iterations=max_iterations,
+        abort_early=abort_early,
+        decision_rule=decision_rule,
+        fista=fista,
+    )
+    return run(algorithm, logits_fn, x, labels, hyper, spec, loop=loop)
