@@ -138,10 +138,11 @@ def torch_port(params):
     convs = [params[f"Conv_{i}"] for i in range(4)]
     dense = [params[f"Dense_{i}"] for i in range(3)]
     with torch.no_grad():
-        for mod, p in zip(net.convs, convs):
-            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1).copy()))
+        for mod, p in zip(net.convs, convs, strict=True):  # HWIO -> OIHW
+            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1)
+                                              .copy()))
             mod.bias.copy_(torch.from_numpy(np.array(p["bias"])))
-        for mod, p in zip(net.dense, dense):
+        for mod, p in zip(net.dense, dense, strict=True):  # (in, out) -> (out, in)
             mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).T.copy()))
             mod.bias.copy_(torch.from_numpy(np.array(p["bias"])))
     return net.eval()
@@ -381,7 +382,7 @@ def main(argv=None) -> None:
                    **summarise(v), "seconds": round(seconds, 1)}
             rows.append(row)
             per_example[f"{impl}@{kappa:g}"] = {
-                k: [round(float(a), 5) for a in v[k]] if k not in ("success", "zero_sentinel") else v[k].tolist()
+                k: v[k].tolist() if v[k].dtype == bool else [round(float(a), 5) for a in v[k]]
                 for k in ("success", "zero_sentinel", "margin", "l0", "l1", "l2", "linf")}
             print(f"  success {row['success_rate']:.3f}  mean L2 {_f(row['mean_l2'])}  "
                   f"mean L1 {_f(row['mean_l1'])}  {seconds:.1f}s", flush=True)
