@@ -37,6 +37,7 @@ def main(argv=None) -> None:
     from remix_jax import runtime
 
     runtime.configure()
+    runtime.use_full_precision()
     import jax
     import numpy as np
 

@@ -16,8 +16,8 @@ learning rate, initial constant, beta, decision rule, and early abort on:
   advertorch-cw   advertorch.attacks.CarliniWagnerL2Attack (torch port, below)
   ours-ead        remix_jax.attacks.ead
   foolbox-ead     foolbox.attacks.EADAttack (regularization=beta)
-  advertorch-ead  advertorch.attacks.ElasticNetL1Attack (abort_early=True passed;
-                  its default is False)
+  advertorch-ead  advertorch.attacks.ElasticNetL1Attack (abort_early=True passed,
+                  as to all; its default is False)
 
 By default every reference whose package is installed runs. advertorch gets a torch
 port of the Flax weights, checked to give the same logits within 1e-4 first.
@@ -243,6 +243,8 @@ def main(argv=None) -> None:
     p.add_argument("--beta", type=float, default=1e-2, help="EAD's L1 weight (both)")
     p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN",
                    help="EAD's choice of best example (both)")
+    p.add_argument("--no-abort-early", dest="abort_early", action="store_false",
+                   help="turn every implementation's early abort off (a diagnostic)")
     p.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None,
                    help="default: ours and every reference whose package is installed")
     p.add_argument("--data-dir", default=os.environ.get("REMIX_DATA_DIR", "/work/shared/data"),
@@ -283,15 +285,16 @@ def main(argv=None) -> None:
                            learning_rate=args.learning_rate,
                            initial_const=args.initial_const)
     settings = {**common_settings, "beta": args.beta, "decision_rule": args.decision_rule,
-                "abort_early": True, "targeted": False,
+                "abort_early": args.abort_early, "targeted": False,
                 "num_examples": len(x), "confidences": args.confidences}
 
     def run_ours_cw(kappa):
-        r = cw_l2(pre.logits_fn, x, y, confidence=kappa, abort_early=True, **common_settings)
+        r = cw_l2(pre.logits_fn, x, y, confidence=kappa, abort_early=args.abort_early,
+                  **common_settings)
         return np.asarray(jax.block_until_ready(r.adversarial))
 
     def run_ours_ead(kappa):
-        r = ead(pre.logits_fn, x, y, confidence=kappa, abort_early=True, beta=args.beta,
+        r = ead(pre.logits_fn, x, y, confidence=kappa, abort_early=args.abort_early, beta=args.beta,
                 decision_rule=args.decision_rule, **common_settings)
         return np.asarray(jax.block_until_ready(r.adversarial))
 
@@ -301,13 +304,13 @@ def main(argv=None) -> None:
             attack = fb.attacks.L2CarliniWagnerAttack(
                 binary_search_steps=args.binary_search_steps, steps=args.max_iterations,
                 stepsize=args.learning_rate, confidence=kappa,
-                initial_const=args.initial_const, abort_early=True)
+                initial_const=args.initial_const, abort_early=args.abort_early)
         else:
             attack = fb.attacks.EADAttack(
                 binary_search_steps=args.binary_search_steps, steps=args.max_iterations,
                 initial_stepsize=args.learning_rate, confidence=kappa,
                 initial_const=args.initial_const, regularization=args.beta,
-                decision_rule=args.decision_rule, abort_early=True)
+                decision_rule=args.decision_rule, abort_early=args.abort_early)
         adv = attack.run(model, jnp.asarray(x), fb.criteria.Misclassification(jnp.asarray(y)))
         return np.asarray(jax.block_until_ready(adv))
 
@@ -334,7 +337,7 @@ def main(argv=None) -> None:
         kw = dict(num_classes=10, confidence=kappa, targeted=False,
                   learning_rate=args.learning_rate,
                   binary_search_steps=args.binary_search_steps,
-                  max_iterations=args.max_iterations, abort_early=True,
+                  max_iterations=args.max_iterations, abort_early=args.abort_early,
                   initial_const=args.initial_const, clip_min=0.0, clip_max=1.0)
         if which == "cw":
             attack = at.CarliniWagnerL2Attack(net, **kw)
@@ -401,7 +404,8 @@ def _markdown(payload) -> str:
         "",
         f"{s['num_examples']} first correctly classified test images; "
         f"{s['binary_search_steps']} search steps x {s['max_iterations']} iterations, "
-        f"lr {s['learning_rate']:g}, initial c {s['initial_const']:g}, abort early; "
+        f"lr {s['learning_rate']:g}, initial c {s['initial_const']:g}, "
+        f"abort early {'on' if s['abort_early'] else 'off'}; "
         f"EAD beta {s['beta']:g}, decision rule {s['decision_rule']}. "
         "Success judged identically for all (margin >= kappa, argmax wrong, in box); "
         "distortions averaged over successes only. Seconds include compilation.",
