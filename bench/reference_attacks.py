@@ -35,7 +35,9 @@ then watches the loss summed over the batch (ours: per example, as the original
 batch-size-1 code). Wall seconds include JIT compilation (ours compiles once per
 attack and shape; the second kappa reuses it).
 
-Writes <out>.json (per-example numbers, versions, provenance) and <out>.md, atomically.
+Writes <out>.json (per-example numbers, versions, provenance) and <out>.md, atomically
+(after every run, so an interrupted bench keeps what it measured). ``--render-only``
+recomputes the tables from the per-example numbers of an existing <out>.json.
 """
 
 from __future__ import annotations
@@ -198,7 +200,12 @@ def judge(logits_fn, x, y, adv, kappa, batch=500):
     }
 
 
-def summarise(verdict) -> dict:
+def summarise(verdict, beta) -> dict:
+    """Success rate and mean / median distortions over the successes.
+
+    ``mean_en`` is EAD's elastic-net distance L2^2 + beta * L1 (what its EN decision
+    rule minimises), reported for CW too.
+    """
     import numpy as np
 
     ok = verdict["success"]
@@ -208,10 +215,12 @@ def summarise(verdict) -> dict:
         row[f"mean_{k}"] = float(verdict[k][ok].mean()) if ok.any() else None
     row["median_l2"] = float(np.median(verdict["l2"][ok])) if ok.any() else None
     row["median_l1"] = float(np.median(verdict["l1"][ok])) if ok.any() else None
+    en = verdict["l2"] ** 2 + beta * verdict["l1"]
+    row["mean_en"] = float(en[ok].mean()) if ok.any() else None
     return row
 
 
-def paired(ours, ref, rtol=1e-3) -> dict:
+def paired(ours, ref, beta, rtol=1e-3) -> dict:
     """Ours vs a reference on the examples both broke (and who broke what alone)."""
     import numpy as np
 
@@ -219,8 +228,11 @@ def paired(ours, ref, rtol=1e-3) -> dict:
     out = {"both": int(both.sum()),
            "ours_only": int((ours["success"] & ~ref["success"]).sum()),
            "ref_only": int((~ours["success"] & ref["success"]).sum())}
-    for k in ("l2", "l1"):
-        a, b = ours[k][both], ref[k][both]
+    for k in ("l2", "l1", "en"):
+        if k == "en":
+            a, b = (v["l2"][both] ** 2 + beta * v["l1"][both] for v in (ours, ref))
+        else:
+            a, b = ours[k][both], ref[k][both]
         out[f"ours_mean_{k}"] = float(a.mean()) if both.any() else None
         out[f"ref_mean_{k}"] = float(b.mean()) if both.any() else None
         out[f"ours_le_ref_{k}"] = int((a <= b * (1 + rtol)).sum())
@@ -251,7 +263,13 @@ def main(argv=None) -> None:
                    help="folder with mnist/test.npz")
     p.add_argument("--out", default="results/bench/reference_attacks",
                    help="output path without extension (.json and .md are written)")
+    p.add_argument("--render-only", action="store_true",
+                   help="recompute the tables of <out>.json from its per-example numbers "
+                        "and rewrite <out>.json/.md, running no attack")
     args = p.parse_args(argv)
+    if args.render_only:
+        render_only(args.out)
+        return
 
     from remix_jax import runtime
 
@@ -356,15 +374,7 @@ def main(argv=None) -> None:
     rows, per_example, verdicts = [], {}, {}
 
     def save():
-        pairs = []
-        for (impl, kappa), v in verdicts.items():
-            if impl.startswith("ours"):
-                continue
-            family = impl.split("-")[1]
-            mine = verdicts.get((f"ours-{family}", kappa))
-            if mine is not None:
-                pairs.append({"attack": family, "confidence": kappa, "reference": impl,
-                              **paired(mine, v)})
+        pairs = _pairs(verdicts, args.beta)
         payload = {"settings": settings, "implementations": args.implementations,
                    "torch_port": port or None, "rows": rows, "paired": pairs,
                    "versions": _versions(), "per_example": per_example,
@@ -382,7 +392,7 @@ def main(argv=None) -> None:
             v = judge(logits_fn, x, y, adv, kappa)
             verdicts[(impl, kappa)] = v
             row = {"implementation": impl, "attack": impl.split("-")[1], "confidence": kappa,
-                   **summarise(v), "seconds": round(seconds, 1)}
+                   **summarise(v, args.beta), "seconds": round(seconds, 1)}
             rows.append(row)
             per_example[f"{impl}@{kappa:g}"] = {
                 k: v[k].tolist() if v[k].dtype == bool else [round(float(a), 5) for a in v[k]]
@@ -390,6 +400,48 @@ def main(argv=None) -> None:
             print(f"  success {row['success_rate']:.3f}  mean L2 {_f(row['mean_l2'])}  "
                   f"mean L1 {_f(row['mean_l1'])}  {seconds:.1f}s", flush=True)
             payload = save()
+    print(_markdown(payload))
+
+
+def _pairs(verdicts, beta) -> list:
+    pairs = []
+    for (impl, kappa), v in verdicts.items():
+        if impl.startswith("ours"):
+            continue
+        family = impl.split("-")[1]
+        mine = verdicts.get((f"ours-{family}", kappa))
+        if mine is not None:
+            pairs.append({"attack": family, "confidence": kappa, "reference": impl,
+                          **paired(mine, v, beta)})
+    return pairs
+
+
+def render_only(path: str) -> None:
+    """Recomputes the summaries of a stored run from its per-example numbers (no attack
+    runs) and rewrites <path>.json / .md; the run's own provenance is kept."""
+    import json
+
+    import numpy as np
+
+    from bench.common import write_json
+    from remix_jax import provenance
+
+    with open(path + ".json") as f:
+        payload = json.load(f)
+    beta = payload["settings"]["beta"]
+    verdicts, rows = {}, []
+    for old in payload["rows"]:
+        key = f"{old['implementation']}@{old['confidence']:g}"
+        v = {k: np.asarray(a, bool if k in ("success", "zero_sentinel") else np.float64)
+             for k, a in payload["per_example"][key].items()}
+        verdicts[(old["implementation"], old["confidence"])] = v
+        rows.append({"implementation": old["implementation"], "attack": old["attack"],
+                     "confidence": old["confidence"], **summarise(v, beta),
+                     "seconds": old["seconds"]})
+    payload["rows"], payload["paired"] = rows, _pairs(verdicts, beta)
+    payload["rendered"] = provenance.stamp()
+    write_json(path + ".json", payload)
+    _write_text(path + ".md", _markdown(payload))
     print(_markdown(payload))
 
 
@@ -411,22 +463,22 @@ def _markdown(payload) -> str:
         "distortions averaged over successes only. Seconds include compilation.",
         "",
         "| attack | kappa | implementation | success | mean L2 | median L2 | mean L1 "
-        "| mean L0 | mean Linf | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mean L0 | mean Linf | mean EN | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in payload["rows"]:
         lines.append(f"| {r['attack']} | {r['confidence']:g} | {r['implementation']} | "
                      f"{r['successes']}/{r['n']} | {_f(r['mean_l2'])} | {_f(r['median_l2'])} | "
                      f"{_f(r['mean_l1'])} | {_f(r['mean_l0'], 1)} | {_f(r['mean_linf'])} | "
-                     f"{r['seconds']:.1f} |")
+                     f"{_f(r.get('mean_en'))} | {r['seconds']:.1f} |")
     if payload.get("paired"):
         lines += [
             "",
             "Paired, on the examples both broke (ours <= ref counted with 0.1% tolerance):",
             "",
             "| attack | kappa | reference | both | ours only | ref only | ours L2 | ref L2 "
-            "| ours<=ref L2 | ours L1 | ref L1 | ours<=ref L1 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| ours<=ref L2 | ours L1 | ref L1 | ours<=ref L1 | ours EN | ref EN | ours<=ref EN |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for q in payload["paired"]:
             lines.append(
@@ -434,7 +486,8 @@ def _markdown(payload) -> str:
                 f"{q['ours_only']} | {q['ref_only']} | {_f(q['ours_mean_l2'])} | "
                 f"{_f(q['ref_mean_l2'])} | {q['ours_le_ref_l2']}/{q['both']} | "
                 f"{_f(q['ours_mean_l1'])} | {_f(q['ref_mean_l1'])} | "
-                f"{q['ours_le_ref_l1']}/{q['both']} |")
+                f"{q['ours_le_ref_l1']}/{q['both']} | {_f(q.get('ours_mean_en'))} | "
+                f"{_f(q.get('ref_mean_en'))} | {q.get('ours_le_ref_en', '-')}/{q['both']} |")
     return "\n".join(lines) + "\n"
 
 
