@@ -28,8 +28,8 @@ def test_autoencoder_shapes_and_range(hw, c, strides):
 
 
 def test_skip_connections_are_wired_between_mirrored_layers():
-    # a skip adds encoder output i to decoder layer i: zeroing the deepest layers'
-    # weights leaves the output still depending on the input through the skip.
+    # the same weights with the skips switched off (skip_every beyond the depth) must
+    # give a different output: the additive skips are really in the forward pass
     cfg = AutoencoderConfig(channels=1, features=(4, 4, 4), strides=(1, 1, 1), skip_every=1)
     params = init_autoencoder(jax.random.key(0), cfg, (8, 8))
     no_skip = AutoencoderConfig(channels=1, features=(4, 4, 4), strides=(1, 1, 1), skip_every=5)
