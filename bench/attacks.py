@@ -5,6 +5,9 @@ throughput: iterations x images per second of CW-L2 and EAD at --batch (early ab
 convergence: success rate and mean distortion on --num-examples images for each
   search-steps x iterations setting of --grid, at each kappa of --confidences, so the
   sweep's CPU preset can be chosen where the numbers match the full settings.
+compaction: full attacks (each --grid setting, each kappa) on --num-examples images
+  with the host loop's compaction of finished examples off and on: wall time, and
+  whether the results agree (they must: same success, same images to 1e-4).
 Writes results/bench/attacks_<part>_<platform>.json (and prints a table).
 """
 
@@ -17,7 +20,7 @@ import sys
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--part", choices=["throughput", "convergence"], required=True)
+    p.add_argument("--part", choices=["throughput", "convergence", "compaction"], required=True)
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
     p.add_argument("--batch", type=int, default=1000, help="throughput batch")
     p.add_argument("--iterations", type=int, default=50, help="timed throughput iterations")
@@ -69,6 +72,32 @@ def main(argv=None) -> None:
             save()
             print(f"{name}: {rate:,.0f} iteration-images/s ({args.iterations / seconds:.2f} "
                   f"steps/s at batch {len(x)})")
+    elif args.part == "compaction":
+        pre, x, y = mnist_setup(args.num_examples, args.data_dir)
+        for name in args.attacks:
+            for kappa in args.confidences:
+                for steps, iterations in grid:
+                    settings = dict(confidence=kappa, binary_search_steps=steps,
+                                    max_iterations=iterations, loop="host")
+                    runs = {}
+                    for compact in (False, True):
+                        runs[compact] = timed(attacks[name], pre.logits_fn, x, y,
+                                              compact=compact, **settings)
+                    (plain, t_plain), (packed, t_packed) = runs[False], runs[True]
+                    row = {"attack": name, "confidence": kappa, "binary_search_steps": steps,
+                           "max_iterations": iterations, "images": len(x),
+                           "seconds_plain": round(t_plain, 1),
+                           "seconds_compacted": round(t_packed, 1),
+                           "speedup": round(t_plain / t_packed, 2),
+                           "same_success": bool(np.array_equal(plain.success, packed.success)),
+                           "max_abs_difference": float(np.max(np.abs(
+                               np.asarray(plain.adversarial) - np.asarray(packed.adversarial))))}
+                    rows.append(row)
+                    save()
+                    print(f"{name} kappa={kappa:g} {steps}x{iterations}: {t_plain:.0f} s -> "
+                          f"{t_packed:.0f} s ({row['speedup']}x), same success "
+                          f"{row['same_success']}, max diff {row['max_abs_difference']:.1e}",
+                          flush=True)
     else:
         pre, x, y = mnist_setup(args.num_examples, args.data_dir)
         for name in args.attacks:

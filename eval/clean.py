@@ -1,7 +1,9 @@
 """Clean test accuracy of the classifier behind each defense: ``python -m eval.clean``.
 
-Rows: classifier alone; + reformer; REMIX mask-inpaint (K = 1, 2, 3), without and
-with the reformer. Randomized rows: mean and spread over --num-keys keys. Writes
+Rows: classifier alone; + REMIX's reformer; + MagNet's reformer; MagNet (detectors +
+reformer: a rejected clean image counts as an error; its rejection rate is reported);
+REMIX mask-inpaint (K = 1, 2, 3), without and with the reformer. Randomized rows: mean
+and spread over --num-keys keys. Writes
 ``results/<dataset>/clean.json`` and ``clean.md``.
 """
 
@@ -25,6 +27,7 @@ def main(argv=None) -> None:
     p.add_argument("--num-keys", type=int, default=5, help="keys per randomized row")
     p.add_argument("--iterations", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--out", default=None, help="default: results/<dataset>/clean")
     args = p.parse_args(argv)
     if args.num_keys < 1 or min(args.iterations) < 0:
@@ -37,9 +40,9 @@ def main(argv=None) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from remix_jax import data, evaluation, provenance
-    from remix_jax.defense import autoencoder_fn
-    from remix_jax.pretrained import load_pretrained, restore_autoencoder
+    from remix_jax import components, data, evaluation, provenance
+    from remix_jax import magnet as magnet_lib
+    from remix_jax.pretrained import load_magnet, load_pretrained, restore_autoencoder
 
     try:
         split = data.load_split(args.dataset, "test", args.data_dir)
@@ -55,24 +58,26 @@ def main(argv=None) -> None:
     y = split.labels[:args.limit]
     started = time.time()
 
-    def acc(pred):
-        return float(np.mean(pred == y))
-
-    rows = [{"defense": "none", "accuracy": acc(evaluation.predict(pre.logits_fn, x))}]
-    reform = autoencoder_fn(pre.remix.reformer_config, pre.remix.reformer)
-    reformed = np.concatenate([np.asarray(jax.jit(reform)(x[i:i + 1000]))
-                               for i in range(0, len(x), 1000)])
-    rows.append({"defense": "reformer", "accuracy": acc(evaluation.predict(pre.logits_fn,
-                                                                           reformed))})
-    variants = [(k, with_reformer) for with_reformer in (False, True) for k in args.iterations]
-    for k, with_reformer in tqdm(variants, desc="REMIX rows"):
-        params = pre.remix if with_reformer else pre.remix.without_reformer()
-        accs = [acc(evaluation.remix_predict(pre.logits_fn, params, jax.random.key(s), x,
-                                             iterations=k)) for s in range(args.num_keys)]
-        name = f"{'reformer + ' if with_reformer else ''}mask-inpaint n={params.n_masks} K={k}"
-        rows.append({"defense": name, **evaluation.summarize(accs)})
-    rows[0]["accuracy"] *= 100
-    rows[1]["accuracy"] *= 100
+    try:
+        magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e} (or leave MagNet out with --no-magnet)")
+    suite = evaluation.defense_suite(pre.logits_fn, pre.remix, magnet,
+                                     components.MAGNET_OFFICIAL_NAMES[args.dataset],
+                                     args.iterations)
+    rows = []
+    for name, defense in tqdm(suite.items(), desc="defenses"):
+        keys = range(args.num_keys) if defense.randomized else [0]
+        accs = [float(np.mean(defense.correct(jax.random.key(s), x, y, False))) for s in keys]
+        name = name.replace("mask-inpaint", f"mask-inpaint n={pre.remix.n_masks}")
+        row = ({"defense": name, **evaluation.summarize(accs)} if defense.randomized
+               else {"defense": name, "accuracy": accs[0] * 100})
+        if name.startswith("MagNet") and name != "MagNet reformer":
+            m = magnet if name == "MagNet + JSD" else magnet.select(
+                components.MAGNET_OFFICIAL_NAMES[args.dataset])
+            rejected = magnet_lib.outcomes(m, pre.logits_fn, x, y)["rejected"]
+            row["rejected"] = float(rejected.mean() * 100)
+        rows.append(row)
     inpainter_dir = os.path.abspath(args.inpainter) if args.inpainter else None
     result = {
         "dataset": args.dataset,
@@ -97,13 +102,16 @@ def main(argv=None) -> None:
 def markdown(result: dict) -> str:
     lines = [f"Clean test accuracy, {result['dataset']}, {result['images']} test images "
              f"(`{result['command']}`; {result['machine']})", "",
-             "| defense | accuracy (%) | spread over keys |", "|---|---|---|"]
+             "| defense | accuracy (%) | spread over keys | clean images rejected (%) |",
+             "|---|---|---|---|"]
     for row in result["rows"]:
+        rejected = f"{row['rejected']:.2f}" if "rejected" in row else ""
         if "mean" in row:
             lines.append(f"| {row['defense']} | {row['mean']:.2f} | ± {row['std']:.2f} (min "
-                         f"{row['min']:.2f}, max {row['max']:.2f}, {row['runs']} keys) |")
+                         f"{row['min']:.2f}, max {row['max']:.2f}, {row['runs']} keys) | |")
         else:
-            lines.append(f"| {row['defense']} | {row['accuracy']:.2f} | deterministic |")
+            lines.append(f"| {row['defense']} | {row['accuracy']:.2f} | deterministic | "
+                         f"{rejected} |")
     return "\n".join(lines) + "\n"
 
 

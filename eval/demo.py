@@ -2,8 +2,9 @@
 
 Crafts CW-L2 adversarial examples on the bare classifier (the paper's oblivious
 setting) for the first --num-examples test images it classifies correctly, then
-reports the accuracy on them of: no defense, the reformer, REMIX mask-inpaint, and
-REMIX reformer + mask-inpaint. A quick look, not the paper's sweep (eval.sweep).
+reports the accuracy on them of: no defense, REMIX's reformer, MagNet (reformer only,
+and detectors + reformer), REMIX mask-inpaint, and REMIX reformer + mask-inpaint. A
+quick look, not the paper's sweep (eval.sweep).
 """
 
 from __future__ import annotations
@@ -34,10 +35,9 @@ def main(argv=None) -> None:
     import jax
     import numpy as np
 
-    from remix_jax import data, evaluation
+    from remix_jax import components, data, evaluation
     from remix_jax.attacks import cw_l2
-    from remix_jax.defense import autoencoder_fn
-    from remix_jax.pretrained import load_pretrained
+    from remix_jax.pretrained import load_magnet, load_pretrained
 
     try:
         pre = load_pretrained(args.dataset, args.checkpoint_root)
@@ -57,18 +57,18 @@ def main(argv=None) -> None:
     success = np.asarray(result.success)
     print(f"  {time.time() - started:.0f} s; success {success.mean():.1%}, "
           f"mean L2 {np.asarray(result.l2)[success].mean():.3f}")
-    reform = jax.jit(autoencoder_fn(pre.remix.reformer_config, pre.remix.reformer))
-    rows = {
-        "no defense": evaluation.predict(pre.logits_fn, adv),
-        "reformer": evaluation.predict(pre.logits_fn, np.asarray(reform(adv))),
-        "REMIX mask-inpaint": evaluation.remix_predict(
-            pre.logits_fn, pre.remix.without_reformer(), jax.random.key(0), adv),
-        "REMIX reformer + mask-inpaint": evaluation.remix_predict(
-            pre.logits_fn, pre.remix, jax.random.key(0), adv),
-    }
-    print(f"accuracy on the {len(x)} adversarial images (failed attacks left as clean):")
-    for name, pred in rows.items():
-        print(f"  {name:32s} {np.mean(pred == y):6.1%}")
+    try:
+        magnet = load_magnet(args.dataset, args.checkpoint_root)
+    except FileNotFoundError:
+        magnet = None
+        print("  (MagNet checkpoints not found: its rows are left out)")
+    suite = evaluation.defense_suite(pre.logits_fn, pre.remix, magnet,
+                                     components.MAGNET_OFFICIAL_NAMES[args.dataset])
+    print(f"accuracy on the {len(x)} adversarial images (failed attacks left as clean; "
+          "MagNet: rejected counts as defended):")
+    for name, defense in suite.items():
+        right = defense.correct(jax.random.key(0), adv, y, True)
+        print(f"  {name:32s} {np.mean(right):6.1%}")
 
 
 if __name__ == "__main__":

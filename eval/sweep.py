@@ -4,11 +4,15 @@
 
 Oblivious setting: adversarial examples are crafted on the bare classifier for the
 first --num-examples test images it classifies correctly, at every kappa of the grid
-(MNIST 0, 5, ..., 40; CIFAR-10 0, 10, ..., 100), and cached per kappa under
-results/<dataset>/cache/<attack>/ so an interrupted sweep resumes where it stopped.
-Then every defense is scored on the same images: on the examples that fooled the bare
-classifier ("fooled") and, labelled separately, on all N with failed attacks left as
-the clean image ("all"). Randomized defenses: mean and spread over --num-keys keys.
+(MNIST 0, 5, ..., 40; CIFAR-10 0, 10, ..., 100), and cached per kappa (and, while a
+kappa is in progress, per --batch-size batch) under results/<dataset>/cache/<attack>/
+so an interrupted sweep resumes where it stopped.
+Then every defense is scored on the same images (none; REMIX's reformer; MagNet's
+reformer; MagNet = its detectors + reformer, an input counting as defended when
+rejected or classified right; REMIX mask-inpaint without and with the reformer): on
+the examples that fooled the bare classifier ("fooled") and, labelled separately, on
+all N with failed attacks left as the clean image ("all"). Randomized defenses: mean
+and spread over --num-keys keys.
 Success is re-checked on the scoring machine (margin >= kappa with its own
 arithmetic), so caches crafted elsewhere are judged here.
 """
@@ -53,6 +57,7 @@ def parse(argv):
     p.add_argument("--iterations", type=int, nargs="+", default=[1],
                    help="REMIX mask-inpaint rounds K to score")
     p.add_argument("--craft-only", action="store_true", help="fill the cache, score nothing")
+    p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--checkpoint-root", default=None)
     p.add_argument("--cache-dir", default=None)
@@ -90,16 +95,18 @@ def main(argv=None) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from remix_jax import data, evaluation, provenance
+    from remix_jax import components, data, evaluation, provenance
     from remix_jax.attacks import cw_l2, ead
-    from remix_jax.defense import autoencoder_fn
-    from remix_jax.pretrained import load_pretrained
+    from remix_jax.pretrained import load_magnet, load_pretrained
 
+    skip_magnet = args.no_magnet or args.craft_only
     try:
         pre = load_pretrained(args.dataset, args.checkpoint_root)
+        magnet = None if skip_magnet else load_magnet(args.dataset, args.checkpoint_root)
         split = data.load_split(args.dataset, "test", args.data_dir)
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        sys.exit(f"error: {e}")
+        hint = " (or leave MagNet out with --no-magnet)" if "magnet" in str(e) else ""
+        sys.exit(f"error: {e}{hint}")
     started = time.time()
     kappas = args.confidences or GRIDS[args.dataset]
     settings = attack_settings(args)
@@ -119,25 +126,45 @@ def main(argv=None) -> None:
     attack = cw_l2 if args.attack == "cw" else ead
     reference = {"indices": chosen.tolist(), **settings}
 
-    def craft(kappa):
-        path = os.path.join(cache_dir, f"kappa_{kappa:g}.npz")
+    fields = ("adversarial", "success", "l1", "l2", "linf")
+
+    def load_if_same(path, expected):
         if os.path.isfile(path):
             with np.load(path) as f:
-                stored = json.loads(str(f["settings"]))
-                if stored == {**reference, "confidence": kappa}:
-                    return {k: f[k] for k in ("adversarial", "success", "l1", "l2", "linf")}
-            print(f"kappa={kappa:g}: cached settings differ, crafting again")
+                if json.loads(str(f["settings"])) == expected:
+                    return {k: f[k] for k in fields}
+            print(f"{path}: cached settings differ, crafting again")
+        return None
+
+    def save(path, expected, arrays):
+        tmp = path + ".tmp.npz"
+        np.savez_compressed(tmp, settings=json.dumps(expected), **arrays)
+        os.replace(tmp, path)
+
+    def craft(kappa):
+        path = os.path.join(cache_dir, f"kappa_{kappa:g}.npz")
+        expected = {**reference, "confidence": kappa}
+        cached = load_if_same(path, expected)
+        if cached is not None:
+            return cached
         parts = []
         for start in tqdm(range(0, len(x), args.batch_size), desc=f"{name} kappa={kappa:g}",
                           leave=False):
+            # each finished batch is kept on disk, so a killed run resumes mid-kappa
             sl = slice(start, start + args.batch_size)
-            res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa, **settings)
-            parts.append({k: np.asarray(getattr(res, k))
-                          for k in ("adversarial", "success", "l1", "l2", "linf")})
-        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        tmp = path + ".tmp.npz"
-        np.savez_compressed(tmp, settings=json.dumps({**reference, "confidence": kappa}), **out)
-        os.replace(tmp, path)
+            part_path = os.path.join(cache_dir, f"kappa_{kappa:g}.part_{start}.npz")
+            part_expected = {**expected, "indices": reference["indices"][sl]}
+            part = load_if_same(part_path, part_expected)
+            if part is None:
+                res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
+                             **settings)
+                part = {k: np.asarray(getattr(res, k)) for k in fields}
+                save(part_path, part_expected, part)
+            parts.append((part_path, part))
+        out = {k: np.concatenate([p[k] for _, p in parts]) for k in fields}
+        save(path, expected, out)
+        for part_path, _ in parts:
+            os.remove(part_path)
         return out
 
     from remix_jax.attacks.common import is_success
@@ -160,29 +187,15 @@ def main(argv=None) -> None:
     if args.craft_only:
         return
 
-    reform = jax.jit(autoencoder_fn(pre.remix.reformer_config, pre.remix.reformer))
-    defenses = {"none": lambda key, a: evaluation.predict(pre.logits_fn, a),
-                "reformer": lambda key, a: evaluation.predict(pre.logits_fn,
-                                                              np.asarray(reform(a)))}
-    def remix_defense(params, k):
-        def predict(key, images):
-            return evaluation.remix_predict(pre.logits_fn, params, key, images, iterations=k)
-
-        return predict
-
-    for k in args.iterations:
-        for with_reformer in (False, True):
-            params = pre.remix if with_reformer else pre.remix.without_reformer()
-            label = f"{'reformer + ' if with_reformer else ''}mask-inpaint K={k}"
-            defenses[label] = remix_defense(params, k)
-    randomized = {d for d in defenses if "mask-inpaint" in d}
-
+    defenses = evaluation.defense_suite(
+        pre.logits_fn, pre.remix, magnet, components.MAGNET_OFFICIAL_NAMES[args.dataset],
+        args.iterations)
     rows = []
     clean_rows = {}
-    for d, fn in defenses.items():
-        keys = range(args.num_keys) if d in randomized else [0]
+    for d, defense in defenses.items():
+        keys = range(args.num_keys) if defense.randomized else [0]
         clean_rows[d] = evaluation.summarize(
-            [np.mean(fn(jax.random.key(10_000 + s), x) == y) for s in keys])
+            [np.mean(defense.correct(jax.random.key(10_000 + s), x, y, False)) for s in keys])
     for kappa in tqdm(kappas, desc="scoring"):
         c = crafted[kappa]
         ok = c["success"]
@@ -191,11 +204,11 @@ def main(argv=None) -> None:
                "fooled": int(ok.sum()), "images": len(y),
                **{f"mean_{n}": float(c[n][ok].mean()) if ok.any() else None
                   for n in ("l1", "l2", "linf")}}
-        for d, fn in defenses.items():
-            keys = range(args.num_keys) if d in randomized else [0]
-            preds = [fn(jax.random.key(s), c["adversarial"]) == y for s in keys]
-            row[f"{d} | all"] = evaluation.summarize([p.mean() for p in preds])
-            row[f"{d} | fooled"] = (evaluation.summarize([p[ok].mean() for p in preds])
+        for d, defense in defenses.items():
+            keys = range(args.num_keys) if defense.randomized else [0]
+            right = [defense.correct(jax.random.key(s), c["adversarial"], y, True) for s in keys]
+            row[f"{d} | all"] = evaluation.summarize([r.mean() for r in right])
+            row[f"{d} | fooled"] = (evaluation.summarize([r[ok].mean() for r in right])
                                     if ok.any() else None)
         rows.append(row)
     result = {"dataset": args.dataset, "attack": name, "settings": settings,

@@ -211,6 +211,33 @@ def test_host_and_device_loops_agree(linear_setup):
         np.testing.assert_allclose(host.const, device.const, rtol=1e-6)
 
 
+def test_compacting_finished_examples_changes_nothing(monkeypatch):
+    from remix_jax.attacks import search
+
+    logits_fn, _, _ = linear_model()
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.uniform(0.1, 0.9, size=(40, *SHAPE)), jnp.float32)
+    labels = jnp.argmax(logits_fn(x), axis=-1)
+    # 1000 iterations: the abort (every 100) stops examples at different times, so
+    # the host loop compacts, possibly several times per search step
+    settings = dict(confidence=1.0, binary_search_steps=3, max_iterations=1000,
+                    initial_const=10.0)
+    assert search._bucket(3, 16) == 8 and search._bucket(9, 16) == 16
+    gathers = []
+    original = search._gather
+    monkeypatch.setattr(search, "_gather",
+                        lambda *a, **k: gathers.append(1) or original(*a, **k))
+    for attack in (cw_l2, ead):
+        plain = attack(logits_fn, x, labels, loop="host", compact=False, **settings)
+        assert not gathers
+        compacted = attack(logits_fn, x, labels, loop="host", compact=True, **settings)
+        assert gathers, "the test must make the loop compact"
+        gathers.clear()
+        np.testing.assert_array_equal(plain.success, compacted.success)
+        np.testing.assert_allclose(plain.adversarial, compacted.adversarial, atol=1e-5)
+        np.testing.assert_allclose(plain.const, compacted.const, rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def mnist_cnn(data_dir):
     """The committed MNIST classifier and 10 test images it gets right."""

@@ -72,7 +72,16 @@ def test_configure_refuses_after_the_backend_started(monkeypatch):
 
     jnp.ones(1).block_until_ready()  # make sure this test process has a backend
     with pytest.raises(RuntimeError, match="before the first JAX computation"):
-        runtime.configure()
+        runtime.configure(host_devices=7)
+
+
+def test_configure_again_with_the_same_settings_is_a_no_op(monkeypatch):
+    import jax.numpy as jnp
+
+    jnp.ones(1).block_until_ready()
+    # as if this process had been configured before its backend started
+    monkeypatch.setenv("XLA_FLAGS", f"--a=1 {runtime.CPU_CONV_FLAG}")
+    assert runtime.configure() == f"--a=1 {runtime.CPU_CONV_FLAG}"
 
 
 def test_flag_merging_keeps_other_flags():

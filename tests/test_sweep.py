@@ -65,3 +65,33 @@ def test_committed_sweep_results_are_complete_and_consistent(attack):
     # the attack works: at kappa 0 the bare classifier is fooled on (almost) every image
     first = result["rows"][0]
     assert first["attack_success"] >= 99 and first["none | all"]["mean"] <= 1
+
+
+@pytest.mark.slow
+def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(tmp_path,
+                                                                              data_dir):
+    import numpy as np
+
+    cache = tmp_path / "cache"
+    args = ["--attack", "cw", "--num-examples", "6", "--batch-size", "3", "--confidences", "0",
+            "--binary-search-steps", "1", "--max-iterations", "20", "--initial-const", "10",
+            "--craft-only", "--cache-dir", str(cache)]
+    first = run_sweep(args, data_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert os.listdir(cache) == ["kappa_0.npz"]  # batch parts are merged, then removed
+    with np.load(cache / "kappa_0.npz") as f:
+        full = {k: f[k] for k in f.files}
+    settings = json.loads(str(full.pop("settings")))
+    # as if the run had been killed after its first batch: only that batch's file is
+    # left, marked so that its reuse shows in the merged result
+    os.remove(cache / "kappa_0.npz")
+    part = {k: v[:3] for k, v in full.items()}
+    part["l2"] = np.full(3, 123.0, np.float32)
+    np.savez(cache / "kappa_0.part_0.npz",
+             settings=json.dumps({**settings, "indices": settings["indices"][:3]}), **part)
+    second = run_sweep(args, data_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    with np.load(cache / "kappa_0.npz") as f:
+        np.testing.assert_array_equal(f["l2"][:3], 123.0)  # reused, not crafted again
+        np.testing.assert_allclose(f["l2"][3:], full["l2"][3:], rtol=1e-6)
+    assert os.listdir(cache) == ["kappa_0.npz"]

@@ -76,17 +76,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def train_component(
-    args, component: str, task, optimizer, config: dict, summary_metric: str
-) -> dict:
-    """Loads data, trains (resuming), evaluates on the test split, writes meta.json."""
-    runtime.configure()
-    import jax
+def splits(args):
+    """(train, validation, test, data source): each split an (images, labels) pair.
 
-    from remix_jax import checkpoints, components, data, provenance, training
+    Validation is the last --validation-size training images (at most a fifth of
+    them); --limit cuts the training and test sets first.
+    """
+    from remix_jax import data, training
 
-    if args.epochs < 1 or args.batch_size < 1:
-        fail("--epochs and --batch-size must be >= 1")
     try:
         train_split = data.load_split(args.dataset, "train", args.data_dir)
         test_split = data.load_split(args.dataset, "test", args.data_dir)
@@ -99,6 +96,21 @@ def train_component(
         test_images, test_labels = test_images[: args.limit], test_labels[: args.limit]
     validation_size = min(args.validation_size, len(images) // 5)
     train, validation = training.holdout(images, labels, validation_size)
+    return train, validation, (test_images, test_labels), train_split.source
+
+
+def train_component(
+    args, component: str, task, optimizer, config: dict, summary_metric: str
+) -> dict:
+    """Loads data, trains (resuming), evaluates on the test split, writes meta.json."""
+    runtime.configure()
+    import jax
+
+    from remix_jax import checkpoints, components, provenance, training
+
+    if args.epochs < 1 or args.batch_size < 1:
+        fail("--epochs and --batch-size must be >= 1")
+    train, validation, (test_images, test_labels), source = splits(args)
     directory = os.path.abspath(
         args.checkpoint_dir or components.checkpoint_dir(args.dataset, component)
     )
@@ -114,7 +126,7 @@ def train_component(
             "train_images": len(train[0]),
             "validation_images": len(validation[0]),
         },
-        "data_source": train_split.source,
+        "data_source": source,
         **provenance.stamp(),
     }
     train_config = training.TrainConfig(

@@ -130,11 +130,15 @@ def _abstract(tree: Any) -> Any:
 
 def write_metadata(directory: str, metadata: dict) -> None:
     """Writes ``<directory>/meta.json`` atomically (temp file + rename)."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, META_FILE)
+    write_json(os.path.join(directory, META_FILE), metadata)
+
+
+def write_json(path: str, content: dict) -> None:
+    """Writes a JSON file atomically (temp file + rename), creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(metadata, f, indent=2, sort_keys=True)
+        json.dump(content, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
 

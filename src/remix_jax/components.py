@@ -11,8 +11,10 @@ import os
 import flax.linen as nn
 
 from remix_jax.data import DATASETS
+from remix_jax.magnet import DetectorSpec
 from remix_jax.models.autoencoder import AutoencoderConfig
 from remix_jax.models.classifiers import MNISTClassifier
+from remix_jax.models.magnet import MagNetAEConfig
 
 # REMIX's mask count n per dataset (paper, Sec. IV).
 N_MASKS = {"mnist": 2, "cifar10": 3}
@@ -20,6 +22,33 @@ N_MASKS = {"mnist": 2, "cifar10": 3}
 REFORMER_NOISE = {"mnist": 0.1, "cifar10": 0.025}
 
 CLASSIFIERS: dict[str, type[nn.Module]] = {"mnist": MNISTClassifier}
+
+# MagNet as in its official MNIST code (train_defense.py / test_defense.py) and
+# Carlini's reconstruction of its CIFAR-10 set-up: autoencoders, the reformer, the
+# detectors with their clean drop rates. "JSD-T10"/"JSD-T40" on MNIST are extras
+# (MagNet's MNIST code uses only I-L2 and II-L1); results report MagNet with the
+# official set and, separately, with the extras added.
+MAGNET_AUTOENCODERS = {
+    "mnist": {"I": (3, "average", 3), "II": (3,)},
+    "cifar10": {"I": (3,)},
+}
+MAGNET_REFORMER = {"mnist": "I", "cifar10": "I"}
+MAGNET_DETECTORS = {
+    "mnist": (DetectorSpec("I-L2", "I", "L2", 0.001), DetectorSpec("II-L1", "II", "L1", 0.001)),
+    "cifar10": (
+        DetectorSpec("I-L1", "I", "L1", 0.005),
+        DetectorSpec("JSD-T10", "I", "JSD", 0.01, temperature=10.0),
+        DetectorSpec("JSD-T40", "I", "JSD", 0.01, temperature=40.0),
+    ),
+}
+MAGNET_OFFICIAL_NAMES = {ds: tuple(d.name for d in spec) for ds, spec in MAGNET_DETECTORS.items()}
+MAGNET_EXTRA_DETECTORS = {
+    "mnist": (
+        DetectorSpec("JSD-T10", "I", "JSD", 0.001, temperature=10.0),
+        DetectorSpec("JSD-T40", "I", "JSD", 0.001, temperature=40.0),
+    ),
+    "cifar10": (),
+}
 
 
 def default_autoencoder(dataset: str, component: str) -> AutoencoderConfig:
@@ -33,6 +62,15 @@ def default_autoencoder(dataset: str, component: str) -> AutoencoderConfig:
             channels=channels, features=(32, 32, 32, 32), strides=(1, 1, 1, 1), mask_channel=True
         )
     raise ValueError(f"component must be 'reformer' or 'inpainter', got {component!r}")
+
+
+def magnet_autoencoder(dataset: str, name: str) -> MagNetAEConfig:
+    """Architecture of MagNet's autoencoder ``name`` ("I", "II") for a dataset."""
+    check_dataset(dataset)
+    structures = MAGNET_AUTOENCODERS[dataset]
+    if name not in structures:
+        raise ValueError(f"MagNet on {dataset} has autoencoders {sorted(structures)}, not {name!r}")
+    return MagNetAEConfig(channels=DATASETS[dataset][-1], structure=structures[name])
 
 
 def classifier(dataset: str) -> nn.Module:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax.defense import RemixParams, defend
+from remix_jax import magnet as magnet_lib
+from remix_jax.defense import RemixParams, autoencoder_fn, defend
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -48,3 +50,82 @@ def summarize(accuracies: list[float]) -> dict:
         "max": float(a.max()),
         "runs": len(a),
     }
+
+
+class Defense(NamedTuple):
+    """A defense as the evaluations score it.
+
+    Attributes:
+      randomized: its output depends on the key (score it over several keys).
+      correct: ``correct(key, x (N, H, W, C), labels (N,), adversarial) -> (N,) bool``:
+        whether the defended classifier handles each input correctly. For detector
+        defenses (MagNet) a rejected input counts as handled when ``adversarial``
+        and as an error when clean.
+    """
+
+    randomized: bool
+    correct: Callable[[jax.Array, np.ndarray, np.ndarray, bool], np.ndarray]
+
+
+def defense_suite(
+    logits_fn: LogitsFn,
+    remix: RemixParams,
+    magnet: magnet_lib.MagNetParams | None = None,
+    official_detectors: Sequence[str] = (),
+    iterations: Sequence[int] = (1,),
+) -> dict[str, Defense]:
+    """The paper's Fig. 2 defenses by name, in plotting order.
+
+    "none"; "reformer" (REMIX's); with ``magnet``: "MagNet reformer", "MagNet" (its
+    ``official_detectors`` + reformer) and, if it has more detectors, "MagNet + JSD"
+    (all of them); then for every K: "mask-inpaint K=k" and "reformer + mask-inpaint
+    K=k".
+    """
+
+    def plain(transform=None):
+        jitted = None if transform is None else jax.jit(transform)
+
+        def correct(key, x, labels, adversarial):
+            del key, adversarial
+            images = x if jitted is None else _batched(jitted, x)
+            return predict(logits_fn, images) == labels
+
+        return Defense(False, correct)
+
+    suite = {"none": plain(), "reformer": plain(autoencoder_fn(remix.reformer_config,
+                                                               remix.reformer))}
+    if magnet is not None:
+        suite["MagNet reformer"] = plain(lambda xb: magnet_lib.reform(magnet, xb))
+        variants = {"MagNet": magnet.select(official_detectors)}
+        if len(magnet.detectors) > len(official_detectors):
+            variants["MagNet + JSD"] = magnet
+        for name, m in variants.items():
+            suite[name] = Defense(False, _magnet_correct(logits_fn, m))
+    for k in iterations:
+        for with_reformer in (False, True):
+            params = remix if with_reformer else remix.without_reformer()
+
+            def correct(key, x, labels, adversarial, params=params, k=k):
+                del adversarial
+                return remix_predict(logits_fn, params, key, x, iterations=k) == labels
+
+            suite[f"{'reformer + ' if with_reformer else ''}mask-inpaint K={k}"] = Defense(
+                True, correct)
+    return suite
+
+
+def _magnet_correct(logits_fn: LogitsFn, magnet: magnet_lib.MagNetParams):
+    def correct(key, x, labels, adversarial):
+        del key
+        o = magnet_lib.outcomes(magnet, logits_fn, x, labels)
+        if adversarial:
+            return o["rejected"] | o["reformed_correct"]
+        return ~o["rejected"] & o["reformed_correct"]
+
+    return correct
+
+
+def _batched(fn: Callable[[jax.Array], jax.Array], x: np.ndarray,
+             batch_size: int = 1000) -> np.ndarray:
+    return np.concatenate([np.asarray(fn(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])

@@ -16,6 +16,7 @@ import optax
 
 from remix_jax.masking import batch_random_masks
 from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
 from remix_jax.training import Task, accuracy_sum
 
 
@@ -88,14 +89,27 @@ def _autoencoder_init(config: AutoencoderConfig, hw: tuple[int, int]):
 def denoiser_task(config: AutoencoderConfig, hw: tuple[int, int], noise: float) -> Task:
     """The reformer: restore x from clip(x + noise * N(0, 1), 0, 1), mean squared error."""
     model, init = _autoencoder_init(config, hw)
+    return _denoiser(lambda params, x: model.apply({"params": params}, x), init, noise)
 
+
+def magnet_denoiser_task(config: MagNetAEConfig, hw: tuple[int, int], noise: float) -> Task:
+    """A MagNet autoencoder, trained as in MagNet: noisy input, clean target, MSE."""
+    model = MagNetAutoencoder(config)
+
+    def init(key):
+        return model.init(key, jnp.zeros((1, *hw, config.channels)))["params"]
+
+    return _denoiser(lambda params, x: model.apply({"params": params}, x), init, noise)
+
+
+def _denoiser(apply, init, noise: float) -> Task:
     def corrupt(key, x):
         return jnp.clip(x + noise * jax.random.normal(key, x.shape), 0.0, 1.0)
 
     def loss(params, key, images, labels):
         del labels
         x = to_unit(images)
-        mse = jnp.mean((model.apply({"params": params}, corrupt(key, x)) - x) ** 2)
+        mse = jnp.mean((apply(params, corrupt(key, x)) - x) ** 2)
         return mse, {}
 
     def evaluate(params, images, labels):
@@ -103,8 +117,8 @@ def denoiser_task(config: AutoencoderConfig, hw: tuple[int, int], noise: float) 
         x = to_unit(images)
         # fixed noise so validation numbers are comparable across epochs
         noisy = corrupt(jax.random.key(0), x)
-        err = jnp.mean((model.apply({"params": params}, noisy) - x) ** 2, axis=(1, 2, 3))
-        clean_err = jnp.mean((model.apply({"params": params}, x) - x) ** 2, axis=(1, 2, 3))
+        err = jnp.mean((apply(params, noisy) - x) ** 2, axis=(1, 2, 3))
+        clean_err = jnp.mean((apply(params, x) - x) ** 2, axis=(1, 2, 3))
         return {"mse_noisy": err.sum(), "mse_clean": clean_err.sum()}
 
     return Task(init, loss, evaluate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -12,7 +14,9 @@ import jax.numpy as jnp
 from remix_jax import checkpoints, components
 from remix_jax.data import DATASETS
 from remix_jax.defense import RemixParams
+from remix_jax.magnet import DETECTORS_FILE, DetectorSpec, MagNetParams
 from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
 
 
 class Pretrained(NamedTuple):
@@ -63,6 +67,56 @@ def load_autoencoder(dataset: str, component: str,
     """Restores the dataset's shipped reformer or inpainter (see :func:`restore_autoencoder`)."""
     folder = components.checkpoint_dir(dataset, component, root)
     return restore_autoencoder(folder, DATASETS[dataset][:2])
+
+
+def load_magnet(
+    dataset: str = "mnist",
+    root: str | None = None,
+    *,
+    folder: str | None = None,
+    calibrated: bool = True,
+) -> MagNetParams:
+    """Restores the MagNet baseline trained by ``python -m train.magnet``.
+
+    Args:
+      dataset: "mnist" or "cifar10".
+      root: checkpoint root (default as :func:`load_pretrained`); MagNet lives in
+        ``<root>/<dataset>/magnet``.
+      folder: that folder directly (overrides ``root``).
+      calibrated: read the thresholds from its ``detectors.json``; False returns the
+        dataset's detectors (official and extra) with no thresholds yet.
+
+    Returns:
+      :class:`remix_jax.magnet.MagNetParams`; with ``calibrated``, its detectors are
+      those of ``detectors.json``.
+    """
+    components.check_dataset(dataset)
+    folder = folder or components.checkpoint_dir(dataset, "magnet", root)
+    hw = DATASETS[dataset][:2]
+    configs, params = [], {}
+    for name in sorted(components.MAGNET_AUTOENCODERS[dataset]):
+        sub = os.path.join(folder, name)
+        config = MagNetAEConfig.from_dict(checkpoints.read_metadata(sub)["config"])
+
+        def init(config=config):
+            x = jnp.zeros((1, *hw, config.channels))
+            return MagNetAutoencoder(config).init(jax.random.key(0), x)["params"]
+
+        params[name] = checkpoints.restore(sub, jax.eval_shape(init)).params
+        configs.append((name, config))
+    detectors = components.MAGNET_DETECTORS[dataset] + components.MAGNET_EXTRA_DETECTORS[dataset]
+    thresholds = {}
+    if calibrated:
+        path = os.path.join(folder, DETECTORS_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no {DETECTORS_FILE} in {folder}: run python -m train.magnet")
+        with open(path) as f:
+            stored = json.load(f)["detectors"]
+        detectors = tuple(DetectorSpec(**{k: v for k, v in d.items() if k != "threshold"})
+                          for d in stored)
+        thresholds = {d["name"]: jnp.float32(d["threshold"]) for d in stored}
+    return MagNetParams(autoencoders=params, thresholds=thresholds, configs=tuple(configs),
+                        detectors=tuple(detectors), reformer=components.MAGNET_REFORMER[dataset])
 
 
 def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrained:

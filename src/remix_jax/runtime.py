@@ -51,16 +51,13 @@ def configure(*, cpu_conv_flag: bool = True, host_devices: int | None = None) ->
       The resulting ``XLA_FLAGS`` string.
 
     Raises:
-      RuntimeError: if a JAX backend already exists, so the flags would be ignored.
+      RuntimeError: if a JAX backend already exists and the flags would change, so
+        they would be ignored. (Calling it again with the same settings is a no-op.)
     """
     from jax._src import xla_bridge
 
-    if xla_bridge.backends_are_initialized():
-        raise RuntimeError(
-            "remix_jax.runtime.configure() must run before the first JAX computation "
-            "(XLA has already read XLA_FLAGS)."
-        )
-    flags = os.environ.get("XLA_FLAGS", "")
+    current = os.environ.get("XLA_FLAGS", "")
+    flags = current
     low, high = _FLAG_KNOWN_FOR_JAXLIB
     wanted = cpu_conv_flag and os.environ.get("REMIX_JAX_CPU_FLAGS", "1") != "0"
     if wanted and low <= _jaxlib_version() < high:
@@ -71,6 +68,13 @@ def configure(*, cpu_conv_flag: bool = True, host_devices: int | None = None) ->
         if host_devices < 1:
             raise ValueError(f"host_devices must be >= 1, got {host_devices}")
         flags = _add_flag(flags, f"--xla_force_host_platform_device_count={host_devices}")
+    if xla_bridge.backends_are_initialized():
+        if flags.split() == current.split():
+            return current
+        raise RuntimeError(
+            "remix_jax.runtime.configure() must run before the first JAX computation "
+            "(XLA has already read XLA_FLAGS)."
+        )
     os.environ["XLA_FLAGS"] = flags.strip()
     return os.environ["XLA_FLAGS"]
 

@@ -90,6 +90,7 @@ def cw_l2(
     clip_min: float = 0.0,
     clip_max: float = 1.0,
     loop: str | None = None,
+    compact: bool = True,
 ) -> AttackResult:
     """Carlini-Wagner L2 attack on a batch (see the module docstring).
 
@@ -112,6 +113,8 @@ def cw_l2(
       loop: "device" (one XLA computation), "host" (jitted chunks of iterations,
         faster on CPU) or None (host on CPU, device elsewhere); see
         :mod:`remix_jax.attacks.search`.
+      compact: in the host loop, batch only the examples the early abort has not
+        stopped yet (same result, less work).
 
     Returns:
       :class:`AttackResult`.
@@ -131,4 +134,5 @@ def cw_l2(
         clip_min=clip_min,
         clip_max=clip_max,
         loop=loop,
+        compact=compact,
     )

@@ -16,7 +16,10 @@ Two ways to drive the same pure functions (``loop=``):
     jitted computation. The default on CPU, because XLA:CPU runs convolutions
     inside a ``while_loop`` body ~8x slower than at the top level (measured with
     jaxlib 0.10.2: MNIST CNN gradient, batch 100, 39 ms/step unrolled vs 307 ms/step
-    in a loop). The host only reads one bool per chunk (any example still active).
+    in a loop). The host reads the (B,) active flags after each chunk and, once the
+    early abort has stopped at least half of the batch, moves the active examples
+    into a smaller power-of-two batch (``compact``), so finished examples stop
+    costing work; they are scattered back at the end of the search step.
 Both give the same result up to floating-point reassociation.
 """
 
@@ -29,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from remix_jax.attacks import common
 
@@ -197,7 +201,7 @@ def _host_begin(x, hyper, search, outer, *, algorithm, spec):
 def _host_chunk(x, labels, hyper, state, start, *, algorithm, logits_fn, spec, length):
     for k in range(length):  # unrolled on purpose: see the module docstring
         state = _iterate(algorithm, logits_fn, spec, hyper, x, labels, state, start + k)
-    return state, jnp.any(state["active"])
+    return state, state["active"]
 
 
 _host_end = jax.jit(_end)
@@ -205,18 +209,48 @@ _host_init = jax.jit(_search_init)
 _host_result = jax.jit(_result, static_argnames=("logits_fn", "spec"))
 
 
-def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk):
+def _is_per_example(leaf, batch: int) -> bool:
+    return leaf.ndim > 0 and leaf.shape[0] == batch
+
+
+@functools.partial(jax.jit, static_argnames="batch")
+def _gather(tree, index, *, batch):
+    return jax.tree.map(lambda a: a[index] if _is_per_example(a, batch) else a, tree)
+
+
+@functools.partial(jax.jit, static_argnames="batch")
+def _scatter(full, index, part, *, batch):
+    # shared leaves (e.g. Adam's step count) advanced with the part: take the part's
+    return jax.tree.map(
+        lambda f, p: f.at[index].set(p) if _is_per_example(f, batch) else p, full, part
+    )
+
+
+def _bucket(active: int, current: int, smallest: int = 8) -> int:
+    """The compacted batch size for ``active`` examples, or ``current`` to keep it.
+
+    Power-of-two sizes bound the number of compiled shapes; compacting only when the
+    work at least halves keeps the gather/scatter and recompiles rare.
+    """
+    size = max(smallest, 1 << max(active - 1, 0).bit_length())
+    return size if size * 2 <= current else current
+
+
+def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk, compact):
+    batch = x.shape[0]
     search = _host_init(x, hyper)
     for outer in range(spec.binary_search_steps):
         state = _host_begin(x, hyper, search, outer, algorithm=algorithm, spec=spec)
+        index = None  # None: the working state is the whole batch
+        work, work_x, work_labels = state, x, labels
         i = 0
         while i < spec.max_iterations:
             length = min(chunk, spec.max_iterations - i)
-            state, any_active = _host_chunk(
-                x,
-                labels,
+            work, active = _host_chunk(
+                work_x,
+                work_labels,
                 hyper,
-                state,
+                work,
                 i,
                 algorithm=algorithm,
                 logits_fn=logits_fn,
@@ -224,9 +258,29 @@ def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk):
                 length=length,
             )
             i += length
-            if spec.abort_early and not bool(any_active):
+            if not spec.abort_early:
+                continue
+            active = np.asarray(active)
+            if not active.any():
                 break
-        search = _host_end(state)
+            if compact and (size := _bucket(int(active.sum()), len(active))) < len(active):
+                # Finished examples would still cost a full step each: move the active
+                # ones (padded with copies of a frozen one) into a smaller batch.
+                if index is None:
+                    state = work
+                else:
+                    state = _scatter(state, index, work, batch=batch)
+                    active = np.asarray(state["active"])
+                chosen = np.flatnonzero(active)
+                filler = np.flatnonzero(~active)[0]
+                index = jnp.asarray(
+                    np.concatenate([chosen, np.full(size - len(chosen), filler)]), jnp.int32
+                )
+                work = _gather(state, index, batch=batch)
+                work_x, work_labels = x[index], labels[index]
+        if index is not None:
+            work = _scatter(state, index, work, batch=batch)
+        search = _host_end(work)
     return _host_result(logits_fn, spec, hyper, x, labels, search)
 
 
@@ -240,12 +294,15 @@ def run(
     *,
     loop: str | None = None,
     chunk: int = 10,
+    compact: bool = True,
 ) -> common.AttackResult:
     """Runs the binary search of ``algorithm`` (see the module docstring).
 
     Args:
       loop: "device", "host", or None for "host" on CPU and "device" elsewhere.
       chunk: iterations per jitted computation in "host" mode.
+      compact: in "host" mode, move the examples still active in a search step into
+        a smaller batch once the early abort has stopped at least half of them.
     """
     loop = loop or ("host" if jax.default_backend() == "cpu" else "device")
     x = jnp.asarray(x, jnp.float32)  # a strong dtype, so every call hits the same cache
@@ -256,7 +313,14 @@ def run(
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         return _run_on_host(
-            x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn, spec=spec, chunk=chunk
+            x,
+            labels,
+            hyper,
+            algorithm=algorithm,
+            logits_fn=logits_fn,
+            spec=spec,
+            chunk=chunk,
+            compact=compact,
         )
     raise ValueError(f"loop must be 'device', 'host' or None, got {loop!r}")
 
@@ -277,6 +341,7 @@ def launch(
     clip_min: float,
     clip_max: float,
     loop: str | None,
+    compact: bool = True,
     beta: float = 0.0,
     decision_rule: str = "L2",
     fista: bool = True,
@@ -308,4 +373,4 @@ def launch(
         decision_rule=decision_rule,
         fista=fista,
     )
-    return run(algorithm, logits_fn, x, labels, hyper, spec, loop=loop)
+    return run(algorithm, logits_fn, x, labels, hyper, spec, loop=loop, compact=compact)

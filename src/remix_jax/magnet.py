@@ -1,0 +1,215 @@
+"""MagNet (Meng and Chen, "MagNet: a Two-Pronged Defense against Adversarial
+Examples", CCS 2017): the baseline the REMIX paper compares with.
+
+Two prongs, both built from small denoising autoencoders
+(:mod:`remix_jax.models.magnet`) trained on clean images:
+
+- detectors reject an input whose score exceeds a threshold set on clean validation
+  images: the reconstruction error mean(|AE(x) - x|^p) (p = 1 or 2), or the
+  Jensen-Shannon divergence between the classifier's softmax at temperature T on x
+  and on AE(x);
+- the reformer replaces the input by AE(x) before classification.
+
+Thresholds follow MagNet's ``worker.py``: with N validation scores sorted ascending
+and r the detector's drop rate, the threshold is the (floor(N * r))-th largest score
+and an input passes when its score is strictly below it, so exactly floor(N * r)
+validation images are rejected (ties aside).
+
+Scoring (MagNet's and the REMIX paper's): an adversarial input is defended when some
+detector rejects it or the classifier gets the reformed input right; a clean input
+counts as correct only when it passes every detector and is then classified right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+KINDS = ("L1", "L2", "JSD")
+# beside the autoencoders' folders: detector specs, thresholds and clean rates
+DETECTORS_FILE = "detectors.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSpec:
+    """One MagNet detector.
+
+    Attributes:
+      name: its label in results, e.g. "I-L2" or "JSD-T10".
+      autoencoder: the autoencoder it uses (a key of ``MagNetParams.autoencoders``).
+      kind: "L1" / "L2" reconstruction error, or "JSD" between softmaxes.
+      drop_rate: fraction of clean validation images it rejects (sets the threshold).
+      temperature: softmax temperature T (JSD only).
+    """
+
+    name: str
+    autoencoder: str
+    kind: str
+    drop_rate: float
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not 0.0 < self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in (0, 1), got {self.drop_rate}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@struct.dataclass
+class MagNetParams:
+    """A ready MagNet: autoencoder weights and thresholds as leaves, the rest static.
+
+    Attributes:
+      autoencoders: name -> Flax params of a :class:`MagNetAutoencoder`.
+      thresholds: detector name -> threshold (scalar); empty before :func:`calibrate`.
+      configs: ((name, MagNetAEConfig), ...) architectures.
+      detectors: the :class:`DetectorSpec` s.
+      reformer: name of the autoencoder used as the reformer.
+    """
+
+    autoencoders: dict[str, Any]
+    thresholds: dict[str, Any]
+    configs: tuple[tuple[str, MagNetAEConfig], ...] = struct.field(pytree_node=False)
+    detectors: tuple[DetectorSpec, ...] = struct.field(pytree_node=False)
+    reformer: str = struct.field(pytree_node=False, default="I")
+
+    def autoencoder(self, name: str) -> Callable[[jax.Array], jax.Array]:
+        """``fn(x (B, H, W, C)) -> AE(x)`` for the named autoencoder."""
+        config = dict(self.configs)[name]
+        params = self.autoencoders[name]
+        return lambda x: MagNetAutoencoder(config).apply({"params": params}, x)
+
+    def select(self, names: Sequence[str]) -> MagNetParams:
+        """The same MagNet with only the named detectors."""
+        unknown = set(names) - {d.name for d in self.detectors}
+        if unknown:
+            raise ValueError(f"unknown detectors {sorted(unknown)}")
+        return self.replace(
+            detectors=tuple(d for d in self.detectors if d.name in names),
+            thresholds={k: v for k, v in self.thresholds.items() if k in names},
+        )
+
+
+def reform(magnet: MagNetParams, x: jax.Array) -> jax.Array:
+    """MagNet's reformer: (B, H, W, C) -> AE(x), same shape."""
+    return magnet.autoencoder(magnet.reformer)(x)
+
+
+def jensen_shannon(p: jax.Array, q: jax.Array) -> jax.Array:
+    """JSD between probability vectors along the last axis (natural log). (B, K) -> (B,)."""
+    m = 0.5 * (p + q)
+
+    def kl(a, b):
+        # 0 * log 0 = 0; a tiny floor keeps log finite when the softmax underflows
+        return jnp.sum(jnp.where(a > 0, a * (jnp.log(a) - jnp.log(jnp.maximum(b, 1e-30))), 0.0),
+                       axis=-1)
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def detector_scores(magnet: MagNetParams, logits_fn: LogitsFn, x: jax.Array) -> dict:
+    """Every detector's score of every input (higher = more suspicious).
+
+    Args:
+      magnet: the defense.
+      logits_fn: the protected classifier (used by JSD detectors).
+      x: (B, H, W, C) images in [0, 1].
+
+    Returns:
+      detector name -> (B,) float32 scores.
+    """
+    reconstructions = {}
+    scores = {}
+    for d in magnet.detectors:
+        if d.autoencoder not in reconstructions:
+            reconstructions[d.autoencoder] = magnet.autoencoder(d.autoencoder)(x)
+        r = reconstructions[d.autoencoder]
+        if d.kind == "JSD":
+            p = jax.nn.softmax(logits_fn(x) / d.temperature)
+            q = jax.nn.softmax(logits_fn(r) / d.temperature)
+            scores[d.name] = jensen_shannon(p, q)
+        else:
+            power = 1 if d.kind == "L1" else 2
+            scores[d.name] = jnp.mean(jnp.abs(r - x) ** power, axis=(1, 2, 3))
+    return scores
+
+
+def detect(magnet: MagNetParams, logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
+    """(B,) bool: some detector rejects the input (score >= its threshold)."""
+    if set(magnet.thresholds) != {d.name for d in magnet.detectors}:
+        raise ValueError("MagNet is not calibrated: call magnet.calibrate first")
+    scores = detector_scores(magnet, logits_fn, x)
+    rejected = jnp.zeros(x.shape[0], bool)
+    for name, s in scores.items():
+        rejected = rejected | (s >= magnet.thresholds[name])
+    return rejected
+
+
+def threshold(scores: np.ndarray, drop_rate: float) -> float:
+    """MagNet's threshold: the floor(N * drop_rate)-th largest of N clean scores."""
+    num = int(len(scores) * drop_rate)
+    if num < 1:
+        raise ValueError(
+            f"{len(scores)} validation images reject none at drop rate {drop_rate}; "
+            f"need at least {int(np.ceil(1 / drop_rate))}"
+        )
+    return float(np.sort(np.asarray(scores))[-num])
+
+
+def calibrate(
+    magnet: MagNetParams, logits_fn: LogitsFn, x_validation: np.ndarray, batch_size: int = 1000
+) -> MagNetParams:
+    """Sets every detector's threshold on clean validation images (N, H, W, C) in [0, 1]."""
+    parts = [_scores_batch(logits_fn, magnet, x_validation[i:i + batch_size])
+             for i in range(0, len(x_validation), batch_size)]
+    thresholds = {}
+    for d in magnet.detectors:
+        all_scores = np.concatenate([np.asarray(p[d.name]) for p in parts])
+        thresholds[d.name] = threshold(all_scores, d.drop_rate)
+    return magnet.replace(thresholds={k: jnp.float32(v) for k, v in thresholds.items()})
+
+
+def outcomes(
+    magnet: MagNetParams, logits_fn: LogitsFn, x: np.ndarray, labels: np.ndarray,
+    batch_size: int = 1000,
+) -> dict[str, np.ndarray]:
+    """Per-input MagNet outcomes, in batches.
+
+    Args:
+      magnet: a calibrated MagNet.
+      logits_fn: the protected classifier.
+      x: (N, H, W, C) images in [0, 1].
+      labels: (N,) true labels.
+
+    Returns:
+      "rejected" (N,) bool: some detector fired; "reformed_correct" (N,) bool: the
+      classifier is right on the reformed input.
+    """
+    parts = [_outcomes_batch(logits_fn, magnet, x[i:i + batch_size], labels[i:i + batch_size])
+             for i in range(0, len(x), batch_size)]
+    return {"rejected": np.concatenate([np.asarray(p[0]) for p in parts]),
+            "reformed_correct": np.concatenate([np.asarray(p[1]) for p in parts])}
+
+
+# logits_fn is static: jit caches per classifier function object, not per call
+@functools.partial(jax.jit, static_argnums=0)
+def _scores_batch(logits_fn, magnet, x):
+    return detector_scores(magnet, logits_fn, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _outcomes_batch(logits_fn, magnet, x, labels):
+    right = jnp.argmax(logits_fn(reform(magnet, x)), axis=-1) == labels
+    return detect(magnet, logits_fn, x), right
