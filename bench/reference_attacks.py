@@ -18,6 +18,10 @@ learning rate, initial constant, beta, decision rule, and early abort on:
   foolbox-ead     foolbox.attacks.EADAttack (regularization=beta)
   advertorch-ead  advertorch.attacks.ElasticNetL1Attack (abort_early=True passed,
                   as to all; its default is False)
+  foolboxtorch-*  Foolbox's attacks on a PyTorchModel of the torch port: the same
+                  attack code as foolbox-*, on advertorch's network, which separates
+                  differences of attack code from differences of the two networks'
+                  float32 arithmetic (not run by default)
 
 By default every reference whose package is installed runs. advertorch gets a torch
 port of the Flax weights, checked to give the same logits within 1e-4 first.
@@ -48,8 +52,8 @@ import os
 import sys
 import time
 
-IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "advertorch-cw",
-                   "ours-ead", "foolbox-ead", "advertorch-ead")
+IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "advertorch-cw", "foolboxtorch-cw",
+                   "ours-ead", "foolbox-ead", "advertorch-ead", "foolboxtorch-ead")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "foolbox", "eagerpy", "scipy",
             "torch", "advertorch")
 PORT_TOLERANCE = 1e-4  # max |logit difference| allowed between the Flax and torch models
@@ -283,8 +287,8 @@ def main(argv=None) -> None:
     from remix_jax.attacks import cw_l2, ead
 
     if args.implementations is None:
-        args.implementations = [i for i in IMPLEMENTATIONS
-                                if i.startswith("ours") or _available(i.split("-")[0])]
+        args.implementations = [i for i in IMPLEMENTATIONS if not i.startswith("foolboxtorch")
+                                and (i.startswith("ours") or _available(i.split("-")[0]))]
     for package in ("foolbox", "advertorch"):
         if any(i.startswith(package) for i in args.implementations) and not _available(package):
             sys.exit(f"error: {package} is not installed in this interpreter "
@@ -316,8 +320,9 @@ def main(argv=None) -> None:
                 decision_rule=args.decision_rule, **common_settings)
         return np.asarray(jax.block_until_ready(r.adversarial))
 
-    def run_foolbox(kappa, which):
-        model = fb.JAXModel(logits_fn, bounds=(0, 1))
+    def run_foolbox(kappa, which, on_torch=False):
+        model = (fb.PyTorchModel(net.eval(), bounds=(0, 1)) if on_torch
+                 else fb.JAXModel(logits_fn, bounds=(0, 1)))
         if which == "cw":
             attack = fb.attacks.L2CarliniWagnerAttack(
                 binary_search_steps=args.binary_search_steps, steps=args.max_iterations,
@@ -329,11 +334,17 @@ def main(argv=None) -> None:
                 initial_stepsize=args.learning_rate, confidence=kappa,
                 initial_const=args.initial_const, regularization=args.beta,
                 decision_rule=args.decision_rule, abort_early=args.abort_early)
+        if on_torch:
+            import torch
+
+            adv = attack.run(model, torch.from_numpy(x.copy()),
+                             fb.criteria.Misclassification(torch.from_numpy(y.astype(np.int64))))
+            return adv.detach().numpy().astype(np.float32)
         adv = attack.run(model, jnp.asarray(x), fb.criteria.Misclassification(jnp.asarray(y)))
         return np.asarray(jax.block_until_ready(adv))
 
     port = {}
-    if any(i.startswith("advertorch") for i in args.implementations):
+    if any(i.startswith(("advertorch", "foolboxtorch")) for i in args.implementations):
         import torch
 
         at = _import_advertorch()
@@ -369,7 +380,9 @@ def main(argv=None) -> None:
                "foolbox-cw": lambda k: run_foolbox(k, "cw"),
                "foolbox-ead": lambda k: run_foolbox(k, "ead"),
                "advertorch-cw": lambda k: run_advertorch(k, "cw"),
-               "advertorch-ead": lambda k: run_advertorch(k, "ead")}
+               "advertorch-ead": lambda k: run_advertorch(k, "ead"),
+               "foolboxtorch-cw": lambda k: run_foolbox(k, "cw", on_torch=True),
+               "foolboxtorch-ead": lambda k: run_foolbox(k, "ead", on_torch=True)}
 
     rows, per_example, verdicts = [], {}, {}
 

@@ -33,6 +33,9 @@ PRESETS = {
     # (L2 within 2%): results/bench/attacks_convergence_gpu.json
     "cpu": {"binary_search_steps": 9, "max_iterations": 1000},
 }
+# plot labels that say whose component a row is
+LEGEND = {"none": "no defense", "reformer": "REMIX reformer",
+          "MagNet": "MagNet (detectors + reformer)"}
 GRIDS = {"mnist": [0, 5, 10, 15, 20, 25, 30, 35, 40], "cifar10": list(range(0, 101, 10))}
 
 
@@ -249,10 +252,12 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
     for d in defenses:
         means = [r[f"{d} | all"]["mean"] for r in result["rows"]]
         stds = [r[f"{d} | all"]["std"] for r in result["rows"]]
-        ax.errorbar(kappas, means, yerr=stds, marker="o", ms=3, capsize=2, label=d)
+        ax.errorbar(kappas, means, yerr=stds, marker="o", ms=3, capsize=2,
+                    label=LEGEND.get(d, d))
     ax.set_xlabel("confidence $\\kappa$")
     ax.set_ylabel("accuracy on adversarial examples (%)")
-    ax.set_title(f"{result['dataset']}, {result['attack']} ({result['num_examples']} images)")
+    ax.set_title(f"{result['dataset']}, {result['attack']}: all {result['num_examples']} "
+                 "crafted examples", fontsize=10)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
