@@ -6,7 +6,8 @@ Oblivious setting: adversarial examples are crafted on the bare classifier for t
 first --num-examples test images it classifies correctly, at every kappa of the grid
 (MNIST 0, 5, ..., 40; CIFAR-10 0, 10, ..., 100), and cached per kappa (and, while a
 kappa is in progress, per --batch-size batch) under results/<dataset>/cache/<attack>/
-so an interrupted sweep resumes where it stopped.
+(--preset paper) or .../<attack>-<preset>/ so an interrupted sweep resumes where it
+stopped.
 Then every defense is scored on the same images (none; REMIX's reformer; MagNet's
 reformer; MagNet = its detectors + reformer, an input counting as defended when
 rejected or classified right; REMIX mask-inpaint without and with the reformer): on
@@ -114,7 +115,10 @@ def main(argv=None) -> None:
     kappas = args.confidences or GRIDS[args.dataset]
     settings = attack_settings(args)
     name = args.attack + ("-targeted" if args.targeted else "")
-    cache_dir = args.cache_dir or os.path.join("results", args.dataset, "cache", name)
+    # one cache per preset, so a CPU run never overwrites examples crafted elsewhere
+    # with the reference settings
+    suffix = "" if args.preset == "paper" else f"-{args.preset}"
+    cache_dir = args.cache_dir or os.path.join("results", args.dataset, "cache", name + suffix)
     os.makedirs(cache_dir, exist_ok=True)
 
     x_all = data.to_float(split.images)

@@ -97,7 +97,8 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument(
         "--cache-dir",
         default=None,
-        help="sweep cache folder (default: results/<dataset>/cache/<attack>)",
+        help="sweep cache folder (default: results/<dataset>/cache/<attack>, "
+        "then <attack>-cpu)",
     )
     p.add_argument("--no-cache", action="store_true", help="always craft on the fly")
     # settings of on-the-fly crafting: fast, not the paper's 9 x 10000
@@ -218,9 +219,16 @@ def adversarial_images(args, logits_fn, indices, x, y) -> tuple[np.ndarray, str]
     Returns:
       ((B, H, W, C) adversarial images, a line saying where they came from).
     """
-    cache_dir = args.cache_dir or os.path.join("results", args.dataset, "cache", args.attack)
-    path = os.path.join(cache_dir, f"kappa_{args.confidence:g}.npz")
-    found, cache_note = ({}, "") if args.no_cache else cached_adversarials(path, indices)
+    # the reference-settings cache first, then the CPU preset's (see eval.sweep)
+    folders = ([args.cache_dir] if args.cache_dir else
+               [os.path.join("results", args.dataset, "cache", args.attack + suffix)
+                for suffix in ("", "-cpu")])
+    found, cache_note = {}, ""
+    for folder in [] if args.no_cache else folders:
+        path = os.path.join(folder, f"kappa_{args.confidence:g}.npz")
+        found, cache_note = cached_adversarials(path, indices)
+        if found:
+            break
     adv = np.empty_like(x)
     missing = [r for r, i in enumerate(indices) if int(i) not in found]
     for r, i in enumerate(indices):

@@ -67,6 +67,10 @@ def test_committed_clean_results_are_consistent():
         assert 0 <= value <= 100, name
     assert bare - rows["mask-inpaint n=2 K=1"]["mean"] <= 1.0
     assert bare - rows["reformer + mask-inpaint n=2 K=1"]["mean"] <= 1.0
+    # MagNet: its clean cost is its detectors' false positives (0.001 per detector)
+    for name in ("MagNet reformer", "MagNet"):
+        assert bare - rows[name]["accuracy"] <= 1.0, name
+    assert 0 < rows["MagNet"]["rejected"] <= 1.0
 
 
 def test_missing_checkpoint_gives_a_clear_error(tmp_path):
