@@ -76,10 +76,10 @@ def defense_suite(
 ) -> dict[str, Defense]:
     """The paper's Fig. 2 defenses by name, in plotting order.
 
-    "none"; "reformer" (REMIX's); with ``magnet``: "MagNet reformer", "MagNet" (its
-    ``official_detectors`` + reformer) and, if it has more detectors, "MagNet + JSD"
-    (all of them); then for every K: "mask-inpaint K=k" and "reformer + mask-inpaint
-    K=k".
+    "none"; "reformer" (REMIX's, if ``remix`` has one); with ``magnet``: "MagNet
+    reformer", "MagNet" (its ``official_detectors`` + reformer) and, if it has more
+    detectors, "MagNet + JSD" (all of them); then for every K: "mask-inpaint K=k" and,
+    with a reformer, "reformer + mask-inpaint K=k".
     """
 
     def plain(transform=None):
@@ -92,8 +92,9 @@ def defense_suite(
 
         return Defense(False, correct)
 
-    suite = {"none": plain(), "reformer": plain(autoencoder_fn(remix.reformer_config,
-                                                               remix.reformer))}
+    suite = {"none": plain()}
+    if remix.reformer is not None:
+        suite["reformer"] = plain(autoencoder_fn(remix.reformer_config, remix.reformer))
     if magnet is not None:
         suite["MagNet reformer"] = plain(lambda xb: magnet_lib.reform(magnet, xb))
         variants = {"MagNet": magnet.select(official_detectors)}
@@ -102,7 +103,7 @@ def defense_suite(
         for name, m in variants.items():
             suite[name] = Defense(False, _magnet_correct(logits_fn, m))
     for k in iterations:
-        for with_reformer in (False, True):
+        for with_reformer in (False, True) if remix.reformer is not None else (False,):
             params = remix if with_reformer else remix.without_reformer()
 
             def correct(key, x, labels, adversarial, params=params, k=k):
