@@ -9,10 +9,12 @@ the same activation (sigmoid in MagNet's MNIST and CIFAR-10 set-ups).
     AE-II (MNIST)  [3]:                conv3 | conv3 | conv1
     CIFAR-10       [3]                 (Carlini's reconstruction of MagNet's CIFAR code)
 
-Weights start from Glorot-uniform, Keras's default that MagNet's code inherits. It
-matters: with Flax's default (LeCun-normal) the all-sigmoid AE-I sat on the
-predict-the-mean plateau (MSE 0.098) for 1300+ Adam steps, while Glorot-uniform left
-it after ~600 steps (MSE 0.0096 at step 1500; batch 256, lr 1e-3, measured here).
+Weights start from Glorot-uniform, Keras's default that MagNet's code inherits. (Our
+first AE-I run, with Flax's LeCun-normal, sat on the predict-the-mean plateau, MSE
+~0.098, for its first 6 epochs; but a controlled comparison, ``python -m
+bench.magnet_init`` -> results/bench/magnet_init_cpu.json, shows both initialisers
+leaving the plateau at about the same step with the same seed, so that stall was not
+the initialiser's doing. The all-sigmoid nets just start slowly.)
 
 Deviation: MagNet adds an L2 activity regulariser of strength 1e-9 to every layer;
 at that strength it changes nothing measurable, so it is left out.
@@ -29,6 +31,8 @@ from remix_jax.models.layers import avg_pool_2x2, max_pool_2x2, upsample_2x
 
 _POOLS = {"average": avg_pool_2x2, "max": max_pool_2x2}
 _ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu}
+_INITIALIZERS = {"glorot_uniform": nn.initializers.glorot_uniform,
+                 "lecun_normal": nn.initializers.lecun_normal}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +44,14 @@ class MagNetAEConfig:
       structure: encoder layers: an int is a 3x3 convolution of that width, "average"
         or "max" a 2x2 pool. The decoder mirrors it.
       activation: "sigmoid" (MagNet) or "relu".
+      kernel_init: "glorot_uniform" (Keras's default, MagNet) or "lecun_normal"
+        (Flax's default; see the module docstring).
     """
 
     channels: int = 1
     structure: tuple[int | str, ...] = (3, "average", 3)
     activation: str = "sigmoid"
+    kernel_init: str = "glorot_uniform"
 
     def __post_init__(self):
         for layer in self.structure:
@@ -55,6 +62,8 @@ class MagNetAEConfig:
                 )
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}")
+        if self.kernel_init not in _INITIALIZERS:
+            raise ValueError(f"kernel_init must be one of {sorted(_INITIALIZERS)}")
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
 
@@ -65,7 +74,8 @@ class MagNetAEConfig:
     def from_dict(cls, d: dict) -> MagNetAEConfig:
         """Rebuilds a config from :meth:`to_dict` output (extra keys are ignored)."""
         return cls(channels=d["channels"], structure=tuple(d["structure"]),
-                   activation=d.get("activation", "sigmoid"))
+                   activation=d.get("activation", "sigmoid"),
+                   kernel_init=d.get("kernel_init", "glorot_uniform"))
 
 
 class MagNetAutoencoder(nn.Module):
@@ -79,7 +89,7 @@ class MagNetAutoencoder(nn.Module):
         act = _ACTIVATIONS[self.config.activation]
 
         def conv(width):
-            return nn.Conv(width, (3, 3), kernel_init=nn.initializers.glorot_uniform())
+            return nn.Conv(width, (3, 3), kernel_init=_INITIALIZERS[self.config.kernel_init]())
 
         for layer in self.config.structure:
             x = act(conv(layer)(x)) if isinstance(layer, int) else _POOLS[layer](x)
