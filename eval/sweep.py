@@ -21,6 +21,7 @@ arithmetic), so caches crafted elsewhere are judged here.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -143,6 +144,18 @@ def main(argv=None) -> None:
             print(f"{path}: cached settings differ, crafting again")
         return None
 
+    def load_part(path, expected, start):
+        """A finished batch that starts at `start`, whatever batch size made it."""
+        if not os.path.isfile(path):
+            return None
+        with np.load(path) as f:
+            stored = json.loads(str(f["settings"]))
+            n = len(stored.get("indices", []))
+            if n and stored == {**expected, "indices": reference["indices"][start:start + n]}:
+                return {k: f[k] for k in fields}
+        print(f"{path}: cached settings differ, crafting again")
+        return None
+
     def save(path, expected, arrays):
         tmp = path + ".tmp.npz"
         np.savez_compressed(tmp, settings=json.dumps(expected), **arrays)
@@ -155,22 +168,27 @@ def main(argv=None) -> None:
         if cached is not None:
             return cached
         parts = []
-        for start in tqdm(range(0, len(x), args.batch_size), desc=f"{name} kappa={kappa:g}",
-                          leave=False):
-            # each finished batch is kept on disk, so a killed run resumes mid-kappa
-            sl = slice(start, start + args.batch_size)
+        progress = tqdm(total=len(x), desc=f"{name} kappa={kappa:g}", unit="img", leave=False)
+        start = 0
+        while start < len(x):
+            # each finished batch is kept on disk, so a killed run resumes mid-kappa,
+            # even when it is resumed with another --batch-size
             part_path = os.path.join(cache_dir, f"kappa_{kappa:g}.part_{start}.npz")
-            part_expected = {**expected, "indices": reference["indices"][sl]}
-            part = load_if_same(part_path, part_expected)
+            part = load_part(part_path, expected, start)
             if part is None:
+                sl = slice(start, start + args.batch_size)
                 res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
                              **settings)
                 part = {k: np.asarray(getattr(res, k)) for k in fields}
-                save(part_path, part_expected, part)
+                save(part_path, {**expected, "indices": reference["indices"][sl]}, part)
             parts.append((part_path, part))
+            start += len(part["success"])
+            progress.update(len(part["success"]))
+        progress.close()
         out = {k: np.concatenate([p[k] for _, p in parts]) for k in fields}
         save(path, expected, out)
-        for part_path, _ in parts:
+        # also the leftovers of a run with another batch size
+        for part_path in glob.glob(os.path.join(cache_dir, f"kappa_{kappa:g}.part_*.npz")):
             os.remove(part_path)
         return out
 
