@@ -30,10 +30,23 @@ PROGRAM = textwrap.dedent("""
         clf_params = sharding.replicate(clf_params)
     out = jax.jit(defend)(params, jax.random.key(3), x)
     logits = jax.jit(lambda p, x: clf.apply({{"params": p}}, x))(clf_params, out)
+    # the attack's host loop on a sharded batch: 16 images, so that the early abort
+    # can trigger a compaction (a gather of the active examples across devices)
+    from remix_jax.attacks import cw_l2
+    xa = jax.random.uniform(jax.random.key(4), (16, 28, 28, 1))
+    ya = jnp.arange(16) % 10
+    if {devices} > 1:
+        xa, ya = sharding.shard_batch((xa, ya))
+    attacked = cw_l2(lambda v: clf.apply({{"params": clf_params}}, v), xa, ya,
+                     binary_search_steps=2, max_iterations=30, initial_const=10.0,
+                     loop="host")
     print(json.dumps({{"devices": len(jax.devices()),
                       "shards": len(out.sharding.device_set),
+                      "attack_shards": len(xa.sharding.device_set),
                       "defended": np.asarray(out).tolist(),
-                      "logits": np.asarray(logits).tolist()}}))
+                      "logits": np.asarray(logits).tolist(),
+                      "adversarial": np.asarray(attacked.adversarial).tolist(),
+                      "success": np.asarray(attacked.success).tolist()}}))
 """)
 
 
@@ -65,6 +78,10 @@ def test_two_device_sharded_defend_matches_single_device(single_plain):
     assert sharded["devices"] == 2 and sharded["shards"] == 2
     np.testing.assert_allclose(sharded["defended"], single_plain["defended"], atol=1e-5)
     np.testing.assert_allclose(sharded["logits"], single_plain["logits"], atol=1e-4)
+    # cw_l2 on a batch split over the two devices: the same examples as on one
+    assert sharded["attack_shards"] == 2
+    assert any(sharded["success"]) and sharded["success"] == single_plain["success"]
+    np.testing.assert_allclose(sharded["adversarial"], single_plain["adversarial"], atol=1e-4)
 
 
 def test_configure_refuses_after_the_backend_started(monkeypatch):
