@@ -142,3 +142,40 @@ def test_defend_rejects_bad_iterations_and_masks():
         defend(params.replace(n_masks=28 * 28 + 1), jax.random.key(0), x)
     with pytest.raises(TypeError, match="RemixParams"):
         defend({"inpainter": None}, jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 100])
+def test_chunked_defend_draws_the_same_masks_as_one_pass(chunk):
+    # 7 images: chunks of 3 and 4 leave a remainder, 100 is more than the batch
+    params = tiny_params(*MNIST, mask_channel=True)
+    x = images(*MNIST, batch=7)
+    key = jax.random.key(3)
+    whole = defend(params, key, x, iterations=2, chunk=None)
+    np.testing.assert_allclose(defend(params, key, x, iterations=2, chunk=chunk), whole,
+                               atol=1e-6)
+    np.testing.assert_allclose(defend(params, key, x, iterations=2), whole, atol=1e-6)
+
+
+def test_chunked_round_is_mask_inpaint_with_the_folded_key():
+    params = tiny_params(*MNIST, reformer=False, mask_channel=True)
+    x = images(*MNIST, batch=5)
+    key = jax.random.key(4)
+    from remix_jax.defense import autoencoder_fn
+
+    inpaint = autoencoder_fn(params.inpainter_config, params.inpainter)
+    expected = mask_inpaint(inpaint, jax.random.fold_in(key, 0), x, params.n_masks)
+    np.testing.assert_allclose(defend(params, key, x, iterations=1, chunk=2), expected,
+                               atol=1e-6)
+
+
+def test_gradients_through_chunked_defend_are_finite_and_nonzero():
+    params = tiny_params(*MNIST)
+    x = images(*MNIST, batch=4)
+    grad = jax.grad(lambda v: jnp.sum(defend(params, jax.random.key(0), v, chunk=2) ** 2))(x)
+    assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 2.5, "big"])
+def test_bad_chunk_is_refused(chunk):
+    with pytest.raises((TypeError, ValueError), match="chunk"):
+        defend(tiny_params(*MNIST), jax.random.key(0), images(*MNIST), chunk=chunk)
