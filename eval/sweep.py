@@ -270,8 +270,23 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
         f.write("\n".join(lines) + "\n")
     os.replace(out + ".csv.tmp", out + ".csv")
     fig, ax = plt.subplots(figsize=(5, 3.6))
+    plot_panel(ax, result, defenses)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out + ".png.tmp.png", dpi=150)
+    os.replace(out + ".png.tmp.png", out + ".png")
+    plt.close(fig)
+
+
+def defenses_of(result: dict) -> list[str]:
+    """The defenses a sweep result scored, in its column order."""
+    return [k[: -len(" | all")] for k in result["rows"][0] if k.endswith(" | all")]
+
+
+def plot_panel(ax, result: dict, defenses: list[str] | None = None) -> None:
+    """Accuracy on all crafted examples vs kappa, one line per defense (mean +- std)."""
     kappas = [r["confidence"] for r in result["rows"]]
-    for d in defenses:
+    for d in defenses or defenses_of(result):
         means = [r[f"{d} | all"]["mean"] for r in result["rows"]]
         stds = [r[f"{d} | all"]["std"] for r in result["rows"]]
         ax.errorbar(kappas, means, yerr=stds, marker="o", ms=3, capsize=2,
@@ -282,11 +297,6 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
                  "crafted examples", fontsize=10)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out + ".png.tmp.png", dpi=150)
-    os.replace(out + ".png.tmp.png", out + ".png")
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""eval.figure: the Fig. 2 grid from sweep results (synthetic ones here)."""
+
+import json
+
+import pytest
+
+from eval import figure
+
+
+def fake_result(dataset, attack, kappas=(0, 10, 20)):
+    rows = [{"confidence": k,
+             "none | all": {"mean": 0.0, "std": 0.0},
+             "mask-inpaint K=1 | all": {"mean": 90.0 - k, "std": 1.0}} for k in kappas]
+    return {"dataset": dataset, "attack": attack, "num_examples": 5, "rows": rows}
+
+
+def write(root, dataset, attack):
+    (root / dataset).mkdir(parents=True, exist_ok=True)
+    (root / dataset / f"{attack}.json").write_text(json.dumps(fake_result(dataset, attack)))
+
+
+def test_grid_of_the_sweeps_found(tmp_path, capsys):
+    write(tmp_path, "mnist", "cw")
+    write(tmp_path, "mnist", "ead")
+    figure.main(["--root", str(tmp_path)])
+    png, pdf = tmp_path / "fig2.png", tmp_path / "fig2.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    out = capsys.readouterr()
+    assert "2 panel(s)" in out.out
+    assert "cifar10/cw.json" in out.err  # the missing sweeps are named
+    found, missing = figure.find_panels(str(tmp_path), ["mnist", "cifar10"], ["cw", "ead"])
+    assert [(d, a) for d, a, _ in found] == [("mnist", "cw"), ("mnist", "ead")]
+    assert len(missing) == 2
+
+
+def test_a_missing_panel_inside_the_grid_is_marked(tmp_path):
+    write(tmp_path, "mnist", "cw")
+    write(tmp_path, "cifar10", "ead")  # 2 x 2 grid with two empty panels
+    figure.main(["--root", str(tmp_path), "--out", str(tmp_path / "sub" / "f.png")])
+    assert (tmp_path / "sub" / "f.png").is_file() and (tmp_path / "sub" / "f.pdf").is_file()
+
+
+def test_no_results_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no sweep results"):
+        figure.main(["--root", str(tmp_path)])
