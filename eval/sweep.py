@@ -122,6 +122,7 @@ def main(argv=None) -> None:
     cache_dir = args.cache_dir or os.path.join("results", args.dataset, "cache", name + suffix)
     os.makedirs(cache_dir, exist_ok=True)
 
+    machine = provenance.machine()
     x_all = data.to_float(split.images)
     correct = np.flatnonzero(evaluation.predict(pre.logits_fn, x_all) == split.labels)
     chosen = correct[: args.num_examples]
@@ -135,12 +136,14 @@ def main(argv=None) -> None:
     reference = {"indices": chosen.tolist(), **settings}
 
     fields = ("adversarial", "success", "l1", "l2", "linf")
+    # how long each batch took and where (absent from parts made before this was kept)
+    timing = ("part_sizes", "part_seconds", "part_machines")
 
     def load_if_same(path, expected):
         if os.path.isfile(path):
             with np.load(path) as f:
                 if json.loads(str(f["settings"])) == expected:
-                    return {k: f[k] for k in fields}
+                    return {k: f[k] for k in fields + timing if k in f.files}
             print(f"{path}: cached settings differ, crafting again")
         return None
 
@@ -152,7 +155,10 @@ def main(argv=None) -> None:
             stored = json.loads(str(f["settings"]))
             n = len(stored.get("indices", []))
             if n and stored == {**expected, "indices": reference["indices"][start:start + n]}:
-                return {k: f[k] for k in fields}
+                part = {k: f[k] for k in fields}
+                part["seconds"] = float(f["seconds"]) if "seconds" in f.files else float("nan")
+                part["machine"] = str(f["machine"]) if "machine" in f.files else "not recorded"
+                return part
         print(f"{path}: cached settings differ, crafting again")
         return None
 
@@ -177,15 +183,23 @@ def main(argv=None) -> None:
             part = load_part(part_path, expected, start)
             if part is None:
                 sl = slice(start, start + args.batch_size)
+                began = time.time()
                 res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
                              **settings)
                 part = {k: np.asarray(getattr(res, k)) for k in fields}
+                part["seconds"] = time.time() - began
+                part["machine"] = machine
                 save(part_path, {**expected, "indices": reference["indices"][sl]}, part)
+                tqdm.write(f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
+                           f": {part['seconds']:.0f} s")
             parts.append((part_path, part))
             start += len(part["success"])
             progress.update(len(part["success"]))
         progress.close()
         out = {k: np.concatenate([p[k] for _, p in parts]) for k in fields}
+        out["part_sizes"] = np.array([len(p["success"]) for _, p in parts])
+        out["part_seconds"] = np.array([p["seconds"] for _, p in parts])
+        out["part_machines"] = np.array([p["machine"] for _, p in parts])
         save(path, expected, out)
         # also the leftovers of a run with another batch size
         for part_path in glob.glob(os.path.join(cache_dir, f"kappa_{kappa:g}.part_*.npz")):
@@ -202,6 +216,15 @@ def main(argv=None) -> None:
             np.asarray(verify(c["adversarial"][i:i + 1000], attack_labels[i:i + 1000], kappa))
             for i in range(0, len(y), 1000)])
         return {**c, "success_crafted": c["success"], "success": c["success"] & here}
+
+    def crafting_time(c):
+        """Seconds spent crafting the kappa, over the batches whose time was kept."""
+        if "part_seconds" not in c:
+            return {"craft_seconds": None, "craft_images_timed": 0, "craft_machines": []}
+        known = ~np.isnan(c["part_seconds"])
+        return {"craft_seconds": round(float(c["part_seconds"][known].sum()), 1),
+                "craft_images_timed": int(c["part_sizes"][known].sum()),
+                "craft_machines": sorted(set(c["part_machines"].tolist()))}
 
     crafted = {}
     for kappa in tqdm(kappas, desc=f"{name} sweep"):
@@ -228,7 +251,8 @@ def main(argv=None) -> None:
                "attack_success_where_crafted": float(c["success_crafted"].mean() * 100),
                "fooled": int(ok.sum()), "images": len(y),
                **{f"mean_{n}": float(c[n][ok].mean()) if ok.any() else None
-                  for n in ("l1", "l2", "linf")}}
+                  for n in ("l1", "l2", "linf")},
+               **crafting_time(c)}
         for d, defense in defenses.items():
             keys = range(args.num_keys) if defense.randomized else [0]
             right = [defense.correct(jax.random.key(s), c["adversarial"], y, True) for s in keys]

@@ -31,6 +31,9 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
     stamps = {f: os.stat(cache / f).st_mtime_ns for f in files}
     result = json.loads((tmp_path / "out" / "cw.json").read_text())
     assert [row["confidence"] for row in result["rows"]] == [0, 5]
+    for row in result["rows"]:  # the crafting time of every batch is kept
+        assert row["craft_seconds"] > 0 and row["craft_images_timed"] == 6
+        assert row["craft_machines"] == [result["machine"]]
     assert (tmp_path / "out" / "cw.png").stat().st_size > 0
     assert (tmp_path / "out" / "cw.csv").read_text().count("\n") == 3
     second = run_sweep(args, data_dir)  # must reuse both cached kappas
@@ -97,5 +100,7 @@ def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(t
     assert second.returncode == 0, second.stderr[-3000:]
     with np.load(cache / "kappa_0.npz") as f:
         np.testing.assert_array_equal(f["l2"][:3], 123.0)  # reused, not crafted again
+        # the planted batch has no time: only the crafted ones count
+        assert np.isnan(f["part_seconds"][0]) and f["part_sizes"].tolist() == [3, 2, 1]
         np.testing.assert_allclose(f["l2"][3:], full["l2"][3:], rtol=1e-4)
     assert os.listdir(cache) == ["kappa_0.npz"]
