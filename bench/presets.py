@@ -1,0 +1,172 @@
+"""What a sweep preset costs per kappa: ``python -m bench.presets``.
+
+For each attack (CW-L2, EAD) and sweep preset (``paper`` = 9 x 10,000, ``cpu`` =
+9 x 1000) on --num-examples MNIST images:
+
+* FLOPs per iteration-image, from XLA's cost analysis of the attack's own jitted
+  iteration (classifier forward and backward, plus EAD's forward on the new
+  iterate), and the upper bound per kappa (every example runs every iteration; the
+  early abort only ever removes work);
+* the wall time that bound takes at the committed throughputs,
+  ``results/bench/attacks_throughput_<platform>.json`` (this CPU; the H100 when that
+  file exists, measured at TF32, so full float32 there is slower by up to the
+  TF32 / FP32 peak ratio);
+* the crafting time actually measured by ``eval.sweep`` for every kappa whose cache
+  kept its batches' times (``results/<dataset>/cache/<attack>[-cpu]/kappa_*.npz``).
+
+Writes results/bench/presets.json and .md (atomically) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+
+# NVIDIA H100 SXM datasheet: FP32 (no tensor cores) peak, what full float32 can reach
+H100_FP32_PEAK = 67e12
+
+
+def throughput(path: str) -> dict:
+    """{attack: (iteration-images / s, machine)} from a committed throughput bench."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        bench = json.load(f)
+    return {r["attack"]: (r["iteration_images_per_s"], bench["machine"]) for r in bench["rows"]}
+
+
+def measured_crafting(cache_dir: str) -> list[dict]:
+    """Per kappa: seconds spent crafting, on how many images, on which machines."""
+    import numpy as np
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(cache_dir, "kappa_*.npz"))):
+        match = re.fullmatch(r"kappa_([0-9.]+)\.npz", os.path.basename(path))
+        if not match:
+            continue  # an unfinished kappa's batch file
+        with np.load(path) as f:
+            if "part_seconds" not in f.files:
+                continue
+            seconds, sizes = f["part_seconds"], f["part_sizes"]
+            known = ~np.isnan(seconds)
+            if known.any():
+                rows.append({"confidence": float(match.group(1)),
+                             "seconds": round(float(seconds[known].sum()), 1),
+                             "images_timed": int(sizes[known].sum()),
+                             "images": int(sizes.sum()),
+                             "machines": sorted(set(f["part_machines"][known].tolist()))})
+    return sorted(rows, key=lambda r: r["confidence"])
+
+
+def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
+    """FLOPs of one attack iteration on the batch (x, y), by XLA's cost analysis."""
+    import jax
+    import jax.numpy as jnp
+
+    from remix_jax.attacks.cw import CW_L2
+    from remix_jax.attacks.ead import EAD
+    from remix_jax.attacks.search import Hyper, Spec
+
+    algorithm = CW_L2 if attack == "cw" else EAD
+    hyper = Hyper(*(jnp.float32(v) for v in (0.0, 1e-2, 1e-3, beta, 0.0, 1.0)))
+    spec = Spec(targeted=False, binary_search_steps=9, max_iterations=1000,
+                abort_early=True, decision_rule="EN")
+    variables = algorithm.reset(x, hyper)
+    const = jnp.full(x.shape[0], 1e-3, jnp.float32)
+
+    def one(variables):
+        return algorithm.iterate(logits_fn, spec, hyper, x, y, variables, const, 0)
+
+    cost = jax.jit(one).lower(variables).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=["mnist"], default="mnist")
+    p.add_argument("--num-examples", type=int, default=1000)
+    p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
+    p.add_argument("--bench-dir", default="results/bench")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="results/bench/presets")
+    args = p.parse_args(argv)
+
+    from remix_jax import runtime
+
+    runtime.configure()
+    runtime.use_full_precision()
+    from bench.common import mnist_setup, write_json
+    from eval.sweep import PRESETS
+    from remix_jax import provenance
+
+    pre, x, y = mnist_setup(100, args.data_dir)  # FLOPs per image do not depend on N
+    rates = {platform: throughput(os.path.join(args.bench_dir,
+                                               f"attacks_throughput_{platform}.json"))
+             for platform in ("cpu", "gpu")}
+    rows = []
+    for attack in ("cw", "ead"):
+        per_image = iteration_flops(attack, pre.logits_fn, x, y, args.beta) / len(x)
+        for preset, grid in PRESETS.items():
+            work = grid["binary_search_steps"] * grid["max_iterations"] * args.num_examples
+            row = {"attack": attack, "preset": preset, **grid, "images": args.num_examples,
+                   "flops_per_iteration_image": round(per_image),
+                   "iteration_images_per_kappa": work,
+                   "tflop_per_kappa": round(work * per_image / 1e12, 2)}
+            for platform, by_attack in rates.items():
+                if attack in by_attack:
+                    rate, machine = by_attack[attack]
+                    row[f"{platform}_bound_seconds"] = round(work / rate, 1)
+                    row[f"{platform}_machine"] = machine
+            row["h100_fp32_peak_bound_seconds"] = round(work * per_image / H100_FP32_PEAK, 1)
+            suffix = "" if preset == "paper" else f"-{preset}"
+            row["measured"] = measured_crafting(
+                os.path.join("results", args.dataset, "cache", attack + suffix))
+            rows.append(row)
+    payload = {"dataset": args.dataset, "rows": rows, **provenance.stamp()}
+    write_json(args.out + ".json", payload)
+    text = markdown(payload)
+    with open(args.out + ".md.tmp", "w") as f:
+        f.write(text)
+    os.replace(args.out + ".md.tmp", args.out + ".md")
+    print(text)
+
+
+def _hours(seconds) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def markdown(payload: dict) -> str:
+    lines = [
+        f"# Sweep presets: cost per kappa ({payload['dataset']})",
+        "",
+        f"`{payload['command']}` on {payload['machine']}, commit {payload['git_commit'][:10]}.",
+        "Bounds assume every example runs every iteration (the early abort only removes "
+        "work). GPU bound: the H100 throughput measured at TF32; full float32 (what the "
+        "sweeps use) cannot beat the FP32-peak column (67 TFLOP/s without tensor cores).",
+        "",
+        "| attack | preset | iteration-images per kappa | FLOPs per iteration-image | "
+        "TFLOP per kappa | CPU bound | GPU bound (TF32) | H100 FP32 peak | "
+        "measured crafting (kappa: time, images) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in payload["rows"]:
+        measured = "; ".join(f"{m['confidence']:g}: {_hours(m['seconds'])}, "
+                             f"{m['images_timed']}" for m in r["measured"]) or "-"
+        lines.append(
+            f"| {r['attack']} | {r['preset']} ({r['binary_search_steps']} x "
+            f"{r['max_iterations']}) | {r['iteration_images_per_kappa']:.2e} | "
+            f"{r['flops_per_iteration_image'] / 1e6:.1f} M | {r['tflop_per_kappa']} | "
+            f"{_hours(r.get('cpu_bound_seconds'))} | {_hours(r.get('gpu_bound_seconds'))} | "
+            f"{_hours(r['h100_fp32_peak_bound_seconds'])} | {measured} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
