@@ -67,6 +67,8 @@ def parse(argv):
     p.add_argument("--checkpoint-root", default=None)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", default=None, help="default: results/<dataset>/<attack>")
+    p.add_argument("--render-only", action="store_true",
+                   help="rewrite the CSV, Markdown and plot from the existing <out>.json")
     args = p.parse_args(argv)
     for name in ("num_examples", "batch_size", "num_keys"):
         if getattr(args, name) < 1:
@@ -92,6 +94,16 @@ def attack_settings(args) -> dict:
 
 def main(argv=None) -> None:
     args = parse(argv)
+    if args.render_only:
+        out = args.out or os.path.join("results", args.dataset, args.attack
+                                       + ("-targeted" if args.targeted else ""))
+        if not os.path.isfile(out + ".json"):
+            sys.exit(f"error: --render-only needs {out}.json")
+        with open(out + ".json") as f:
+            result = json.load(f)
+        write_outputs(out, result, defenses_of(result))
+        print(f"-> {out}.csv / .md / .png")
+        return
     from remix_jax import runtime
 
     runtime.configure()
@@ -270,7 +282,8 @@ def main(argv=None) -> None:
 
 
 def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
-    """JSON, CSV (mean accuracy on fooled examples per defense) and the Fig. 2 plot."""
+    """JSON, CSV (mean accuracy on fooled examples per defense), Markdown tables and the
+    Fig. 2 plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,6 +306,9 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
     with open(out + ".csv.tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(out + ".csv.tmp", out + ".csv")
+    with open(out + ".md.tmp", "w") as f:
+        f.write(markdown(result, defenses))
+    os.replace(out + ".md.tmp", out + ".md")
     fig, ax = plt.subplots(figsize=(5, 3.6))
     plot_panel(ax, result, defenses)
     ax.legend(fontsize=7)
@@ -300,6 +316,44 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
     fig.savefig(out + ".png.tmp.png", dpi=150)
     os.replace(out + ".png.tmp.png", out + ".png")
     plt.close(fig)
+
+
+def markdown(result: dict, defenses: list[str] | None = None) -> str:
+    """The result as Markdown tables: accuracy (mean +- std over keys) per kappa."""
+    defenses = defenses or defenses_of(result)
+
+    def cell(v):
+        if v is None:
+            return "-"
+        return f"{v['mean']:.1f}" + (f" +- {v['std']:.1f}" if v.get("runs", 1) > 1 else "")
+
+    settings = ", ".join(f"{k} {v}" for k, v in result["settings"].items())
+    lines = [
+        f"# {result['dataset']}, {result['attack']}: accuracy (%) vs confidence",
+        "",
+        f"`{result['command']}` on {result['machine']} (commit {result['git_commit'][:10]}, "
+        f"{result['date']}, {result['wall_seconds']:.0f} s); data: {result['data_source']}; "
+        f"{result['num_examples']} images; {settings}; randomized defenses over "
+        f"{result['num_keys']} keys.",
+        "",
+        "Accuracy on all crafted examples (a failed attack leaves the clean image; a "
+        "MagNet rejection counts as defended):",
+        "",
+        "| kappa | attack success | mean L2 | "
+        + " | ".join(LEGEND.get(d, d) for d in defenses) + " |",
+        "|---" * (3 + len(defenses)) + "|",
+        "| clean | - | - | " + " | ".join(cell(result["clean"][d]) for d in defenses) + " |",
+    ]
+    for row in result["rows"]:
+        l2 = "-" if row["mean_l2"] is None else f"{row['mean_l2']:.3f}"
+        lines.append(f"| {row['confidence']:g} | {row['attack_success']:.1f} | {l2} | "
+                     + " | ".join(cell(row[f"{d} | all"]) for d in defenses) + " |")
+    timed = [r for r in result["rows"] if r.get("craft_seconds")]
+    if timed:
+        lines += ["", "Crafting time per kappa: " + "; ".join(
+            f"{r['confidence']:g}: {r['craft_seconds'] / 60:.0f} min "
+            f"({r['craft_images_timed']} images timed)" for r in timed) + "."]
+    return "\n".join(lines) + "\n"
 
 
 def defenses_of(result: dict) -> list[str]:

@@ -36,11 +36,23 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
         assert row["craft_machines"] == [result["machine"]]
     assert (tmp_path / "out" / "cw.png").stat().st_size > 0
     assert (tmp_path / "out" / "cw.csv").read_text().count("\n") == 3
+    table = (tmp_path / "out" / "cw.md").read_text()
+    assert "| clean |" in table and "\n| 0 | " in table and "\n| 5 | " in table
     second = run_sweep(args, data_dir)  # must reuse both cached kappas
     assert second.returncode == 0, second.stderr[-3000:]
     assert {f: os.stat(cache / f).st_mtime_ns for f in files} == stamps
     again = json.loads((tmp_path / "out" / "cw.json").read_text())
     assert again["rows"][0]["attack_success"] == result["rows"][0]["attack_success"]
+    # the tables and plot can be rebuilt from the JSON alone
+    table = (tmp_path / "out" / "cw.md").read_text()
+    for suffix in (".md", ".csv", ".png"):
+        os.remove(tmp_path / "out" / f"cw{suffix}")
+    rendered = run_sweep(["--attack", "cw", "--render-only", "--out", str(out)], data_dir)
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    assert (tmp_path / "out" / "cw.md").read_text() == table
+    missing = run_sweep(["--attack", "cw", "--render-only", "--out", str(tmp_path / "no")],
+                        data_dir)
+    assert missing.returncode != 0 and "needs" in missing.stderr
 
 
 def test_bad_arguments_exit_with_a_message(data_dir):
