@@ -153,7 +153,16 @@ def test_chunked_defend_draws_the_same_masks_as_one_pass(chunk):
     whole = defend(params, key, x, iterations=2, chunk=None)
     np.testing.assert_allclose(defend(params, key, x, iterations=2, chunk=chunk), whole,
                                atol=1e-6)
-    np.testing.assert_allclose(defend(params, key, x, iterations=2), whole, atol=1e-6)
+
+
+def test_default_chunking_of_a_batch_larger_than_a_chunk_matches_one_pass():
+    from remix_jax.defense import CPU_CHUNK
+
+    params = tiny_params(*MNIST)
+    x = images(*MNIST, batch=CPU_CHUNK + 5)  # on CPU: a full chunk and a remainder
+    key = jax.random.key(6)
+    np.testing.assert_allclose(defend(params, key, x), defend(params, key, x, chunk=None),
+                               atol=1e-6)
 
 
 def test_chunked_round_is_mask_inpaint_with_the_folded_key():

@@ -44,3 +44,30 @@ def test_a_missing_panel_inside_the_grid_is_marked(tmp_path):
 def test_no_results_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no sweep results"):
         figure.main(["--root", str(tmp_path)])
+
+
+def test_a_defense_has_one_colour_in_every_panel():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eval.sweep import plot_panel
+
+    with_magnet = fake_result("mnist", "cw")
+    # MagNet before mask-inpaint: a colour cycle would shift mask-inpaint's colour
+    with_magnet["rows"] = [{"confidence": r["confidence"], "none | all": r["none | all"],
+                            "MagNet | all": {"mean": 99.0, "std": 0.0},
+                            "mask-inpaint K=1 | all": r["mask-inpaint K=1 | all"]}
+                           for r in with_magnet["rows"]]
+    fig, (a, b) = plt.subplots(1, 2)
+    plot_panel(a, with_magnet)
+    plot_panel(b, fake_result("mnist", "ead"))  # no MagNet line
+
+    def colours(ax):
+        return dict(zip(ax.get_legend_handles_labels()[1],
+                        (c.lines[0].get_color() for c in ax.containers), strict=True))
+
+    assert colours(a)["mask-inpaint K=1"] == colours(b)["mask-inpaint K=1"]
+    assert colours(a)["MagNet (detectors + reformer)"] != colours(a)["mask-inpaint K=1"]
+    plt.close(fig)

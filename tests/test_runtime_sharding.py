@@ -29,6 +29,7 @@ PROGRAM = textwrap.dedent("""
         params = sharding.replicate(params)
         clf_params = sharding.replicate(clf_params)
     out = jax.jit(defend)(params, jax.random.key(3), x)
+    chunked = jax.jit(lambda p, k, v: defend(p, k, v, chunk=1))(params, jax.random.key(3), x)
     logits = jax.jit(lambda p, x: clf.apply({{"params": p}}, x))(clf_params, out)
     # the attack's host loop on a sharded batch: 16 images, so that the early abort
     # can trigger a compaction (a gather of the active examples across devices)
@@ -44,6 +45,7 @@ PROGRAM = textwrap.dedent("""
                       "shards": len(out.sharding.device_set),
                       "attack_shards": len(xa.sharding.device_set),
                       "defended": np.asarray(out).tolist(),
+                      "chunked": np.asarray(chunked).tolist(),
                       "logits": np.asarray(logits).tolist(),
                       "adversarial": np.asarray(attacked.adversarial).tolist(),
                       "success": np.asarray(attacked.success).tolist()}}))
@@ -77,6 +79,7 @@ def test_two_device_sharded_defend_matches_single_device(single_plain):
     sharded = run(flag=True, devices=2)
     assert sharded["devices"] == 2 and sharded["shards"] == 2
     np.testing.assert_allclose(sharded["defended"], single_plain["defended"], atol=1e-5)
+    np.testing.assert_allclose(sharded["chunked"], single_plain["defended"], atol=1e-5)
     np.testing.assert_allclose(sharded["logits"], single_plain["logits"], atol=1e-4)
     # cw_l2 on a batch split over the two devices: the same examples as on one
     assert sharded["attack_shards"] == 2

@@ -104,9 +104,13 @@ def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(t
     part["l2"] = np.full(3, 123.0, np.float32)
     np.savez(cache / "kappa_0.part_0.npz",
              settings=json.dumps({**settings, "indices": settings["indices"][:3]}), **part)
-    # a leftover of a run with another batch size, which must not be reused
+    # a leftover of a run with another batch size, off the resumed run's chain of batches
     np.savez(cache / "kappa_0.part_4.npz",
              settings=json.dumps({**settings, "indices": settings["indices"][4:6]}), **part)
+    # on the chain, but its arrays do not match its 2 indices: must be crafted again
+    bad = {**part, "l2": np.full(3, 456.0, np.float32)}
+    np.savez(cache / "kappa_0.part_3.npz",
+             settings=json.dumps({**settings, "indices": settings["indices"][3:5]}), **bad)
     # resumed with another batch size: the finished batch still counts
     second = run_sweep([*args, "--batch-size", "2"], data_dir)
     assert second.returncode == 0, second.stderr[-3000:]

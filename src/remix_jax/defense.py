@@ -163,8 +163,9 @@ def defend(
     """REMIX: optional reformer, then K rounds of mask-inpaint with fresh masks.
 
     Jittable with ``params`` as an ordinary argument (its architecture is static);
-    ``iterations`` and ``chunk`` must be Python values. The same key and input give
-    bit-identical output, whatever the chunk size up to float rounding. Range and
+    ``iterations`` and ``chunk`` must be Python values. The same key, input and chunk
+    give bit-identical output; another chunk size draws the same masks, so its output
+    is equal up to float rounding. Range and
     NaN checks of ``x`` run only on concrete (non-traced) input.
 
     Args:
