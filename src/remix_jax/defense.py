@@ -108,7 +108,7 @@ def _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel):
 
 # Images per pass through the networks on CPU. A batch of 1000 MNIST images makes
 # 100 MB activations per layer; chunks of 32 keep them in the caches: the shipped
-# MNIST defense went from 2.09 s to 1.75 s per 1000 images, 57% -> 68% of the matmul
+# MNIST defense went from 2.02 s to 1.74 s per 1000 images, 59% -> 68% of the matmul
 # ceiling, on the 2-core EPYC (python -m bench.speed --part defend). Accelerators
 # want the whole batch.
 CPU_CHUNK = 32
