@@ -263,6 +263,10 @@ def main(argv=None) -> None:
                    help="turn every implementation's early abort off (a diagnostic)")
     p.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None,
                    help="default: ours and every reference whose package is installed")
+    p.add_argument("--ours-budgets", nargs="*", default=[], metavar="STEPSxITERATIONS",
+                   help="also run each of our attacks with these smaller budgets (e.g. "
+                        "5x500), labelled ours-cw@5x500: the time at which ours reaches "
+                        "a reference's success and distortion")
     p.add_argument("--data-dir", default=os.environ.get("REMIX_DATA_DIR", "/work/shared/data"),
                    help="folder with mnist/test.npz")
     p.add_argument("--out", default="results/bench/reference_attacks",
@@ -286,6 +290,10 @@ def main(argv=None) -> None:
     from remix_jax import provenance
     from remix_jax.attacks import cw_l2, ead
 
+    try:
+        budgets = [tuple(int(v) for v in b.split("x")) for b in args.ours_budgets]
+    except ValueError:
+        sys.exit(f"error: --ours-budgets must look like 5x500, got {args.ours_budgets}")
     if args.implementations is None:
         args.implementations = [i for i in IMPLEMENTATIONS if not i.startswith("foolboxtorch")
                                 and (i.startswith("ours") or _available(i.split("-")[0]))]
@@ -310,14 +318,14 @@ def main(argv=None) -> None:
                 "abort_early": args.abort_early, "targeted": False,
                 "num_examples": len(x), "confidences": args.confidences}
 
-    def run_ours_cw(kappa):
+    def run_ours_cw(kappa, **budget):
         r = cw_l2(pre.logits_fn, x, y, confidence=kappa, abort_early=args.abort_early,
-                  **common_settings)
+                  **{**common_settings, **budget})
         return np.asarray(jax.block_until_ready(r.adversarial))
 
-    def run_ours_ead(kappa):
+    def run_ours_ead(kappa, **budget):
         r = ead(pre.logits_fn, x, y, confidence=kappa, abort_early=args.abort_early, beta=args.beta,
-                decision_rule=args.decision_rule, **common_settings)
+                decision_rule=args.decision_rule, **{**common_settings, **budget})
         return np.asarray(jax.block_until_ready(r.adversarial))
 
     def run_foolbox(kappa, which, on_torch=False):
@@ -384,11 +392,19 @@ def main(argv=None) -> None:
                "foolboxtorch-cw": lambda k: run_foolbox(k, "cw", on_torch=True),
                "foolboxtorch-ead": lambda k: run_foolbox(k, "ead", on_torch=True)}
 
+    implementations = list(args.implementations)
+    for steps, iterations in budgets:
+        for impl in args.implementations:
+            if impl.startswith("ours-"):
+                name = f"{impl}@{steps}x{iterations}"
+                runners[name] = (lambda k, run=runners[impl], s=steps, i=iterations:
+                                 run(k, binary_search_steps=s, max_iterations=i))
+                implementations.insert(implementations.index(impl) + 1, name)
     rows, per_example, verdicts = [], {}, {}
 
     def save():
         pairs = _pairs(verdicts, args.beta)
-        payload = {"settings": settings, "implementations": args.implementations,
+        payload = {"settings": settings, "implementations": implementations,
                    "torch_port": port or None, "rows": rows, "paired": pairs,
                    "versions": _versions(), "per_example": per_example,
                    "labels": y.tolist(), **provenance.stamp()}
@@ -397,14 +413,15 @@ def main(argv=None) -> None:
         return payload
 
     for kappa in args.confidences:
-        for impl in args.implementations:
+        for impl in implementations:
             print(f"[{time.strftime('%H:%M:%S')}] {impl} kappa={kappa} ...", flush=True)
             start = time.perf_counter()
             adv = runners[impl](kappa)
             seconds = time.perf_counter() - start
             v = judge(logits_fn, x, y, adv, kappa)
             verdicts[(impl, kappa)] = v
-            row = {"implementation": impl, "attack": impl.split("-")[1], "confidence": kappa,
+            row = {"implementation": impl, "attack": impl.split("-")[1].split("@")[0],
+                   "confidence": kappa,
                    **summarise(v, args.beta), "seconds": round(seconds, 1)}
             rows.append(row)
             per_example[f"{impl}@{kappa:g}"] = {
