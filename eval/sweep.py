@@ -316,9 +316,10 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
     with open(out + ".md.tmp", "w") as f:
         f.write(markdown(result, defenses))
     os.replace(out + ".md.tmp", out + ".md")
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
     plot_panel(ax, result, defenses)
-    ax.legend(fontsize=7)
+    # beside the axes: inside, it hides the curves wherever they cross the middle
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(out + ".png.tmp.png", dpi=150)
     os.replace(out + ".png.tmp.png", out + ".png")
