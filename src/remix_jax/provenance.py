@@ -20,15 +20,21 @@ def command() -> str:
     return shlex.join(argv)
 
 
-def git_commit() -> str:
-    """HEAD of the repository holding the code (with ``-dirty`` if it has changes).
+# what "-dirty" watches: the code, not results, checkpoints or docs that runs write
+CODE_PATHS = (":/src", ":/eval", ":/train", ":/bench", ":/scripts", ":/pyproject.toml")
+
+
+def git_commit(where: str | None = None) -> str:
+    """HEAD of the repository holding the code, with ``-dirty`` if the code (not the
+    results, checkpoints or docs) has uncommitted changes.
 
     ``$REMIX_GIT_COMMIT`` overrides it, for copies of the tree without ``.git``
-    (e.g. a remote accelerator machine).
+    (e.g. a remote accelerator machine). ``where``: a folder inside the repository
+    (default: this package's).
     """
     if os.environ.get("REMIX_GIT_COMMIT"):
         return os.environ["REMIX_GIT_COMMIT"]
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = where or os.path.dirname(os.path.abspath(__file__))
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -39,7 +45,7 @@ def git_commit() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
             cwd=here,
             capture_output=True,
             text=True,
