@@ -51,10 +51,16 @@ def measured_crafting(cache_dir: str) -> list[dict]:
             if "part_seconds" not in f.files:
                 continue
             seconds, sizes = f["part_seconds"], f["part_sizes"]
+            cpu = (f["part_cpu_seconds"] if "part_cpu_seconds" in f.files
+                   else np.full(seconds.shape, np.nan))
             known = ~np.isnan(seconds)
             if known.any():
                 rows.append({"confidence": float(match.group(1)),
                              "seconds": round(float(seconds[known].sum()), 1),
+                             # CPU time of all threads: unlike wall time, it does not
+                             # count time the job was paused or starved by other jobs
+                             "cpu_seconds": (round(float(cpu[known].sum()), 1)
+                                             if not np.isnan(cpu[known]).any() else None),
                              "images_timed": int(sizes[known].sum()),
                              "images": int(sizes.sum()),
                              "machines": sorted(set(f["part_machines"][known].tolist()))})
@@ -157,8 +163,10 @@ def markdown(payload: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in payload["rows"]:
-        measured = "; ".join(f"{m['confidence']:g}: {_hours(m['seconds'])}, "
-                             f"{m['images_timed']}" for m in r["measured"]) or "-"
+        measured = "; ".join(
+            f"{m['confidence']:g}: {_hours(m['seconds'])} wall"
+            + (f" / {_hours(m['cpu_seconds'])} CPU" if m.get("cpu_seconds") else "")
+            + f", {m['images_timed']}" for m in r["measured"]) or "-"
         lines.append(
             f"| {r['attack']} | {r['preset']} ({r['binary_search_steps']} x "
             f"{r['max_iterations']}) | {r['iteration_images_per_kappa']:.2e} | "

@@ -155,7 +155,7 @@ def main(argv=None) -> None:
 
     fields = ("adversarial", "success", "l1", "l2", "linf")
     # how long each batch took and where (absent from parts made before this was kept)
-    timing = ("part_sizes", "part_seconds", "part_machines")
+    timing = ("part_sizes", "part_seconds", "part_cpu_seconds", "part_machines")
 
     def load_if_same(path, expected):
         if os.path.isfile(path):
@@ -175,7 +175,8 @@ def main(argv=None) -> None:
             same = stored == {**expected, "indices": reference["indices"][start:start + n]}
             if n and same and all(k in f.files and len(f[k]) == n for k in fields):
                 part = {k: f[k] for k in fields}
-                part["seconds"] = float(f["seconds"]) if "seconds" in f.files else float("nan")
+                for k in ("seconds", "cpu_seconds"):
+                    part[k] = float(f[k]) if k in f.files else float("nan")
                 part["machine"] = str(f["machine"]) if "machine" in f.files else "not recorded"
                 return part
         print(f"{path}: cached settings or sizes differ, crafting again")
@@ -202,15 +203,18 @@ def main(argv=None) -> None:
             part = load_part(part_path, expected, start)
             if part is None:
                 sl = slice(start, start + args.batch_size)
-                began = time.time()
+                began, began_cpu = time.time(), time.process_time()
                 res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
                              **settings)
                 part = {k: np.asarray(getattr(res, k)) for k in fields}
+                # wall time, and CPU time of all threads (not counting time the
+                # process was stopped or starved by other jobs)
                 part["seconds"] = time.time() - began
+                part["cpu_seconds"] = time.process_time() - began_cpu
                 part["machine"] = machine
                 save(part_path, {**expected, "indices": reference["indices"][sl]}, part)
                 tqdm.write(f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
-                           f": {part['seconds']:.0f} s")
+                           f": {part['seconds']:.0f} s wall, {part['cpu_seconds']:.0f} s CPU")
             parts.append((part_path, part))
             start += len(part["success"])
             progress.update(len(part["success"]))
@@ -218,6 +222,7 @@ def main(argv=None) -> None:
         out = {k: np.concatenate([p[k] for _, p in parts]) for k in fields}
         out["part_sizes"] = np.array([len(p["success"]) for _, p in parts])
         out["part_seconds"] = np.array([p["seconds"] for _, p in parts])
+        out["part_cpu_seconds"] = np.array([p["cpu_seconds"] for _, p in parts])
         out["part_machines"] = np.array([p["machine"] for _, p in parts])
         save(path, expected, out)
         # also the leftovers of a run with another batch size
@@ -239,9 +244,13 @@ def main(argv=None) -> None:
     def crafting_time(c):
         """Seconds spent crafting the kappa, over the batches whose time was kept."""
         if "part_seconds" not in c:
-            return {"craft_seconds": None, "craft_images_timed": 0, "craft_machines": []}
+            return {"craft_seconds": None, "craft_cpu_seconds": None, "craft_images_timed": 0,
+                    "craft_machines": []}
         known = ~np.isnan(c["part_seconds"])
+        cpu = c["part_cpu_seconds"] if "part_cpu_seconds" in c else np.full(known.shape, np.nan)
         return {"craft_seconds": round(float(c["part_seconds"][known].sum()), 1),
+                "craft_cpu_seconds": (round(float(cpu[known].sum()), 1)
+                                      if not np.isnan(cpu[known]).any() else None),
                 "craft_images_timed": int(c["part_sizes"][known].sum()),
                 "craft_machines": sorted(set(c["part_machines"].tolist()))}
 

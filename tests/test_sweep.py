@@ -33,6 +33,7 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
     assert [row["confidence"] for row in result["rows"]] == [0, 5]
     for row in result["rows"]:  # the crafting time of every batch is kept
         assert row["craft_seconds"] > 0 and row["craft_images_timed"] == 6
+        assert row["craft_cpu_seconds"] > 0
         assert row["craft_machines"] == [result["machine"]]
     assert (tmp_path / "out" / "cw.png").stat().st_size > 0
     assert (tmp_path / "out" / "cw.csv").read_text().count("\n") == 3
