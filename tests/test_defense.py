@@ -188,3 +188,31 @@ def test_gradients_through_chunked_defend_are_finite_and_nonzero():
 def test_bad_chunk_is_refused(chunk):
     with pytest.raises((TypeError, ValueError), match="chunk"):
         defend(tiny_params(*MNIST), jax.random.key(0), images(*MNIST), chunk=chunk)
+
+
+def test_bpda_keeps_the_forward_pass_and_makes_the_backward_the_identity():
+    params = tiny_params(*MNIST)
+    x = images(*MNIST, batch=2)
+    key = jax.random.key(3)
+    both = ("reformer", "mask-inpaint")
+    # x + (f(x) - x): f(x) up to one rounding
+    np.testing.assert_allclose(defend(params, key, x, bpda=both), defend(params, key, x),
+                               atol=1e-6)
+    weights = jax.random.normal(jax.random.key(4), x.shape)
+
+    def grad(bpda):
+        return jax.jit(jax.grad(lambda v: jnp.sum(defend(params, key, v, bpda=bpda) * weights)))(x)
+
+    np.testing.assert_allclose(grad(both), weights, rtol=1e-6)
+    exact, reformer_only = grad(()), grad(("reformer",))
+    assert bool(jnp.all(jnp.isfinite(exact))) and float(jnp.abs(exact).max()) > 0
+    # BPDA on one component changes the gradient, and differs from the exact one
+    assert float(jnp.abs(reformer_only - exact).max()) > 1e-4
+    assert float(jnp.abs(reformer_only - weights).max()) > 1e-4
+
+
+@pytest.mark.parametrize("bpda", ["reformer", ("inpainter",)])
+def test_bad_bpda_is_refused(bpda):
+    params = tiny_params(*MNIST)
+    with pytest.raises(ValueError, match="bpda"):
+        defend(params, jax.random.key(0), images(*MNIST), bpda=bpda)

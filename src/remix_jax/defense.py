@@ -114,14 +114,33 @@ def _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel):
 CPU_CHUNK = 32
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
+# Components whose backward pass ``defend(..., bpda=...)`` can replace by the identity.
+BPDA_COMPONENTS = ("reformer", "mask-inpaint")
+
+
+def straight_through(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """``fn`` forward, identity backward: BPDA (Athalye et al. 2018) for a y ~ x transform.
+
+    ``x + stop_gradient(fn(x) - x)`` equals ``fn(x)`` and its derivative w.r.t. x is I.
+    """
+    return lambda x: x + jax.lax.stop_gradient(fn(x) - x)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _defend(
-    params: RemixParams, key: jax.Array, x: jax.Array, iterations: int, chunk: int | None
+    params: RemixParams,
+    key: jax.Array,
+    x: jax.Array,
+    iterations: int,
+    chunk: int | None,
+    bpda: frozenset[str] = frozenset(),
 ) -> jax.Array:
     reform = (
         None if params.reformer is None
         else autoencoder_fn(params.reformer_config, params.reformer)
     )
+    if reform is not None and "reformer" in bpda:
+        reform = straight_through(reform)
     inpaint = autoencoder_fn(params.inpainter_config, params.inpainter)
     # (K, B, ...) keys: round k splits fold_in(key, k) over the batch, as
     # mask_inpaint(fold_in(key, k), ...) does, so chunking keeps every image's masks
@@ -134,13 +153,21 @@ def _defend(
             images = reform(images)
 
         def one_round(k, images):
-            return _mask_inpaint_each(
-                inpaint, image_keys[k], images, params.n_masks, params.per_channel
-            )
+            def restore(images):
+                return _mask_inpaint_each(
+                    inpaint, image_keys[k], images, params.n_masks, params.per_channel
+                )
 
-        if not iterations:  # K = 0: the reformer alone (and no keys to index)
-            return images
-        return jax.lax.fori_loop(0, iterations, one_round, images)
+            # identity backward for the whole round: the inpainter alone would give a
+            # zero gradient (each output pixel comes from the copy that hid it)
+            return (straight_through(restore) if "mask-inpaint" in bpda else restore)(images)
+
+        # K is static: unrolled, because XLA:CPU runs the backward pass of convolutions
+        # inside a loop body ~11x slower (gradient of the classifier through the MNIST
+        # defense, batch 100: 7.0 s in a fori_loop vs 0.63 s unrolled; forward equal)
+        for k in range(iterations):
+            images = one_round(k, images)
+        return images
 
     if chunk is None or chunk >= x.shape[0]:
         return run(x, keys)
@@ -159,6 +186,7 @@ def defend(
     *,
     iterations: int | None = None,
     chunk: int | str | None = "auto",
+    bpda: tuple[str, ...] | frozenset[str] = (),
 ) -> jax.Array:
     """REMIX: optional reformer, then K rounds of mask-inpaint with fresh masks.
 
@@ -177,6 +205,9 @@ def defend(
       chunk: images per pass through the networks (a ``lax.map`` over chunks; the
         same masks as one pass). "auto": :data:`CPU_CHUNK` on CPU, where it keeps
         activations in the caches, the whole batch elsewhere; None: the whole batch.
+      bpda: components whose backward pass is the identity (BPDA, for adaptive
+        attacks; the forward pass is unchanged): any of "reformer" and
+        "mask-inpaint" (each round as a whole).
 
     Returns:
       (B, H, W, C) defended images in [0, 1], dtype of ``x``.
@@ -194,4 +225,7 @@ def defend(
         chunk = CPU_CHUNK if jax.default_backend() == "cpu" else None
     elif chunk is not None:
         chunk = check_int("chunk", chunk, low=1)
-    return _defend(params, key, x, k, chunk)
+    unknown = set(bpda) - set(BPDA_COMPONENTS)
+    if isinstance(bpda, str) or unknown:
+        raise ValueError(f"bpda must be a collection of {BPDA_COMPONENTS}, got {bpda!r}")
+    return _defend(params, key, x, k, chunk, frozenset(bpda))

@@ -152,6 +152,15 @@ def validate(
             )
 
 
+def check_key(name: str, key) -> None:
+    """A typed PRNG key (``jax.random.key(seed)``), a single one."""
+    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise TypeError(f"{name} must be a typed PRNG key from jax.random.key(seed), got "
+                        f"{getattr(key, 'dtype', type(key).__name__)}")
+    if key.shape != ():
+        raise ValueError(f"{name} must be a single key (shape ()), got shape {key.shape}")
+
+
 def check_label_range(labels, num_classes: int) -> None:
     """Labels must index the classifier's outputs (checked on concrete labels only)."""
     if isinstance(labels, jax.core.Tracer):

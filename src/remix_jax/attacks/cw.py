@@ -91,6 +91,7 @@ def cw_l2(
     clip_max: float = 1.0,
     loop: str | None = None,
     compact: bool = True,
+    key: jax.Array | None = None,
 ) -> AttackResult:
     """Carlini-Wagner L2 attack on a batch (see the module docstring).
 
@@ -115,6 +116,10 @@ def cw_l2(
         :mod:`remix_jax.attacks.search`.
       compact: in the host loop, batch only the examples the early abort has not
         stopped yet (same result, less work).
+      key: None for a deterministic ``logits_fn(x)``; a PRNG key for a randomized
+        ``logits_fn(x, key)``, e.g. an expectation over REMIX's masks
+        (:func:`remix_jax.attacks.adaptive.defended_logits`): iteration t of search
+        step s calls it with ``fold_in(fold_in(key, s), t)``.
 
     Returns:
       :class:`AttackResult`.
@@ -135,4 +140,5 @@ def cw_l2(
         clip_max=clip_max,
         loop=loop,
         compact=compact,
+        key=key,
     )

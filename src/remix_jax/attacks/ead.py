@@ -102,6 +102,7 @@ def ead(
     clip_max: float = 1.0,
     loop: str | None = None,
     compact: bool = True,
+    key: jax.Array | None = None,
 ) -> AttackResult:
     """Elastic-net attack on a batch (see the module docstring).
 
@@ -113,7 +114,7 @@ def ead(
       decision_rule: "EN" (smallest beta*L1 + L2^2) or "L1" (smallest L1).
       fista: FISTA (True, the paper's choice) or plain ISTA.
       targeted, confidence, binary_search_steps, max_iterations, learning_rate,
-      initial_const, abort_early, clip_min, clip_max, loop, compact: as in
+      initial_const, abort_early, clip_min, clip_max, loop, compact, key: as in
       :func:`remix_jax.attacks.cw_l2`.
 
     Returns:
@@ -139,6 +140,7 @@ def ead(
         clip_max=clip_max,
         loop=loop,
         compact=compact,
+        key=key,
         beta=beta,
         decision_rule=decision_rule,
         fista=fista,

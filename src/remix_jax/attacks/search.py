@@ -21,6 +21,12 @@ Two ways to drive the same pure functions (``loop=``):
     into a smaller power-of-two batch (``compact``), so finished examples stop
     costing work; they are scattered back at the end of the search step.
 Both give the same result up to floating-point reassociation.
+
+Randomized models (``Spec.stochastic``, e.g. a classifier behind REMIX for an
+adaptive attack, :mod:`remix_jax.attacks.adaptive`): ``logits_fn(x, key)`` gets the key
+``fold_in(fold_in(key, search_step), iteration)``, the same whatever the loop or the
+compaction, so a run is reproducible; the final success check uses
+``fold_in(key, binary_search_steps)``, a key no iteration saw.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Hyper(NamedTuple):
     beta: jax.Array
     clip_min: jax.Array
     clip_max: jax.Array
+    key: jax.Array | None = None  # randomized models only (Spec.stochastic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +65,7 @@ class Spec:
     abort_early: bool
     decision_rule: str = "L2"
     fista: bool = True
+    stochastic: bool = False  # logits_fn(x, key) instead of logits_fn(x)
 
 
 class Step(NamedTuple):
@@ -94,6 +102,8 @@ def _begin(algorithm, spec, hyper, x, search, outer):
         last = outer == spec.binary_search_steps - 1
         const = jnp.where(last, common.last_step_const(const, search["upper"]), const)
     batch = x.shape[0]
+    if spec.stochastic:
+        search = {**search, "key": jax.random.fold_in(hyper.key, outer)}
     return {
         **search,
         "const": const,
@@ -106,6 +116,8 @@ def _begin(algorithm, spec, hyper, x, search, outer):
 
 def _iterate(algorithm, logits_fn, spec, hyper, x, labels, state, i):
     """One iteration for every example, with the shared bookkeeping."""
+    if spec.stochastic:
+        logits_fn = _with_key(logits_fn, jax.random.fold_in(state["key"], i))
     step = algorithm.iterate(
         logits_fn, spec, hyper, x, labels, state["variables"], state["const"], i
     )
@@ -137,6 +149,11 @@ def _iterate(algorithm, logits_fn, spec, hyper, x, labels, state, i):
     }
 
 
+def _with_key(logits_fn, key):
+    """A randomized ``logits_fn(x, key)`` with its key fixed: ``fn(x)``."""
+    return lambda images: logits_fn(images, key)
+
+
 def _per_example(flags, like):
     return flags.reshape(flags.shape + (1,) * (like.ndim - 1))
 
@@ -157,6 +174,8 @@ def _end(state):
 
 def _result(logits_fn, spec, hyper, x, labels, search):
     found = search["best_score"] < common.NO_SUCCESS
+    if spec.stochastic:
+        logits_fn = _with_key(logits_fn, jax.random.fold_in(hyper.key, spec.binary_search_steps))
     return common.finish(
         logits_fn,
         x,
@@ -345,8 +364,13 @@ def launch(
     beta: float = 0.0,
     decision_rule: str = "L2",
     fista: bool = True,
+    key: jax.Array | None = None,
 ) -> common.AttackResult:
-    """Validates the public arguments of an attack, then :func:`run` s it."""
+    """Validates the public arguments of an attack, then :func:`run` s it.
+
+    ``key``: None for a deterministic ``logits_fn(x)``; a PRNG key for a randomized
+    ``logits_fn(x, key)`` (see the module docstring).
+    """
     common.validate(
         x,
         labels,
@@ -358,12 +382,16 @@ def launch(
         clip_min=clip_min,
         clip_max=clip_max,
     )
-    common.check_label_range(labels, jax.eval_shape(logits_fn, x[:1]).shape[-1])
+    if key is not None:
+        common.check_key("key", key)
+    model = logits_fn if key is None else _with_key(logits_fn, key)
+    common.check_label_range(labels, jax.eval_shape(model, x[:1]).shape[-1])
     hyper = Hyper(
         *(
             jnp.float32(v)
             for v in (confidence, learning_rate, initial_const, beta, clip_min, clip_max)
-        )
+        ),
+        key=key,
     )
     spec = Spec(
         targeted=targeted,
@@ -372,5 +400,6 @@ def launch(
         abort_early=abort_early,
         decision_rule=decision_rule,
         fista=fista,
+        stochastic=key is not None,
     )
     return run(algorithm, logits_fn, x, labels, hyper, spec, loop=loop, compact=compact)
