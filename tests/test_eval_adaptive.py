@@ -1,0 +1,74 @@
+"""eval.adaptive end to end on a tiny config, its resume, its run plan, and its bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from eval import adaptive
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args, data_dir):
+    env = {**os.environ, "REMIX_DATA_DIR": data_dir}
+    return subprocess.run([sys.executable, "-m", "eval.adaptive", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir):
+    if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
+        pytest.skip("no MNIST checkpoints committed")
+    cache, out = tmp_path / "cache", tmp_path / "out" / "pgd"
+    args = ["--attack", "pgd", "--num-examples", "4", "--steps", "2", "--samples", "2",
+            "--budgets", "0.1", "--threats", "oblivious", "eot", "fixed", "--num-keys", "2",
+            "--cache-dir", str(cache), "--out", str(out)]
+    first = run(args, data_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "pgd.json").read_text())
+    assert [(r["threat"], r["samples"]) for r in result["rows"]] == [
+        ("oblivious", 1), ("eot", 2), ("fixed", 1)]
+    for row in result["rows"]:
+        for acc in row["accuracy"].values():
+            assert 0 <= acc["mean"] <= 100
+        assert row["mean_linf"] <= 0.1 + 1e-6
+    assert set(result["rows"][0]["accuracy"]) == {"none", "reformer + mask-inpaint"}
+    assert result["rows"][1]["accuracy"]["reformer + mask-inpaint"]["runs"] == 2
+    assert "accuracy_attacker_key" in result["rows"][2]
+    assert (tmp_path / "out" / "pgd.png").stat().st_size > 0
+    assert "| curve | reformer + mask-inpaint | eot | 0.1 | 2 | 2 |" in (
+        tmp_path / "out" / "pgd.md").read_text()
+    files = sorted(os.listdir(cache))
+    assert len(files) == 3
+    stamps = {f: os.stat(cache / f).st_mtime_ns for f in files}
+    second = run(args, data_dir)  # every run comes from the cache
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {f: os.stat(cache / f).st_mtime_ns for f in sorted(os.listdir(cache))} == stamps
+    again = json.loads((tmp_path / "out" / "pgd.json").read_text())
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
+
+
+def test_sanity_plan_adds_samples_steps_fixed_and_large_budget_without_repeats():
+    args = adaptive.parse(["--attack", "pgd", "--budgets", "0.1", "0.2", "--sanity",
+                           "--samples", "4", "--steps", "100"])
+    runs = adaptive.plan(args)
+    groups = [r["group"] for r in runs]
+    assert groups.count("curve") == 4  # oblivious + eot, two budgets
+    eot_02 = [r for r in runs if r["threat"] == "eot" and r["budget"] == 0.2]
+    # the curve's R=4 / 100-step run at 0.2 serves both sanity series: kept once
+    assert sorted((r["samples"], r["steps"]) for r in eot_02) == [
+        (1, 100), (4, 25), (4, 50), (4, 100), (4, 200), (8, 100)]
+    assert [r["budget"] for r in runs if r["group"] == "large budget"] == [0.5]
+    assert [r["threat"] for r in runs if r["group"] == "fixed masks"] == ["fixed"]
+
+
+@pytest.mark.parametrize("bad", [["--num-examples", "0"], ["--budgets", "0"],
+                                 ["--iterations", "0"], ["--threats", "magic"]])
+def test_bad_arguments_exit_with_a_message(bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        adaptive.parse(["--attack", "pgd", *bad])
+    assert exit_info.value.code != 0
+    assert "error" in capsys.readouterr().err
