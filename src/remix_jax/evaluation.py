@@ -40,9 +40,10 @@ def remix_predict(
     return np.concatenate(out)
 
 
-def summarize(accuracies: list[float]) -> dict:
-    """Mean, sample standard deviation, min and max of per-key accuracies (in %)."""
-    a = np.asarray(accuracies, np.float64) * 100
+def summarize(accuracies: list[float], scale: float = 100.0) -> dict:
+    """Mean, sample standard deviation, min and max of per-key accuracies (in % by
+    default; ``scale=1`` keeps the values as given, e.g. ROC AUCs)."""
+    a = np.asarray(accuracies, np.float64) * scale
     return {
         "mean": float(a.mean()),
         "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
