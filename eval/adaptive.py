@@ -13,10 +13,15 @@ threat models (--threats):
              attacker's own key (a sanity check: the attack must then succeed) and
              with fresh keys.
 Robust accuracy is measured with --num-keys keys the attacker never saw (mean and
-spread). --sanity adds the checks of Carlini et al. (2019) at --sanity-budget: more
-EOT samples and more steps must not weaken the attack, and a large budget must bring
-accuracy to ~0. Adversarial images are cached per run under
-results/<dataset>/cache/adaptive/, so a killed evaluation resumes. Writes
+spread). --detector adds the paper's proposed detector (remix_jax.detector): every
+row then also reports how many examples it rejects (threshold at
+--detector-drop-rate of clean validation images) and the accuracy counting a
+rejection as defended, and runs "eot" attacks that also pay --detector-weights times
+the detector score (in units of its threshold) to evade it. --sanity adds the checks
+of Carlini et al. (2019) at --sanity-budget: more EOT samples and more steps must not
+weaken the attack, and a large budget must bring accuracy to ~0. Adversarial images
+are cached per run under results/<dataset>/cache/adaptive/, so a killed evaluation
+resumes. Writes
 results/<dataset>/adaptive-<attack>[-<norm>].{json,md,png}.
 """
 
@@ -31,9 +36,12 @@ import time
 
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
 THREATS = ("oblivious", "eot", "bpda", "fixed")
+# remix_jax.detector.SCORES (not imported here: JAX must start after runtime.configure)
+DETECTOR_SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
 # robust accuracy is scored with keys 10_000 + s, as in eval.sweep; attackers fold
 # their run's hash into --seed, so no attacker key is ever an evaluation key
 EVAL_KEY_BASE = 10_000
+CALIBRATION_KEY = 20_000  # the detector's masks on the validation images
 
 
 def parse(argv):
@@ -64,6 +72,14 @@ def parse(argv):
                    help="budget of the samples/steps checks (default: the second budget)")
     p.add_argument("--large-budget", type=float, default=None,
                    help="the large-budget check (default linf 0.5, l2 8, kappa: none)")
+    p.add_argument("--detector", choices=DETECTOR_SCORES, default=None,
+                   help="score and attack REMIX's detector with this score")
+    p.add_argument("--detector-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0],
+                   help="penalty on the detector score / threshold in detector-aware runs")
+    p.add_argument("--detector-drop-rate", type=float, default=0.001,
+                   help="clean validation images the detector rejects (MagNet's MNIST rate)")
+    p.add_argument("--validation-size", type=int, default=5000,
+                   help="last N training images: the detector's clean calibration set")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--checkpoint-root", default=None)
     p.add_argument("--cache-dir", default=None)
@@ -73,6 +89,8 @@ def parse(argv):
                  "max_iterations"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 < args.detector_drop_rate < 1 or min(args.detector_weights) <= 0:
+        p.error("--detector-drop-rate must be in (0, 1) and --detector-weights > 0")
     if args.iterations < 1:
         p.error("--iterations must be >= 1 (K = 0 has no masks to attack)")
     if args.budgets is None:
@@ -87,18 +105,25 @@ def plan(args) -> list[dict]:
     """The runs: (group, defense, threat, budget, samples, steps) in evaluation order."""
     pgd = args.attack == "pgd"
 
-    def run(group, defense, threat, budget, samples=args.samples, steps=args.steps):
+    def run(group, defense, threat, budget, samples=args.samples, steps=args.steps,
+            weight=None):
         if threat in ("oblivious", "fixed"):
             samples = 1
+        extra = {} if weight is None else {"detector": args.detector, "detector_weight": weight}
         return {"group": group, "defense": defense if threat != "oblivious" else "none",
                 "threat": threat, "budget": budget, "samples": samples,
-                "steps": steps if pgd else None}
+                "steps": steps if pgd else None, **extra}
 
     runs = []
     for budget in args.budgets:
         for threat in args.threats:
             for defense in [None] if threat == "oblivious" else args.defenses:
                 runs.append(run("curve", defense, threat, budget))
+    if args.detector and pgd:
+        for budget in args.budgets:
+            for weight in args.detector_weights:
+                for defense in args.defenses:
+                    runs.append(run("detector-aware", defense, "eot", budget, weight=weight))
     if args.sanity:
         budget = args.sanity_budget or args.budgets[min(1, len(args.budgets) - 1)]
         main = args.defenses[-1]
@@ -129,6 +154,7 @@ def main(argv=None) -> None:
     from tqdm import tqdm
 
     from remix_jax import data, defend, evaluation, provenance
+    from remix_jax import detector as detector_lib
     from remix_jax.attacks import adaptive, cw_l2, ead, pgd
     from remix_jax.pretrained import load_pretrained
 
@@ -186,6 +212,8 @@ def main(argv=None) -> None:
                 fn = adaptive.fixed_masks(fn, key)
             kwargs = {"stochastic": True} if args.attack == "pgd" else {"key": key}
         if args.attack == "pgd":
+            if r.get("detector_weight"):
+                kwargs["penalty"] = penalty(r["defense"], r["detector_weight"])
             res = pgd(fn, x, y, key=key, epsilon=r["budget"], steps=r["steps"],
                       norm=args.norm, loss=args.loss, **kwargs)
         else:
@@ -198,12 +226,49 @@ def main(argv=None) -> None:
         os.replace(tmp, path)
         return out
 
-    def accuracy(defense, adv, keys):
+    thresholds = {}  # defense -> the detector's threshold, set on clean validation images
+
+    def threshold(defense):
+        if defense not in thresholds:
+            train = data.load_split(args.dataset, "train", args.data_dir)
+            x_val = data.to_float(train.images[-args.validation_size:])
+            thresholds[defense] = detector_lib.calibrate(
+                remix[defense], pre.logits_fn, jax.random.key(CALIBRATION_KEY), x_val,
+                {args.detector: args.detector_drop_rate})[args.detector]
+        return thresholds[defense]
+
+    def penalty(defense, weight):
+        """Detector score in units of its threshold, times ``weight``."""
+        scale = weight / threshold(defense)
+
+        def fn(z, key):
+            scores = detector_lib.detector_scores(remix[defense], pre.logits_fn, key, z)
+            return scale * scores[args.detector]
+
+        return fn
+
+    def right(defense, adv, keys):
+        """Per key: (N,) bool, the classifier is right behind the defense."""
         if defense == "none":
-            return evaluation.summarize([np.mean(evaluation.predict(pre.logits_fn, adv) == y)])
-        return evaluation.summarize([
-            np.mean(evaluation.remix_predict(pre.logits_fn, remix[defense], k, adv) == y)
-            for k in keys])
+            return [evaluation.predict(pre.logits_fn, adv) == y]
+        return [evaluation.remix_predict(pre.logits_fn, remix[defense], k, adv) == y
+                for k in keys]
+
+    def rejected(defense, adv, keys):
+        """Per key: (N,) bool, the detector rejects the input."""
+        return [detector_lib.batched_scores(remix[defense], pre.logits_fn, k, adv)[
+            args.detector] >= threshold(defense) for k in keys]
+
+    def accuracy(defense, adv, keys):
+        return evaluation.summarize([np.mean(r) for r in right(defense, adv, keys)])
+
+    def detection(defense, adv, keys, adversarial=True):
+        """Rejected (%) and accuracy with the detector: rejected or right if adversarial,
+        passed and right if clean."""
+        caught, ok = rejected(defense, adv, keys), right(defense, adv, keys)
+        handled = [(c | o) if adversarial else (~c & o) for c, o in zip(caught, ok, strict=True)]
+        return {"rejected": evaluation.summarize([np.mean(c) for c in caught]),
+                "accuracy": evaluation.summarize([np.mean(h) for h in handled])}
 
     eval_keys = [jax.random.key(EVAL_KEY_BASE + s) for s in range(args.num_keys)]
     rows = []
@@ -217,6 +282,9 @@ def main(argv=None) -> None:
                "accuracy": {d: accuracy(d, c["adversarial"], eval_keys)
                             for d in (["none", *args.defenses] if r["threat"] == "oblivious"
                                       else ["none", r["defense"]])}}
+        if args.detector:
+            row["with_detector"] = {d: detection(d, c["adversarial"], eval_keys)
+                                    for d in row["accuracy"] if d != "none"}
         if r["threat"] == "fixed":  # the attacker's own draw: the check that it works
             own = defend(remix[r["defense"]], identity(r)[2], c["adversarial"])
             row["accuracy_attacker_key"] = float(
@@ -226,11 +294,18 @@ def main(argv=None) -> None:
                    f"R={r['samples']} steps={r['steps']}: accuracy "
                    + ", ".join(f"{d} {a['mean']:.1f}" for d, a in row["accuracy"].items()))
     clean = {d: accuracy(d, x, eval_keys) for d in ["none", *args.defenses]}
+    detector_info = None
+    if args.detector:
+        detector_info = {"score": args.detector, "drop_rate": args.detector_drop_rate,
+                         "validation": f"last {args.validation_size} training images",
+                         "thresholds": {d: threshold(d) for d in args.defenses},
+                         "clean": {d: detection(d, x, eval_keys, adversarial=False)
+                                   for d in args.defenses}}
     result = {"dataset": args.dataset, "attack": args.attack, "settings": {
         **attack_settings, "samples": args.samples, "steps": args.steps if args.attack == "pgd"
         else None, "iterations": args.iterations, "n_masks": pre.remix.n_masks,
         "seed": args.seed}, "num_examples": len(y), "num_keys": args.num_keys, "clean": clean,
-        "rows": rows, "data_source": split.source,
+        "rows": rows, "detector": detector_info, "data_source": split.source,
         "wall_seconds": round(time.time() - started, 1), **provenance.stamp()}
     out = args.out or os.path.join("results", args.dataset, f"adaptive-{args.attack}"
                                    + (f"-{args.norm}" if args.attack == "pgd" else ""))
@@ -278,19 +353,39 @@ def markdown(result: dict) -> str:
              "saw (mean +- std).", "",
              "Clean accuracy on these images: " + ", ".join(
                  f"{d} {a['mean']:.1f}" for d, a in result["clean"].items()) + ".", "",
-             f"| check | defense attacked | threat | {budget} | R | steps | attacker success "
-             "| mean L2 | mean Linf | accuracy, no defense | accuracy behind REMIX |",
-             "|---" * 11 + "|"]
+             ]
+    detector = result.get("detector")
+    extra = []
+    if detector:
+        lines += [f"Detector: REMIX {detector['score']}, threshold at drop rate "
+                  f"{detector['drop_rate']} of the {detector['validation']}; on these clean "
+                  "images it rejects " + ", ".join(
+                      f"{d} {v['rejected']['mean']:.1f}%" for d, v in detector["clean"].items())
+                  + " (accuracy with it: " + ", ".join(
+                      f"{d} {v['accuracy']['mean']:.1f}" for d, v in detector["clean"].items())
+                  + "). Detector-aware runs pay weight x score / threshold.", ""]
+        extra = ["weight", "rejected by the detector", "accuracy with the detector"]
+    header = ["check", "defense attacked", "threat", budget, "R", "steps", *extra[:1],
+              "attacker success", "mean L2", "mean Linf", "accuracy, no defense",
+              "accuracy behind REMIX", *extra[1:]]
+    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in result["rows"]:
         behind = "; ".join(f"{d}: {a['mean']:.1f} +- {a['std']:.1f}"
                            for d, a in row["accuracy"].items() if d != "none")
         if "accuracy_attacker_key" in row:
             behind += f" (attacker's own draw: {row['accuracy_attacker_key']:.1f})"
+        weight = [f"{row['detector_weight']:g}" if "detector_weight" in row else "-"]
+        detected = []
+        if detector:
+            detected = ["; ".join(f"{d}: {v[k]['mean']:.1f} +- {v[k]['std']:.1f}"
+                                  for d, v in row["with_detector"].items())
+                        for k in ("rejected", "accuracy")]
         lines.append("| " + " | ".join([
             row["group"], row["defense"], row["threat"], f"{row['budget']:g}",
             str(row["samples"]), "-" if row["steps"] is None else str(row["steps"]),
-            f"{row['attacker_success']:.1f}", f"{row['mean_l2']:.3f}",
-            f"{row['mean_linf']:.3f}", f"{row['accuracy']['none']['mean']:.1f}", behind]) + " |")
+            *(weight if detector else []), f"{row['attacker_success']:.1f}",
+            f"{row['mean_l2']:.3f}", f"{row['mean_linf']:.3f}",
+            f"{row['accuracy']['none']['mean']:.1f}", behind, *detected]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -72,3 +72,16 @@ def test_bad_arguments_exit_with_a_message(bad, capsys):
         adaptive.parse(["--attack", "pgd", *bad])
     assert exit_info.value.code != 0
     assert "error" in capsys.readouterr().err
+
+
+def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
+    from remix_jax.detector import SCORES
+
+    assert adaptive.DETECTOR_SCORES == SCORES
+    args = adaptive.parse(["--attack", "pgd", "--budgets", "0.3", "--detector", "copies-JSD",
+                           "--detector-weights", "1", "10"])
+    aware = [r for r in adaptive.plan(args) if r["group"] == "detector-aware"]
+    assert [(r["threat"], r["detector_weight"], r["detector"]) for r in aware] == [
+        ("eot", 1.0, "copies-JSD"), ("eot", 10.0, "copies-JSD")]
+    # the other runs keep their settings (and cache entries) without detector fields
+    assert all("detector" not in r for r in adaptive.plan(args) if r not in aware)

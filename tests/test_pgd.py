@@ -113,3 +113,15 @@ def test_a_raw_uint32_key_is_refused(setup):
     logits_fn, _, x, labels = setup
     with pytest.raises(TypeError, match="key"):
         pgd(logits_fn, x, labels, key=jax.random.PRNGKey(0), epsilon=0.1)
+
+
+def test_a_penalty_steers_the_attack_away_from_what_it_penalises(setup):
+    logits_fn, _, x, labels = setup
+    # penalise lowering pixel 0, which every example wants to lower
+    penalty = lambda z, key: 100.0 * jnp.maximum(x[:, 0, 0, 0] - z[:, 0, 0, 0], 0.0)  # noqa: E731
+    free = pgd(logits_fn, x, labels, key=jax.random.key(6), epsilon=0.1, steps=20)
+    paid = pgd(logits_fn, x, labels, key=jax.random.key(6), epsilon=0.1, steps=20,
+               penalty=penalty)
+    lowered = lambda r: np.asarray(x[:, 0, 0, 0] - r.adversarial[:, 0, 0, 0])  # noqa: E731
+    assert lowered(free).min() > 0.09
+    assert lowered(paid).max() <= 0.1 * 2.5 / 20 + 1e-6  # at most one step's worth

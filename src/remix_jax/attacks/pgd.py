@@ -7,7 +7,10 @@ direction = sign(g) for L-inf, g / ||g||_2 for L2; the loss is the cross-entropy
 the true label (or the negated logit margin, ``loss="margin"``), ascended when
 untargeted and descended towards the target when targeted. The attack keeps, per
 example, the iterate with the largest logit margin it has seen (the final iterate is
-judged too), so more steps never return a worse example.
+judged too), so more steps never return a worse example. An optional per-example
+``penalty(x, key)`` is subtracted from the ascended loss and from the margin that
+picks the kept iterate: how an attacker also evades a detector (Carlini and Wagner
+2017 did this against MagNet).
 
 Randomized models (``stochastic=True``): ``logits_fn(x, key)`` gets a fresh key at
 every step; judging the last iterate and the final success check use keys no step
@@ -22,6 +25,7 @@ the host round-trip costs nothing.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -69,18 +73,27 @@ def _random_start(key, x, epsilon, norm):
     return direction * _per_example(radius, x)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "settings"))
-def _step(x, labels, adv, best, best_margin, key, epsilon, step_size, *, logits_fn, settings):
+def _penalized(penalty, key):
+    """(B,) penalty of a batch under ``key``, or 0 without a penalty."""
+    if penalty is None:
+        return lambda z: jnp.zeros(z.shape[0], z.dtype)
+    return lambda z: penalty(z, jax.random.fold_in(key, 1))
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "settings", "penalty"))
+def _step(x, labels, adv, best, best_margin, key, epsilon, step_size, *, logits_fn, settings,
+          penalty):
     """One PGD step from ``adv``; also judges ``adv`` as a candidate for ``best``."""
     norm, loss, targeted, stochastic = settings
     model = (lambda z: logits_fn(z, key)) if stochastic else logits_fn
+    cost = _penalized(penalty, key)
 
     def objective(z):
-        logits = model(z)
-        return jnp.sum(_objective(logits, labels, targeted, loss)), logits
+        logits, paid = model(z), cost(z)
+        return jnp.sum(_objective(logits, labels, targeted, loss) - paid), (logits, paid)
 
-    grad, logits = jax.grad(objective, has_aux=True)(adv)
-    margin = common.margin(logits, labels, targeted)
+    grad, (logits, paid) = jax.grad(objective, has_aux=True)(adv)
+    margin = common.margin(logits, labels, targeted) - paid
     better = margin > best_margin
     best = jnp.where(_per_example(better, x), adv, best)
     best_margin = jnp.where(better, margin, best_margin)
@@ -92,12 +105,12 @@ def _step(x, labels, adv, best, best_margin, key, epsilon, step_size, *, logits_
     return jnp.clip(x + delta, 0.0, 1.0), best, best_margin
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "settings"))
-def _finish(x, labels, adv, best, best_margin, key, *, logits_fn, settings):
+@functools.partial(jax.jit, static_argnames=("logits_fn", "settings", "penalty"))
+def _finish(x, labels, adv, best, best_margin, key, *, logits_fn, settings, penalty):
     """Judges the last iterate, then re-checks the kept example with a fresh key."""
     _, _, targeted, stochastic = settings
     model = (lambda z: logits_fn(z, key)) if stochastic else logits_fn
-    margin = common.margin(model(adv), labels, targeted)
+    margin = common.margin(model(adv), labels, targeted) - _penalized(penalty, key)(adv)
     best = jnp.where(_per_example(margin > best_margin, x), adv, best)
     if stochastic:
         model = lambda z: logits_fn(z, jax.random.fold_in(key, 1))  # noqa: E731
@@ -120,6 +133,7 @@ def pgd(
     loss: str = "ce",
     targeted: bool = False,
     stochastic: bool = False,
+    penalty: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> AttackResult:
     """PGD in the ``norm`` ball of radius ``epsilon`` (see the module docstring).
 
@@ -137,6 +151,9 @@ def pgd(
       loss: "ce" (cross-entropy) or "margin" (best-other minus true logit).
       targeted: aim for ``labels``.
       stochastic: ``logits_fn`` takes a key (a randomized defense).
+      penalty: ``fn(x (B, H, W, C), key) -> (B,)`` subtracted from the loss and the
+        margin (e.g. a weighted detector score); it gets a fresh key every step.
+        Pass the same object to reuse the compiled step.
 
     Returns:
       :class:`AttackResult`: per example the largest-margin iterate (returned also
@@ -172,6 +189,6 @@ def pgd(
     for t in range(steps):
         adv, best, best_margin = _step(x, labels, adv, best, best_margin,
                                        jax.random.fold_in(step_key, t), eps, alpha,
-                                       logits_fn=logits_fn, settings=settings)
+                                       logits_fn=logits_fn, settings=settings, penalty=penalty)
     return _finish(x, labels, adv, best, best_margin, final_key,
-                   logits_fn=logits_fn, settings=settings)
+                   logits_fn=logits_fn, settings=settings, penalty=penalty)
