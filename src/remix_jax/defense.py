@@ -205,6 +205,9 @@ def defend(
       chunk: images per pass through the networks (a ``lax.map`` over chunks; the
         same masks as one pass). "auto": :data:`CPU_CHUNK` on CPU, where it keeps
         activations in the caches, the whole batch elsewhere; None: the whole batch.
+        To differentiate through ``defend`` on CPU use None: the backward pass of the
+        chunked ``lax.map`` ran ~15x slower there (gradient of the MNIST classifier
+        through the defense, batch 100: 8.6 s chunked vs 0.59 s in one pass).
       bpda: components whose backward pass is the identity (BPDA, for adaptive
         attacks; the forward pass is unchanged): any of "reformer" and
         "mask-inpaint" (each round as a whole).
