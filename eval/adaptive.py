@@ -272,16 +272,20 @@ def main(argv=None) -> None:
 
     eval_keys = [jax.random.key(EVAL_KEY_BASE + s) for s in range(args.num_keys)]
     rows = []
+    survived = {}  # (budget, defense) -> per attack, per key: (N,) bool right
     for r in tqdm(plan(args), desc=f"adaptive {args.attack}"):
         c = craft(r)
         delta = (c["adversarial"] - x).reshape(len(x), -1)
+        scored = ["none", *args.defenses] if r["threat"] == "oblivious" else ["none", r["defense"]]
+        hits = {d: right(d, c["adversarial"], eval_keys) for d in scored}
+        for d in scored[1:]:
+            survived.setdefault((r["budget"], d), []).append(hits[d])
         row = {**r, "attacker_success": float(c["success"].mean() * 100),
                "mean_l2": float(np.sqrt((delta**2).sum(1)).mean()),
                "mean_linf": float(np.abs(delta).max(1).mean()),
                "craft_seconds": round(float(c["seconds"]), 1),
-               "accuracy": {d: accuracy(d, c["adversarial"], eval_keys)
-                            for d in (["none", *args.defenses] if r["threat"] == "oblivious"
-                                      else ["none", r["defense"]])}}
+               "accuracy": {d: evaluation.summarize([np.mean(h) for h in hits[d]])
+                            for d in scored}}
         if args.detector:
             row["with_detector"] = {d: detection(d, c["adversarial"], eval_keys)
                                     for d in row["accuracy"] if d != "none"}
@@ -294,6 +298,10 @@ def main(argv=None) -> None:
                    f"R={r['samples']} steps={r['steps']}: accuracy "
                    + ", ".join(f"{d} {a['mean']:.1f}" for d, a in row["accuracy"].items()))
     clean = {d: accuracy(d, x, eval_keys) for d in ["none", *args.defenses]}
+    # an image survives a budget under a key only if it survives every attack run there
+    worst = [{"budget": b, "defense": d, "attacks": len(runs), "accuracy": evaluation.summarize(
+        [np.mean(np.logical_and.reduce([run[k] for run in runs])) for k in range(len(eval_keys))])}
+        for (b, d), runs in sorted(survived.items())]
     detector_info = None
     if args.detector:
         detector_info = {"score": args.detector, "drop_rate": args.detector_drop_rate,
@@ -305,7 +313,8 @@ def main(argv=None) -> None:
         **attack_settings, "samples": args.samples, "steps": args.steps if args.attack == "pgd"
         else None, "iterations": args.iterations, "n_masks": pre.remix.n_masks,
         "seed": args.seed}, "num_examples": len(y), "num_keys": args.num_keys, "clean": clean,
-        "rows": rows, "detector": detector_info, "data_source": split.source,
+        "rows": rows, "worst_case": worst, "detector": detector_info,
+        "data_source": split.source,
         "wall_seconds": round(time.time() - started, 1), **provenance.stamp()}
     out = args.out or os.path.join("results", args.dataset, f"adaptive-{args.attack}"
                                    + (f"-{args.norm}" if args.attack == "pgd" else ""))
@@ -333,6 +342,10 @@ def curves(result: dict) -> dict[str, list[tuple[float, dict]]]:
             if defense == "none" and row["threat"] != "oblivious":
                 continue
             lines.setdefault(label(defense, row["threat"]), []).append((row["budget"], acc))
+    for w in result.get("worst_case", []):
+        if len([v for v in result["worst_case"] if v["defense"] == w["defense"]]) > 1:
+            lines.setdefault(f"{w['defense']}: worst case over every attack", []).append(
+                (w["budget"], w["accuracy"]))
     if result["attack"] == "pgd":
         for name, points in lines.items():
             defense = "none" if name == "no defense" else name.split(":")[0]
@@ -386,6 +399,13 @@ def markdown(result: dict) -> str:
             *(weight if detector else []), f"{row['attacker_success']:.1f}",
             f"{row['mean_l2']:.3f}", f"{row['mean_linf']:.3f}",
             f"{row['accuracy']['none']['mean']:.1f}", behind, *detected]) + " |")
+    if result.get("worst_case"):
+        lines += ["", "Worst case over every attack run at a budget (an image counts as "
+                  "defended under an evaluation key only if it survives all of them):", "",
+                  f"| {budget} | defense | attacks | accuracy |", "|---|---|---|---|"]
+        lines += [f"| {w['budget']:g} | {w['defense']} | {w['attacks']} | "
+                  f"{w['accuracy']['mean']:.1f} +- {w['accuracy']['std']:.1f} |"
+                  for w in result["worst_case"]]
     return "\n".join(lines) + "\n"
 
 
@@ -407,7 +427,8 @@ def write_outputs(out: str, result: dict) -> None:
         points = sorted(points, key=lambda p: p[0])
         ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
                     yerr=[p[1]["std"] for p in points], marker="o", ms=3, capsize=2,
-                    label=name, linestyle="--" if "oblivious" in name else "-")
+                    label=name, linestyle="--" if "oblivious" in name else "-",
+                    **({"color": "black", "linewidth": 2} if "worst case" in name else {}))
     norm = result["settings"].get("norm", "")
     ax.set_xlabel({"linf": "$L_\\infty$ budget $\\epsilon$",
                    "l2": "$L_2$ budget $\\epsilon$"}.get(norm, "confidence $\\kappa$"))

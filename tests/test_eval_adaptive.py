@@ -38,6 +38,12 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
     assert set(result["rows"][0]["accuracy"]) == {"none", "reformer + mask-inpaint"}
     assert result["rows"][1]["accuracy"]["reformer + mask-inpaint"]["runs"] == 2
     assert "accuracy_attacker_key" in result["rows"][2]
+    [worst] = result["worst_case"]  # one budget, one defense, three attacks
+    assert (worst["budget"], worst["defense"], worst["attacks"]) == (
+        0.1, "reformer + mask-inpaint", 3)
+    assert worst["accuracy"]["mean"] <= min(
+        r["accuracy"]["reformer + mask-inpaint"]["mean"] for r in result["rows"]) + 1e-9
+    assert "Worst case over every attack" in (tmp_path / "out" / "pgd.md").read_text()
     assert (tmp_path / "out" / "pgd.png").stat().st_size > 0
     assert "| curve | reformer + mask-inpaint | eot | 0.1 | 2 | 2 |" in (
         tmp_path / "out" / "pgd.md").read_text()
