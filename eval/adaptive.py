@@ -17,7 +17,9 @@ spread). --detector adds the paper's proposed detector (remix_jax.detector): eve
 row then also reports how many examples it rejects (threshold at
 --detector-drop-rate of clean validation images) and the accuracy counting a
 rejection as defended, and runs "eot" attacks that also pay --detector-weights times
-the detector score (in units of its threshold) to evade it. --sanity adds the checks
+max(score / threshold - 1/2, 0) to evade it (a hinge: no cost while the score stays
+well below the threshold, so the attack is free to fool the classifier until the
+detector is near). --sanity adds the checks
 of Carlini et al. (2019) at --sanity-budget: more EOT samples and more steps must not
 weaken the attack, and a large budget must bring accuracy to ~0. Adversarial images
 are cached per run under results/<dataset>/cache/adaptive/, so a killed evaluation
@@ -42,6 +44,10 @@ DETECTOR_SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
 # their run's hash into --seed, so no attacker key is ever an evaluation key
 EVAL_KEY_BASE = 10_000
 CALIBRATION_KEY = 20_000  # the detector's masks on the validation images
+# detector-aware attacks pay weight * max(score / threshold - HINGE, 0); PENALTY names
+# the formula in each run's cache settings, so a new formula never reuses old images
+HINGE = 0.5
+PENALTY = "hinge(score/threshold - 0.5)"
 
 
 def parse(argv):
@@ -75,7 +81,7 @@ def parse(argv):
     p.add_argument("--detector", choices=DETECTOR_SCORES, default=None,
                    help="score and attack REMIX's detector with this score")
     p.add_argument("--detector-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0],
-                   help="penalty on the detector score / threshold in detector-aware runs")
+                   help="weight of max(score / threshold - 1/2, 0) in detector-aware runs")
     p.add_argument("--detector-drop-rate", type=float, default=0.001,
                    help="clean validation images the detector rejects (MagNet's MNIST rate)")
     p.add_argument("--validation-size", type=int, default=5000,
@@ -109,7 +115,8 @@ def plan(args) -> list[dict]:
             weight=None):
         if threat in ("oblivious", "fixed"):
             samples = 1
-        extra = {} if weight is None else {"detector": args.detector, "detector_weight": weight}
+        extra = {} if weight is None else {"detector": args.detector, "detector_weight": weight,
+                                           "detector_penalty": PENALTY}
         return {"group": group, "defense": defense if threat != "oblivious" else "none",
                 "threat": threat, "budget": budget, "samples": samples,
                 "steps": steps if pgd else None, **extra}
@@ -238,12 +245,12 @@ def main(argv=None) -> None:
         return thresholds[defense]
 
     def penalty(defense, weight):
-        """Detector score in units of its threshold, times ``weight``."""
-        scale = weight / threshold(defense)
+        """``weight * max(score / threshold - HINGE, 0)``: (B,)."""
+        scale = 1.0 / threshold(defense)
 
         def fn(z, key):
             scores = detector_lib.detector_scores(remix[defense], pre.logits_fn, key, z)
-            return scale * scores[args.detector]
+            return weight * jax.numpy.maximum(scale * scores[args.detector] - HINGE, 0.0)
 
         return fn
 
@@ -376,7 +383,8 @@ def markdown(result: dict) -> str:
                       f"{d} {v['rejected']['mean']:.1f}%" for d, v in detector["clean"].items())
                   + " (accuracy with it: " + ", ".join(
                       f"{d} {v['accuracy']['mean']:.1f}" for d, v in detector["clean"].items())
-                  + "). Detector-aware runs pay weight x score / threshold.", ""]
+                  + "). Detector-aware runs pay weight x max(score / threshold - 1/2, 0).",
+                  ""]
         extra = ["weight", "rejected by the detector", "accuracy with the detector"]
     header = ["check", "defense attacked", "threat", budget, "R", "steps", *extra[:1],
               "attacker success", "mean L2", "mean Linf", "accuracy, no defense",

@@ -89,5 +89,6 @@ def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
     aware = [r for r in adaptive.plan(args) if r["group"] == "detector-aware"]
     assert [(r["threat"], r["detector_weight"], r["detector"]) for r in aware] == [
         ("eot", 1.0, "copies-JSD"), ("eot", 10.0, "copies-JSD")]
+    assert all(r["detector_penalty"] == adaptive.PENALTY for r in aware)
     # the other runs keep their settings (and cache entries) without detector fields
     assert all("detector" not in r for r in adaptive.plan(args) if r not in aware)
