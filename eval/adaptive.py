@@ -65,7 +65,11 @@ def parse(argv):
                    help="first N test images the bare classifier gets right")
     p.add_argument("--samples", type=int, default=4, help="EOT: mask draws per step (R)")
     p.add_argument("--steps", type=int, default=100, help="PGD steps")
-    p.add_argument("--loss", choices=["ce", "margin"], default="ce", help="PGD's loss")
+    # margin, not cross-entropy: the MNIST classifier's logits (gaps of 20+) saturate the
+    # float32 softmax, so CE's gradient is exactly 0 on confidently classified images
+    # (PGD-L2, eps 2, bare classifier, 100 images: 35% accuracy left with CE, 16% with
+    # the margin)
+    p.add_argument("--loss", choices=["ce", "margin"], default="margin", help="PGD's loss")
     p.add_argument("--binary-search-steps", type=int, default=5, help="CW/EAD")
     p.add_argument("--max-iterations", type=int, default=200, help="CW/EAD")
     p.add_argument("--initial-const", type=float, default=1.0, help="CW/EAD first c")

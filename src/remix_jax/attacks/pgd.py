@@ -148,7 +148,9 @@ def pgd(
       steps: gradient steps.
       step_size: alpha; default 2.5 * epsilon / steps (Madry et al.).
       random_start: start at a uniformly random point of the ball.
-      loss: "ce" (cross-entropy) or "margin" (best-other minus true logit).
+      loss: "ce" (cross-entropy) or "margin" (best-other minus true logit). Prefer
+        the margin on confident classifiers: where the float32 softmax saturates
+        (logit gaps above ~17), the cross-entropy's gradient is exactly 0.
       targeted: aim for ``labels``.
       stochastic: ``logits_fn`` takes a key (a randomized defense).
       penalty: ``fn(x (B, H, W, C), key) -> (B,)`` subtracted from the loss and the
