@@ -47,6 +47,11 @@ def _objective(logits, labels, targeted, loss):
     return -ce if targeted else ce
 
 
+def _bind(logits_fn, stochastic, key):
+    """``fn(x)``: a randomized ``logits_fn(x, key)`` with ``key`` bound, or ``logits_fn``."""
+    return (lambda z: logits_fn(z, key)) if stochastic else logits_fn
+
+
 def _per_example(v, like):
     return v.reshape(v.shape + (1,) * (like.ndim - 1))
 
@@ -85,7 +90,7 @@ def _step(x, labels, adv, best, best_margin, key, epsilon, step_size, *, logits_
           penalty):
     """One PGD step from ``adv``; also judges ``adv`` as a candidate for ``best``."""
     norm, loss, targeted, stochastic = settings
-    model = (lambda z: logits_fn(z, key)) if stochastic else logits_fn
+    model = _bind(logits_fn, stochastic, key)
     cost = _penalized(penalty, key)
 
     def objective(z):
@@ -109,11 +114,10 @@ def _step(x, labels, adv, best, best_margin, key, epsilon, step_size, *, logits_
 def _finish(x, labels, adv, best, best_margin, key, *, logits_fn, settings, penalty):
     """Judges the last iterate, then re-checks the kept example with a fresh key."""
     _, _, targeted, stochastic = settings
-    model = (lambda z: logits_fn(z, key)) if stochastic else logits_fn
+    model = _bind(logits_fn, stochastic, key)
     margin = common.margin(model(adv), labels, targeted) - _penalized(penalty, key)(adv)
     best = jnp.where(_per_example(margin > best_margin, x), adv, best)
-    if stochastic:
-        model = lambda z: logits_fn(z, jax.random.fold_in(key, 1))  # noqa: E731
+    model = _bind(logits_fn, stochastic, jax.random.fold_in(key, 1))
     success = common.is_success(model(best), labels, targeted, jnp.float32(0.0))
     return AttackResult(adversarial=best, success=success, const=jnp.zeros(x.shape[0]),
                         **common.distortions(best - x))
@@ -176,7 +180,7 @@ def pgd(
     step_size = 2.5 * epsilon / steps if step_size is None else step_size
     if not (np.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be > 0, got {step_size}")
-    model = (lambda z: logits_fn(z, key)) if stochastic else logits_fn
+    model = _bind(logits_fn, stochastic, key)
     common.check_label_range(labels, jax.eval_shape(model, x[:1]).shape[-1])
 
     x = jnp.asarray(x, jnp.float32)
