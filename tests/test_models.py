@@ -69,3 +69,16 @@ def test_mnist_classifier_logits_and_dropout():
     a = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})
     np.testing.assert_array_equal(model.apply({"params": params}, x), logits)
     assert not np.allclose(a, logits)
+
+
+def test_cifar_resnet_logits_and_batch_independence_in_inference():
+    from remix_jax.models.classifiers import CIFARResNet
+
+    model = CIFARResNet(width=4)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    x = jax.random.uniform(jax.random.key(1), (3, 32, 32, 3))
+    logits = model.apply(variables, x)
+    chex.assert_shape(logits, (3, 10))
+    # inference uses the running statistics: an image's logits do not depend on the
+    # rest of the batch (attacks rely on it)
+    np.testing.assert_allclose(model.apply(variables, x[:1]), logits[:1], rtol=1e-5, atol=1e-6)

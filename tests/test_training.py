@@ -14,6 +14,7 @@ import pytest
 
 from remix_jax import checkpoints, objectives, training
 from remix_jax.models import AutoencoderConfig, MNISTClassifier
+from remix_jax.models.classifiers import CIFARResNet, as_variables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +45,41 @@ def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path):
                                    str(tmp_path / "b"), {}, progress=False)
     assert meta_b["resumed_from"] == [8]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), straight, resumed)
+
+
+def toy_colour(n, seed=0):
+    """toy_digits as 32x32 RGB images (CIFAR-10's shape)."""
+    images, labels = toy_digits(n, seed)
+    return np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1), labels
+
+
+def test_batchnorm_classifier_trains_its_statistics_and_resumes_exactly(tmp_path):
+    train, val = toy_colour(256), toy_colour(64, seed=1)
+    task = objectives.classifier_task(CIFARResNet(width=4), (32, 32, 3), augment=True)
+    assert task.stateful
+    initial = task.init(jax.random.key(0))
+    assert set(initial) == {"params", "batch_stats"}
+    opt = optax.sgd(0.05, momentum=0.9, nesterov=True)
+    key = jax.random.key(0)
+    three_epochs = training.TrainConfig(epochs=3, batch_size=32, save_every=5)
+    straight, meta = training.fit(key, task, opt, train, val, three_epochs,
+                                  str(tmp_path / "a"), {}, progress=False)
+    assert meta["history"][-1]["accuracy"] > 0.9  # evaluated with the running statistics
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
+                         initial["batch_stats"], straight["batch_stats"])
+    assert min(jax.tree.leaves(moved)) > 0  # every BatchNorm's statistics were updated
+    training.fit(key, task, opt, train, val, training.TrainConfig(epochs=1, batch_size=32),
+                 str(tmp_path / "b"), {}, progress=False)
+    resumed, _ = training.fit(key, task, opt, train, val, three_epochs,
+                              str(tmp_path / "b"), {}, progress=False)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), straight, resumed)
+
+
+def test_as_variables_accepts_both_stored_layouts():
+    bare = MNISTClassifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    assert set(as_variables(bare)) == {"params"}
+    full = dict(CIFARResNet(width=4).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    assert as_variables(full) is full
 
 
 def test_autoencoder_tasks_reduce_their_loss():
@@ -112,3 +148,31 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path):
     assert meta["resumed_from"][0] >= killed_at
     assert meta["steps"] == 6 * 50
     assert meta["test"]["accuracy"] > 0.9
+
+
+def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, monkeypatch):
+    from remix_jax import data
+    from remix_jax.pretrained import load_classifier
+    from train import classifier as train_classifier
+
+    os.makedirs(tmp_path / "data" / "cifar10")
+    for split, n in (("train", 600), ("test", 100)):
+        images, labels = toy_colour(n, seed=len(split))
+        np.savez(tmp_path / "data" / "cifar10" / f"{split}.npz", image=images, label=labels,
+                 source="toy")
+    root = tmp_path / "ckpt"
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "3",
+                           "--batch-size", "50", "--validation-size", "100", "--no-progress",
+                           "--data-dir", str(tmp_path / "data"),
+                           "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+    meta = checkpoints.read_metadata(str(root / "cifar10" / "classifier"))
+    assert meta["config"]["module"]["width"] == 4
+    assert meta["config"]["recipe"]["schedule"] == "onecycle"
+    model, weights = load_classifier("cifar10", str(root))
+    assert model.width == 4 and "batch_stats" in weights
+    images, labels = data.load("cifar10", "test", str(tmp_path / "data"))
+    logits = model.apply(as_variables(weights), data.to_float(images))
+    accuracy = float(np.mean(np.argmax(logits, -1) == labels))
+    assert abs(accuracy - meta["test"]["accuracy"]) < 1e-6
+    assert accuracy > 0.9

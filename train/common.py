@@ -102,7 +102,11 @@ def splits(args):
 def train_component(
     args, component: str, task, optimizer, config: dict, summary_metric: str
 ) -> dict:
-    """Loads data, trains (resuming), evaluates on the test split, writes meta.json."""
+    """Loads data, trains (resuming), evaluates on the test split, writes meta.json.
+
+    ``optimizer`` is an optax transformation, or a function ``total_steps -> one``
+    (for schedules that need the run's length).
+    """
     runtime.configure()
     import jax
 
@@ -132,6 +136,8 @@ def train_component(
     train_config = training.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, save_every=args.save_every
     )
+    if not hasattr(optimizer, "update"):
+        optimizer = optimizer(args.epochs * (len(train[0]) // args.batch_size))
     params, meta = training.fit(
         jax.random.key(args.seed),
         task,

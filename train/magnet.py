@@ -52,6 +52,7 @@ def calibrate(args, root: str) -> None:
     """Sets the thresholds on the validation images; reports clean rates on the test set."""
     from remix_jax import checkpoints, data, evaluation, provenance
     from remix_jax import magnet as magnet_lib
+    from remix_jax.models.classifiers import as_variables
     from remix_jax.pretrained import load_classifier, load_magnet
 
     try:
@@ -61,7 +62,7 @@ def calibrate(args, root: str) -> None:
         common.fail(str(e))
 
     def logits_fn(x):
-        return model.apply({"params": params}, x)
+        return model.apply(as_variables(params), x)
 
     _, (val_images, _), (test_images, test_labels), _ = common.splits(args)
     validation_size = len(val_images)

@@ -6,6 +6,7 @@ uses, so training CLIs, ``load_pretrained`` and the evaluations agree.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import flax.linen as nn
@@ -13,7 +14,7 @@ import flax.linen as nn
 from remix_jax.data import DATASETS
 from remix_jax.magnet import DetectorSpec
 from remix_jax.models.autoencoder import AutoencoderConfig
-from remix_jax.models.classifiers import MNISTClassifier
+from remix_jax.models.classifiers import CIFARResNet, MNISTClassifier
 from remix_jax.models.magnet import MagNetAEConfig
 
 # REMIX's mask count n per dataset (paper, Sec. IV).
@@ -21,7 +22,7 @@ N_MASKS = {"mnist": 2, "cifar10": 3}
 # MagNet's reformer training noise per dataset (its official code).
 REFORMER_NOISE = {"mnist": 0.1, "cifar10": 0.025}
 
-CLASSIFIERS: dict[str, type[nn.Module]] = {"mnist": MNISTClassifier}
+CLASSIFIERS: dict[str, type[nn.Module]] = {"mnist": MNISTClassifier, "cifar10": CIFARResNet}
 
 # MagNet as in its official MNIST code (train_defense.py / test_defense.py) and
 # Carlini's reconstruction of its CIFAR-10 set-up: autoencoders, the reformer, the
@@ -73,11 +74,16 @@ def magnet_autoencoder(dataset: str, name: str) -> MagNetAEConfig:
     return MagNetAEConfig(channels=DATASETS[dataset][-1], structure=structures[name])
 
 
-def classifier(dataset: str) -> nn.Module:
+def classifier(dataset: str, **fields) -> nn.Module:
+    """The dataset's classifier module; ``fields`` override its defaults (e.g. width)."""
     check_dataset(dataset)
-    if dataset not in CLASSIFIERS:
-        raise NotImplementedError(f"no classifier architecture for {dataset} yet")
-    return CLASSIFIERS[dataset]()
+    return CLASSIFIERS[dataset](**fields)
+
+
+def module_fields(module: nn.Module) -> dict:
+    """A module's hyperparameters (its dataclass fields), JSON-able, for meta.json."""
+    return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+            if f.name not in ("parent", "name")}
 
 
 def check_dataset(dataset: str) -> None:

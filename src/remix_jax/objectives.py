@@ -16,8 +16,9 @@ import optax
 
 from remix_jax.masking import batch_random_masks
 from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.models.classifiers import as_variables
 from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
-from remix_jax.training import Task, accuracy_sum
+from remix_jax.training import MODEL_STATE, Task, accuracy_sum
 
 
 def to_unit(images: jax.Array) -> jax.Array:
@@ -53,27 +54,41 @@ def classifier_task(
     augment: bool = False,
     label_smoothing: float = 0.0,
 ) -> Task:
-    """Cross-entropy training of a classifier ``model(x, train=...) -> logits``."""
+    """Cross-entropy training of a classifier ``model(x, train=...) -> logits``.
+
+    A model with BatchNorm gives a stateful task (see :class:`Task`): its weights
+    are the whole variables dict, and training updates the running statistics.
+    """
+    dummy = jnp.zeros((1, *input_shape))
+    stateful = len(jax.eval_shape(model.init, jax.random.key(0), dummy)) > 1
 
     def init(key):
-        return model.init(key, jnp.zeros((1, *input_shape)))["params"]
+        variables = model.init(key, dummy)
+        return dict(variables) if stateful else variables["params"]
 
     def loss(params, key, images, labels):
         aug_key, dropout_key = jax.random.split(key)
         x = to_unit(images)
         if augment:
             x = random_flip_crop(aug_key, x)
-        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_key})
+        rngs = {"dropout": dropout_key}
+        if stateful:
+            logits, state = model.apply(params, x, train=True, rngs=rngs, mutable=["batch_stats"])
+        else:
+            logits, state = model.apply(as_variables(params), x, train=True, rngs=rngs), None
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
         ce = optax.softmax_cross_entropy(logits, targets).mean()
-        return ce, {"accuracy": accuracy_sum(logits, labels) / labels.shape[0]}
+        metrics = {"accuracy": accuracy_sum(logits, labels) / labels.shape[0]}
+        if stateful:
+            metrics[MODEL_STATE] = dict(state)
+        return ce, metrics
 
     def evaluate(params, images, labels):
-        logits = model.apply({"params": params}, to_unit(images))
+        logits = model.apply(as_variables(params), to_unit(images))
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return {"accuracy": accuracy_sum(logits, labels), "loss": ce.sum()}
 
-    return Task(init, loss, evaluate)
+    return Task(init, loss, evaluate, stateful)
 
 
 def _autoencoder_init(config: AutoencoderConfig, hw: tuple[int, int]):

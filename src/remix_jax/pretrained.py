@@ -16,6 +16,7 @@ from remix_jax.data import DATASETS
 from remix_jax.defense import RemixParams
 from remix_jax.magnet import DETECTORS_FILE, DetectorSpec, MagNetParams
 from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.models.classifiers import as_variables
 from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
 
 
@@ -36,13 +37,25 @@ class Pretrained(NamedTuple):
 
 
 def load_classifier(dataset: str, root: str | None = None) -> tuple[nn.Module, Any]:
-    """Restores the dataset's classifier from ``<root>/<dataset>/classifier``."""
-    model = components.classifier(dataset)
-    target = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, *DATASETS[dataset])))["params"]
-    )
-    restored = checkpoints.restore(components.checkpoint_dir(dataset, "classifier", root), target)
-    return model, restored.params
+    """Restores the dataset's classifier from ``<root>/<dataset>/classifier``.
+
+    Returns:
+      (module, weights): the bare params for stateless nets (MNIST), the whole
+      variables dict for BatchNorm nets; ``model.apply(as_variables(weights), x)``
+      classifies either way.
+    """
+    folder = components.checkpoint_dir(dataset, "classifier", root)
+    try:
+        fields = checkpoints.read_metadata(folder).get("config", {}).get("module", {})
+    except FileNotFoundError:
+        fields = {}
+    model = components.classifier(dataset, **fields)
+
+    def init():
+        variables = model.init(jax.random.key(0), jnp.zeros((1, *DATASETS[dataset])))
+        return dict(variables) if len(variables) > 1 else variables["params"]
+
+    return model, checkpoints.restore(folder, jax.eval_shape(init)).params
 
 
 def restore_autoencoder(folder: str, hw: tuple[int, int]) -> tuple[AutoencoderConfig, Any, dict]:
@@ -144,7 +157,9 @@ def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrain
         per_channel=trained_with.get("per_channel", False),
     )
 
+    variables = as_variables(params)
+
     def logits_fn(x):
-        return model.apply({"params": params}, x)
+        return model.apply(variables, x)
 
     return Pretrained(model, params, logits_fn, remix)

@@ -31,6 +31,9 @@ LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict]
 # eval_fn(params, images uint8, labels) -> metrics summed over the batch
 EvalFn = Callable[[Any, jax.Array, jax.Array], dict]
 
+# The metrics key under which a stateful task's loss returns its updated model state.
+MODEL_STATE = "model_state"
+
 
 class Task(NamedTuple):
     """What differs between components: how to init, what to minimise, how to score.
@@ -42,11 +45,17 @@ class Task(NamedTuple):
         happens inside, on the device, from ``key``.
       evaluate: ``evaluate(params, images, labels) -> dict of per-batch sums``;
         :func:`evaluate` divides them by the number of examples.
+      stateful: the model keeps non-trained state (BatchNorm statistics). Then
+        "params" everywhere above is Flax's whole variables dict ``{"params": ...,
+        "batch_stats": ...}``, the optimizer trains only its "params" entry, and
+        ``loss`` returns the updated other collections in its metrics under
+        :data:`MODEL_STATE`; the step stores them back. Checkpoints hold both.
     """
 
     init: Callable[[jax.Array], Any]
     loss: LossFn
     evaluate: EvalFn
+    stateful: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +81,25 @@ def evaluate(
     return {name: value / max(len(images), 1) for name, value in totals.items()}
 
 
+def _trainable(task: Task, params: Any) -> Any:
+    """What the optimizer updates: all params, or a stateful model's "params" entry."""
+    return params["params"] if task.stateful else params
+
+
 def _make_step(task: Task, optimizer: optax.GradientTransformation):
     def step(params, opt_state, key, images, labels):
-        (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(
-            params, key, images, labels
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        def loss_fn(trainable):
+            variables = {**params, "params": trainable} if task.stateful else trainable
+            return task.loss(variables, key, images, labels)
+
+        trainable = _trainable(task, params)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        updates, opt_state = optimizer.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        if task.stateful:
+            params = {**params, **metrics.pop(MODEL_STATE), "params": trainable}
+        else:
+            params = trainable
         return params, opt_state, {"loss": loss, **metrics}
 
     return jax.jit(step, donate_argnums=(0, 1))
@@ -122,7 +143,7 @@ def fit(
     init_key, order_key, step_key = jax.random.split(key, 3)
 
     params = task.init(init_key)
-    opt_state = optimizer.init(params)
+    opt_state = optimizer.init(_trainable(task, params))
     step, meta = 0, {**metadata, "history": [], "train_seconds": 0.0}
     if checkpoints.latest_step(checkpoint_dir) is not None:
         restored = checkpoints.restore(checkpoint_dir, params, state_target=opt_state)
