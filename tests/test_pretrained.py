@@ -1,4 +1,4 @@
-"""The shipped MNIST checkpoints: they load, and their committed metrics are true."""
+"""The shipped checkpoints: they load, and their committed metrics are true."""
 
 import json
 import os
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from remix_jax import checkpoints, components, data, evaluation
-from remix_jax.pretrained import load_pretrained
+from remix_jax.models.classifiers import as_variables
+from remix_jax.pretrained import load_classifier, load_pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(REPO, "checkpoints", "mnist")
@@ -42,6 +43,22 @@ def test_shipped_remix_keeps_clean_accuracy_within_one_point(mnist, mnist_test):
     bare = np.mean(evaluation.predict(mnist.logits_fn, x) == labels[:2000])
     defended = evaluation.remix_predict(mnist.logits_fn, mnist.remix, jax.random.key(0), x)
     assert bare - np.mean(defended == labels[:2000]) < 0.01
+
+
+@pytest.mark.slow
+def test_shipped_cifar10_classifier_scores_at_least_88_percent(data_dir):
+    folder = os.path.join(REPO, "checkpoints", "cifar10", "classifier")
+    if not os.path.isdir(folder):
+        pytest.skip("no CIFAR-10 classifier committed")
+    model, weights = load_classifier("cifar10", os.path.join(REPO, "checkpoints"))
+    images, labels = data.load("cifar10", "test", data_dir)
+    variables = as_variables(weights)
+    predictions = evaluation.predict(lambda x: model.apply(variables, x), data.to_float(images))
+    accuracy = np.mean(predictions == labels)
+    assert len(labels) == 10000 and accuracy >= 0.88
+    meta = checkpoints.read_metadata(folder)
+    assert abs(meta["test"]["accuracy"] - accuracy) < 1e-3  # meta.json tells the truth
+    assert meta["steps"] == meta["train"]["epochs"] * (meta["train"]["train_images"] // meta["train"]["batch_size"])
 
 
 def test_remix_params_carry_the_trained_settings(mnist):

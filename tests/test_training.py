@@ -176,3 +176,25 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
     accuracy = float(np.mean(np.argmax(logits, -1) == labels))
     assert abs(accuracy - meta["test"]["accuracy"]) < 1e-6
     assert accuracy > 0.9
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_recipe_restores_the_shipped_classifier_with_its_optimizer_state(dataset):
+    # rerunning `train.classifier` on a shipped checkpoint must resume (or only
+    # re-evaluate), so each recipe must build the optimizer state it was saved with
+    from remix_jax import components, data
+    from remix_jax.pretrained import load_classifier
+    from train import classifier as train_classifier
+
+    folder = components.checkpoint_dir(dataset, "classifier")
+    if checkpoints.latest_step(folder) is None:
+        pytest.skip(f"no {dataset} classifier committed")
+    model, _ = load_classifier(dataset)
+    task = objectives.classifier_task(model, data.DATASETS[dataset])
+    params = task.init(jax.random.key(0))
+    recipe = train_classifier.RECIPES[dataset]
+    optimizer = train_classifier.make_optimizer(recipe["schedule"], recipe["learning_rate"],
+                                                0.9, recipe["weight_decay"], 1000)
+    trainable = params["params"] if task.stateful else params
+    restored = checkpoints.restore(folder, params, state_target=optimizer.init(trainable))
+    assert restored.step == checkpoints.read_metadata(folder)["steps"]

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One dataset's half of the paper's Fig. 2, end to end and resumable:
+#   bash scripts/fig2.sh mnist|cifar10 [extra eval.sweep flags, e.g. --preset paper]
+# Crafts CW-L2 then EAD examples for every kappa (cached per batch under
+# results/<dataset>/cache/; a killed run, rerun, continues where it stopped), then
+# scores every defense on them and draws the grid. With the default `cpu` preset this
+# is many hours on a 2-core CPU per dataset (python -m bench.presets); on one GPU, add
+# --preset paper.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $# -lt 1 || ( "$1" != mnist && "$1" != cifar10 ) ]]; then
+  echo "usage: bash scripts/fig2.sh mnist|cifar10 [eval.sweep flags]" >&2
+  exit 2
+fi
+dataset=$1
+shift
+PY=${PYTHON:-python}
+for attack in cw ead; do
+  "$PY" -m eval.sweep --attack "$attack" --dataset "$dataset" --craft-only --batch-size 500 "$@"
+done
+for attack in cw ead; do
+  "$PY" -m eval.sweep --attack "$attack" --dataset "$dataset" --batch-size 500 "$@"
+done
+"$PY" -m eval.figure --datasets "$dataset"
