@@ -29,57 +29,66 @@ def main(argv=None) -> None:
 
     runtime.configure()
     import jax
+
+    from bench.common import write_json
+    from remix_jax import provenance
+
+    rows = []
+    for width in args.widths:
+        rows.append(measure(width, args))
+        print(rows[-1], flush=True)
+    out = args.out or f"results/bench/cifar_widths_{jax.devices()[0].platform}.json"
+    write_json(out, {"rows": rows, "settings": vars(args), **provenance.stamp()})
+    print(f"-> {out}")
+
+
+def measure(width: int, args) -> dict:
+    """Training-step and attack-gradient time of the ResNet of one width."""
+    import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
-    from bench.common import timed, write_json
-    from remix_jax import objectives, provenance
+    from bench.common import timed
+    from remix_jax import objectives
     from remix_jax.models.classifiers import CIFARResNet
 
-    rows = []
-    for width in args.widths:
-        model = CIFARResNet(width=width)
-        task = objectives.classifier_task(model, (32, 32, 3), augment=True, label_smoothing=0.2)
-        variables = task.init(jax.random.key(0))
-        optimizer = optax.sgd(0.1, momentum=0.9, nesterov=True)
-        opt_state = optimizer.init(variables["params"])
+    model = CIFARResNet(width=width)
+    task = objectives.classifier_task(model, (32, 32, 3), augment=True, label_smoothing=0.2)
+    variables = task.init(jax.random.key(0))
+    optimizer = optax.sgd(0.1, momentum=0.9, nesterov=True)
+    opt_state = optimizer.init(variables["params"])
 
-        @jax.jit
-        def train_step(variables, opt_state, key, images, labels):
-            def loss(trainable):
-                return task.loss({**variables, "params": trainable}, key, images, labels)
+    @jax.jit
+    def train_step(variables, opt_state, key, images, labels):
+        def loss(trainable):
+            return task.loss({**variables, "params": trainable}, key, images, labels)
 
-            (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-            updates, opt_state = optimizer.update(grads, opt_state)
-            trainable = optax.apply_updates(variables["params"], updates)
-            return {**metrics.pop("model_state"), "params": trainable}, opt_state, value
+        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        updates, opt_state = optimizer.update(grads, opt_state)
+        trainable = optax.apply_updates(variables["params"], updates)
+        return {**metrics.pop("model_state"), "params": trainable}, opt_state, value
 
-        @jax.jit
-        def input_gradient(variables, x):
-            return jax.grad(lambda x: model.apply(variables, x).max(-1).sum())(x)
+    @jax.jit
+    def input_gradient(variables, x):
+        return jax.grad(lambda x: model.apply(variables, x).max(-1).sum())(x)
 
-        rng = np.random.default_rng(0)
-        images = jnp.asarray(rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8))
-        labels = jnp.asarray(rng.integers(0, 10, args.batch_size, dtype=np.int32))
-        x = jnp.asarray(rng.uniform(size=(args.attack_batch, 32, 32, 3)).astype(np.float32))
-        timed(train_step, variables, opt_state, jax.random.key(0), images, labels)  # compile
-        timed(input_gradient, variables, x)
-        train = min(timed(train_step, variables, opt_state, jax.random.key(i), images, labels)[1]
-                    for i in range(args.repeats))
-        grad = min(timed(input_gradient, variables, x)[1] for _ in range(args.repeats))
-        row = {
-            "width": width,
-            "params": objectives.param_count(variables["params"]),
-            "train_step_seconds": round(train, 4),
-            "epoch_seconds_45k": round(train * 45000 / args.batch_size, 1),
-            "attack_gradient_ms_per_image": round(grad * 1000 / args.attack_batch, 3),
-        }
-        rows.append(row)
-        print(row, flush=True)
-    out = args.out or f"results/bench/cifar_widths_{jax.devices()[0].platform}.json"
-    write_json(out, {"rows": rows, "settings": vars(args), **provenance.stamp()})
-    print(f"-> {out}")
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8))
+    labels = jnp.asarray(rng.integers(0, 10, args.batch_size, dtype=np.int32))
+    x = jnp.asarray(rng.uniform(size=(args.attack_batch, 32, 32, 3)).astype(np.float32))
+    timed(train_step, variables, opt_state, jax.random.key(0), images, labels)  # compile
+    timed(input_gradient, variables, x)
+    train = min(timed(train_step, variables, opt_state, jax.random.key(i), images, labels)[1]
+                for i in range(args.repeats))
+    grad = min(timed(input_gradient, variables, x)[1] for _ in range(args.repeats))
+    return {
+        "width": width,
+        "params": objectives.param_count(variables["params"]),
+        "train_step_seconds": round(train, 4),
+        "epoch_seconds_45k": round(train * 45000 / args.batch_size, 1),
+        "attack_gradient_ms_per_image": round(grad * 1000 / args.attack_batch, 3),
+    }
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def test_shipped_cifar10_classifier_scores_at_least_88_percent(data_dir):
     assert len(labels) == 10000 and accuracy >= 0.88
     meta = checkpoints.read_metadata(folder)
     assert abs(meta["test"]["accuracy"] - accuracy) < 1e-3  # meta.json tells the truth
-    assert meta["steps"] == meta["train"]["epochs"] * (meta["train"]["train_images"] // meta["train"]["batch_size"])
+    train = meta["train"]
+    assert meta["steps"] == train["epochs"] * (train["train_images"] // train["batch_size"])
 
 
 def test_remix_params_carry_the_trained_settings(mnist):
