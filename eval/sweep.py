@@ -162,8 +162,36 @@ def main(argv=None) -> None:
             with np.load(path) as f:
                 if json.loads(str(f["settings"])) == expected:
                     return {k: f[k] for k in fields + timing if k in f.files}
-            print(f"{path}: cached settings differ, crafting again")
+            if not split_prefix(path, expected):
+                print(f"{path}: cached settings differ, crafting again")
         return None
+
+    def split_prefix(path, expected):
+        """A kappa finished for fewer images (a prefix of these): back into its batches.
+
+        So a sweep rerun with a larger --num-examples crafts only the new images.
+        Returns whether it did.
+        """
+        with np.load(path) as f:
+            stored = json.loads(str(f["settings"]))
+            n = len(stored.get("indices", []))
+            prefix = {**expected, "indices": reference["indices"][:n]}
+            if not (0 < n < len(reference["indices"]) and stored == prefix):
+                return False
+            arrays = {k: f[k] for k in fields + timing if k in f.files}
+        sizes = arrays.get("part_sizes", np.array([n]))
+        start = 0
+        for i, size in enumerate(sizes.tolist()):
+            part = {k: arrays[k][start:start + size] for k in fields}
+            for key, name in (("seconds", "part_seconds"), ("cpu_seconds", "part_cpu_seconds"),
+                              ("machine", "part_machines")):
+                if name in arrays:
+                    part[key] = arrays[name][i]
+            save(os.path.join(cache_dir, f"kappa_{expected['confidence']:g}.part_{start}.npz"),
+                 {**expected, "indices": reference["indices"][start:start + size]}, part)
+            start += size
+        print(f"{path}: reusing its {n} images, crafting the other {len(x) - n}")
+        return True
 
     def load_part(path, expected, start):
         """A finished batch that starts at `start`, whatever batch size made it."""

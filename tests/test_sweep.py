@@ -121,3 +121,31 @@ def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(t
         assert np.isnan(f["part_seconds"][0]) and f["part_sizes"].tolist() == [3, 2, 1]
         np.testing.assert_allclose(f["l2"][3:], full["l2"][3:], rtol=1e-4)
     assert os.listdir(cache) == ["kappa_0.npz"]
+
+
+@pytest.mark.slow
+def test_a_larger_num_examples_crafts_only_the_new_images(tmp_path, data_dir):
+    import numpy as np
+
+    cache = tmp_path / "cache"
+    args = ["--attack", "cw", "--batch-size", "2", "--confidences", "0",
+            "--binary-search-steps", "1", "--max-iterations", "20", "--initial-const", "10",
+            "--craft-only", "--cache-dir", str(cache)]
+    first = run_sweep([*args, "--num-examples", "4"], data_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # mark the 4 finished images, so their reuse shows
+    with np.load(cache / "kappa_0.npz") as f:
+        small = {k: f[k] for k in f.files}
+    small["l2"] = np.full(4, 123.0, np.float32)
+    np.savez(cache / "kappa_0.npz", **small)
+    grown = run_sweep([*args, "--num-examples", "6"], data_dir)
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    assert "reusing its 4 images" in grown.stdout
+    with np.load(cache / "kappa_0.npz") as f:
+        assert len(f["l2"]) == 6 and json.loads(str(f["settings"]))["indices"][:4] == \
+            json.loads(str(small["settings"]))["indices"]
+        np.testing.assert_array_equal(f["l2"][:4], 123.0)  # reused, not crafted again
+        assert f["l2"][4] != 123.0 and f["part_sizes"].tolist() == [2, 2, 2]
+        # the reused batches keep the times they were crafted in
+        np.testing.assert_array_equal(f["part_seconds"][:2], small["part_seconds"])
+    assert os.listdir(cache) == ["kappa_0.npz"]
