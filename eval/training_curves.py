@@ -1,0 +1,107 @@
+"""Validation curves of a dataset's shipped models: ``python -m eval.training_curves``.
+
+Reads the per-epoch validation metrics every training run stores in its checkpoint's
+``meta.json`` (``checkpoints/<dataset>/<component>/``: classifier, reformer,
+inpainter, MagNet's autoencoders) and draws one panel per component: the curves
+that show whether a run had converged when it stopped. Nothing is recomputed.
+Writes ``results/<dataset>/training.png`` and ``training.md`` (final metrics, epochs,
+training time, machine), atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+# what each panel plots from a history entry, and whether higher is better
+PANEL_METRICS = {"classifier": ("accuracy",), "reformer": ("mse_noisy", "mse_clean"),
+                 "inpainter": ("mse_hidden",)}
+MAGNET_METRICS = ("mse_noisy", "mse_clean")
+
+
+def find_runs(root: str) -> list[tuple[str, dict]]:
+    """(component name, meta.json) of every training run under ``root`` that has a history."""
+    from remix_jax import checkpoints
+
+    runs = []
+    folders = [os.path.join(root, c) for c in PANEL_METRICS]
+    folders += sorted(glob.glob(os.path.join(root, "magnet", "*")))
+    for folder in folders:
+        try:
+            meta = checkpoints.read_metadata(folder)
+        except FileNotFoundError:
+            continue
+        if meta.get("history"):
+            name = os.path.relpath(folder, root).replace(os.sep, " ")
+            runs.append((name, meta))
+    return runs
+
+
+def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
+    lines = [f"# Training runs of the shipped {dataset} models",
+             "", "`python -m eval.training_curves --dataset " + dataset + "` (from each "
+             "checkpoint's meta.json; validation = held-out training images, test = the "
+             "test split).", "",
+             "| component | command | epochs | train time | machine | last validation | test |",
+             "|---|---|---|---|---|---|---|"]
+    for name, meta in runs:
+        last = {k: v for k, v in meta["history"][-1].items() if k not in ("epoch", "step")}
+        test = {k: v for k, v in meta.get("test", {}).items() if k != "images"}
+        fmt = ", ".join
+        minutes = meta.get("train_seconds", float("nan")) / 60
+        lines.append(
+            f"| {name} | `{meta.get('command', '?')}` | {meta['history'][-1]['epoch']} | "
+            f"{minutes:.1f} min | {meta.get('machine', '?')} | "
+            f"{fmt(f'{k} {v:.4g}' for k, v in last.items())} | "
+            f"{fmt(f'{k} {v:.4g}' for k, v in test.items())} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    p.add_argument("--checkpoint-root", default=None, help="default: the repo's checkpoints/")
+    p.add_argument("--out", default=None, help="default: results/<dataset>/training")
+    args = p.parse_args(argv)
+
+    from remix_jax import components
+
+    root = components.checkpoint_dir(args.dataset, "", args.checkpoint_root).rstrip(os.sep)
+    runs = find_runs(root)
+    if not runs:
+        sys.exit(f"error: no trained model with a history under {root}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.6 * len(runs), 3.2), squeeze=False)
+    for ax, (name, meta) in zip(axes[0], runs, strict=True):
+        metrics = PANEL_METRICS.get(name, MAGNET_METRICS)
+        epochs = [h["epoch"] for h in meta["history"]]
+        for metric in metrics:
+            ax.plot(epochs, [h.get(metric, float("nan")) for h in meta["history"]],
+                    marker=".", label=metric)
+        if name != "classifier":
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("validation metric")
+    fig.tight_layout()
+    out = args.out or os.path.join("results", args.dataset, "training")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    fig.savefig(out + ".tmp.png", dpi=130)
+    os.replace(out + ".tmp.png", out + ".png")
+    with open(out + ".md.tmp", "w") as f:
+        f.write(table(args.dataset, runs))
+    os.replace(out + ".md.tmp", out + ".md")
+    print(f"{len(runs)} runs -> {out}.png, {out}.md")
+
+
+if __name__ == "__main__":
+    main()
