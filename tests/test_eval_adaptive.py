@@ -24,13 +24,14 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
         pytest.skip("no MNIST checkpoints committed")
     cache, out = tmp_path / "cache", tmp_path / "out" / "pgd"
     args = ["--attack", "pgd", "--num-examples", "4", "--steps", "2", "--samples", "2",
-            "--budgets", "0.1", "--threats", "oblivious", "eot", "fixed", "--num-keys", "2",
+            "--budgets", "0.1", "--threats", "oblivious", "eot", "fixed", "eot-warm",
+            "--num-keys", "2",
             "--cache-dir", str(cache), "--out", str(out)]
     first = run(args, data_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "pgd.json").read_text())
     assert [(r["threat"], r["samples"]) for r in result["rows"]] == [
-        ("oblivious", 1), ("eot", 2), ("fixed", 1)]
+        ("oblivious", 1), ("eot", 2), ("fixed", 1), ("eot-warm", 2)]
     for row in result["rows"]:
         for acc in row["accuracy"].values():
             assert 0 <= acc["mean"] <= 100
@@ -38,9 +39,9 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
     assert set(result["rows"][0]["accuracy"]) == {"none", "reformer + mask-inpaint"}
     assert result["rows"][1]["accuracy"]["reformer + mask-inpaint"]["runs"] == 2
     assert "accuracy_attacker_key" in result["rows"][2]
-    [worst] = result["worst_case"]  # one budget, one defense, three attacks
+    [worst] = result["worst_case"]  # one budget, one defense, four attacks
     assert (worst["budget"], worst["defense"], worst["attacks"]) == (
-        0.1, "reformer + mask-inpaint", 3)
+        0.1, "reformer + mask-inpaint", 4)
     assert worst["accuracy"]["mean"] <= min(
         r["accuracy"]["reformer + mask-inpaint"]["mean"] for r in result["rows"]) + 1e-9
     assert "Worst case over every attack" in (tmp_path / "out" / "pgd.md").read_text()
@@ -48,7 +49,7 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
     assert "| curve | reformer + mask-inpaint | eot | 0.1 | 2 | 2 |" in (
         tmp_path / "out" / "pgd.md").read_text()
     files = sorted(os.listdir(cache))
-    assert len(files) == 3
+    assert len(files) == 4  # the warm start reused the oblivious run's examples
     stamps = {f: os.stat(cache / f).st_mtime_ns for f in files}
     second = run(args, data_dir)  # every run comes from the cache
     assert second.returncode == 0, second.stderr[-3000:]
@@ -72,7 +73,8 @@ def test_sanity_plan_adds_samples_steps_fixed_and_large_budget_without_repeats()
 
 
 @pytest.mark.parametrize("bad", [["--num-examples", "0"], ["--budgets", "0"],
-                                 ["--iterations", "0"], ["--threats", "magic"]])
+                                 ["--iterations", "0"], ["--threats", "magic"],
+                                 ["--attack", "cw", "--threats", "eot-warm"]])
 def test_bad_arguments_exit_with_a_message(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
         adaptive.parse(["--attack", "pgd", *bad])

@@ -125,3 +125,25 @@ def test_a_penalty_steers_the_attack_away_from_what_it_penalises(setup):
     lowered = lambda r: np.asarray(x[:, 0, 0, 0] - r.adversarial[:, 0, 0, 0])  # noqa: E731
     assert lowered(free).min() > 0.09
     assert lowered(paid).max() <= 0.1 * 2.5 / 20 + 1e-6  # at most one step's worth
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_given_start_is_projected_and_kept_when_it_already_succeeds(setup, norm):
+    logits_fn, w, x, labels = setup
+    _, _, b = linear_model(seed=2)
+    eps = 1.5 * float(min_distance(x, labels, w, b, norm).max())
+    found = pgd(logits_fn, x, labels, key=jax.random.key(0), epsilon=eps, norm=norm,
+                steps=50, loss="margin")
+    assert bool(found.success.all())
+    # one tiny step from the found examples: still adversarial (the start is judged)
+    again = pgd(logits_fn, x, labels, key=jax.random.key(1), epsilon=eps, norm=norm, steps=1,
+                step_size=1e-6, start=found.adversarial, loss="margin")
+    assert bool(again.success.all())
+    # a start far outside the ball is projected into it
+    far = jnp.clip(x + 10.0, 0, 1)
+    moved = pgd(logits_fn, x, labels, key=jax.random.key(1), epsilon=eps, norm=norm, steps=1,
+                step_size=1e-6, start=far)
+    size = moved.linf if norm == "linf" else moved.l2
+    assert float(size.max()) <= eps * (1 + 1e-5)
+    with pytest.raises(ValueError, match="start"):
+        pgd(logits_fn, x, labels, key=jax.random.key(1), epsilon=eps, start=x[:2])

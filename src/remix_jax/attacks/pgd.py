@@ -134,6 +134,7 @@ def pgd(
     steps: int = 100,
     step_size: float | None = None,
     random_start: bool = True,
+    start: jax.Array | None = None,
     loss: str = "ce",
     targeted: bool = False,
     stochastic: bool = False,
@@ -152,6 +153,9 @@ def pgd(
       steps: gradient steps.
       step_size: alpha; default 2.5 * epsilon / steps (Madry et al.).
       random_start: start at a uniformly random point of the ball.
+      start: (B, H, W, C) start here instead (projected into the ball and the box;
+        ``random_start`` is then ignored): e.g. a transfer attack's example, so
+        the adaptive attack begins where the oblivious one ended.
       loss: "ce" (cross-entropy) or "margin" (best-other minus true logit). Prefer
         the margin on confident classifiers: where the float32 softmax saturates
         (logit gaps above ~17), the cross-entropy's gradient is exactly 0.
@@ -189,7 +193,11 @@ def pgd(
     eps, alpha = jnp.float32(epsilon), jnp.float32(step_size)
     start_key, step_key, final_key = jax.random.split(key, 3)
     adv = x
-    if random_start:
+    if start is not None:
+        if jnp.shape(start) != x.shape:
+            raise ValueError(f"start must have the shape of x {x.shape}, got {jnp.shape(start)}")
+        adv = jnp.clip(x + _project(jnp.asarray(start, jnp.float32) - x, eps, norm), 0.0, 1.0)
+    elif random_start:
         adv = jnp.clip(x + _random_start(start_key, x, eps, norm), 0.0, 1.0)
     best, best_margin = x, jnp.full(x.shape[0], -jnp.inf, jnp.float32)
     for t in range(steps):
