@@ -11,7 +11,7 @@ threat models (--threats):
              mask-inpaint round (BPDA);
   eot-warm   PGD only: eot started from the oblivious example of the same budget
              instead of a random point (the adaptive attack begins where the
-             transfer attack ended, so it can only improve on it);
+             transfer attack ended; its crafting time excludes the transfer attack's);
   fixed      one fixed mask draw (the attacker's key) at every step: scored with the
              attacker's own key (a sanity check: the attack must then succeed) and
              with fresh keys.
@@ -197,9 +197,9 @@ def main(argv=None) -> None:
     models = {}  # one logits function per (defense, threat, samples): compiled once
 
     def model(r):
-        name = (r["defense"], r["threat"], r["samples"])
+        bpda = ("reformer", "mask-inpaint") if r["threat"] == "bpda" else ()
+        name = (r["defense"], bpda, r["samples"])
         if name not in models:
-            bpda = ("reformer", "mask-inpaint") if r["threat"] == "bpda" else ()
             models[name] = adaptive.defended_logits(pre.logits_fn, remix[r["defense"]],
                                                     samples=r["samples"], bpda=bpda, chunk=None)
         return models[name]

@@ -160,8 +160,15 @@ def main(argv=None) -> None:
     def load_if_same(path, expected):
         if os.path.isfile(path):
             with np.load(path) as f:
-                if json.loads(str(f["settings"])) == expected:
+                stored = json.loads(str(f["settings"]))
+                if stored == expected:
                     return {k: f[k] for k in fields + timing if k in f.files}
+                n, have = len(reference["indices"]), stored.get("indices", [])
+                if (len(have) > n and have[:n] == reference["indices"]
+                        and stored == {**expected, "indices": have}):
+                    # crafted for more images than asked: read the first ones, never
+                    # overwrite the larger file (its crafting time is not split)
+                    return {k: f[k][:n] for k in fields}
             if not split_prefix(path, expected):
                 print(f"{path}: cached settings differ, crafting again")
         return None

@@ -15,7 +15,7 @@ import glob
 import os
 import sys
 
-# what each panel plots from a history entry, and whether higher is better
+# what each panel plots from a history entry
 PANEL_METRICS = {"classifier": ("accuracy",), "reformer": ("mse_noisy", "mse_clean"),
                  "inpainter": ("mse_hidden",)}
 MAGNET_METRICS = ("mse_noisy", "mse_clean")
@@ -44,7 +44,8 @@ def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
              "", "`python -m eval.training_curves --dataset " + dataset + "` (from each "
              "checkpoint's meta.json; validation = held-out training images, test = the "
              "test split).", "",
-             "| component | command | epochs | train time | machine | last validation | test |",
+             "| component | command | epochs done/planned | train time | machine "
+             "| last validation | test |",
              "|---|---|---|---|---|---|---|"]
     for name, meta in runs:
         last = {k: v for k, v in meta["history"][-1].items() if k not in ("epoch", "step")}
@@ -52,7 +53,8 @@ def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
         fmt = ", ".join
         minutes = meta.get("train_seconds", float("nan")) / 60
         lines.append(
-            f"| {name} | `{meta.get('command', '?')}` | {meta['history'][-1]['epoch']} | "
+            f"| {name} | `{meta.get('command', '?')}` | {meta['history'][-1]['epoch']}"
+            f"/{meta.get('train', {}).get('epochs', '?')} | "
             f"{minutes:.1f} min | {meta.get('machine', '?')} | "
             f"{fmt(f'{k} {v:.4g}' for k, v in last.items())} | "
             f"{fmt(f'{k} {v:.4g}' for k, v in test.items())} |")

@@ -245,6 +245,7 @@ def mnist_cnn(data_dir):
 
     from remix_jax import data
     from remix_jax.evaluation import predict
+    from remix_jax.models.classifiers import as_variables
     from remix_jax.pretrained import load_classifier
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -254,7 +255,7 @@ def mnist_cnn(data_dir):
     model, params = load_classifier("mnist", root)
 
     def logits_fn(x):
-        return model.apply({"params": params}, x)
+        return model.apply(as_variables(params), x)
 
     images, labels = data.load("mnist", "test", data_dir)
     x = data.to_float(images[:30])

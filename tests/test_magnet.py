@@ -134,10 +134,11 @@ def test_a_rejected_input_counts_as_defended_only_when_adversarial():
 def mnist_magnet():
     if not os.path.isfile(os.path.join(MAGNET_DIR, magnet.DETECTORS_FILE)):
         pytest.skip("MNIST MagNet not committed yet")
+    from remix_jax.models.classifiers import as_variables
     from remix_jax.pretrained import load_classifier, load_magnet
 
     model, params = load_classifier("mnist")
-    return load_magnet("mnist"), (lambda x: model.apply({"params": params}, x))
+    return load_magnet("mnist"), (lambda x: model.apply(as_variables(params), x))
 
 
 @pytest.fixture(scope="module")

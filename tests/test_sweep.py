@@ -149,3 +149,9 @@ def test_a_larger_num_examples_crafts_only_the_new_images(tmp_path, data_dir):
         # the reused batches keep the times they were crafted in
         np.testing.assert_array_equal(f["part_seconds"][:2], small["part_seconds"])
     assert os.listdir(cache) == ["kappa_0.npz"]
+    # and a smaller --num-examples reads the first images without touching the file
+    stamp = os.stat(cache / "kappa_0.npz").st_mtime_ns
+    fewer = run_sweep([*args, "--num-examples", "3"], data_dir)
+    assert fewer.returncode == 0, fewer.stderr[-3000:]
+    assert "crafting again" not in fewer.stdout
+    assert os.stat(cache / "kappa_0.npz").st_mtime_ns == stamp

@@ -44,6 +44,15 @@ def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path):
     resumed, meta_b = training.fit(key, task, opt, train, val, two_epochs,
                                    str(tmp_path / "b"), {}, progress=False)
     assert meta_b["resumed_from"] == [8]
+    # a resumed run keeps its first session's provenance on top and lists every session
+    first = {"command": "first", "git_commit": "aaa", "machine": "m1", "date": "d1"}
+    training.fit(key, task, opt, train, val, one_epoch, str(tmp_path / "c"), first,
+                 progress=False)
+    later = {"command": "later", "git_commit": "bbb", "machine": "m2", "date": "d2"}
+    _, meta_c = training.fit(key, task, opt, train, val, two_epochs, str(tmp_path / "c"), later,
+                             progress=False)
+    assert meta_c["command"] == "first" and meta_c["machine"] == "m1"
+    assert meta_c["sessions"] == [first, {**later, "resumed_at_step": 8}]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), straight, resumed)
 
 
@@ -176,6 +185,15 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
     accuracy = float(np.mean(np.argmax(logits, -1) == labels))
     assert abs(accuracy - meta["test"]["accuracy"]) < 1e-6
     assert accuracy > 0.9
+    # the one-cycle schedule spans the run: resuming with another length is refused
+    with pytest.raises(SystemExit):
+        train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "4",
+                               "--batch-size", "50", "--validation-size", "100",
+                               "--no-progress", "--data-dir", str(tmp_path / "data"),
+                               "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+    assert meta["train"]["schedule_steps"] == 3 * (500 // 50)
+    with pytest.raises(SystemExit):  # --width is the CIFAR-10 ResNet's
+        train_classifier.main(["--dataset", "mnist", "--width", "4"])
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])

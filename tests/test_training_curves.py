@@ -26,7 +26,7 @@ def test_curves_and_table_from_meta_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "training.png").stat().st_size > 0
     table = (tmp_path / "out" / "training.md").read_text()
-    assert "| classifier | `python -m train.classifier` | 3 | 2.0 min | test box |" in table
+    assert "| classifier | `python -m train.classifier` | 3/? | 2.0 min | test box |" in table
     assert "| magnet I |" in table and "accuracy 0.8" in table and "mse_noisy 0.77" in table
 
 

@@ -64,6 +64,8 @@ def main(argv=None) -> None:
                    help="CIFAR-10 ResNet width (default: the shipped architecture's)")
     p.epilog = "defaults (None) come from the dataset's recipe: " + str(RECIPES)
     args = p.parse_args(argv)
+    if args.width is not None and args.dataset != "cifar10":
+        p.error("--width applies to the CIFAR-10 ResNet only")
     for name, value in RECIPES[args.dataset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)

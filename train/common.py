@@ -137,7 +137,19 @@ def train_component(
         epochs=args.epochs, batch_size=args.batch_size, save_every=args.save_every
     )
     if not hasattr(optimizer, "update"):
-        optimizer = optimizer(args.epochs * (len(train[0]) // args.batch_size))
+        # a schedule spans the whole run: resuming with another length would bend it
+        schedule_steps = args.epochs * (len(train[0]) // args.batch_size)
+        try:
+            before = checkpoints.read_metadata(directory)["train"].get("schedule_steps")
+        except (FileNotFoundError, KeyError):
+            before = None
+        if before is not None and before != schedule_steps:
+            fail(f"the run in {directory} follows a learning-rate schedule of {before} steps; "
+                 f"these flags give {schedule_steps} (--epochs, --batch-size, --limit or "
+                 "--validation-size differ): rerun with the original flags or another "
+                 "--checkpoint-dir")
+        meta["train"]["schedule_steps"] = schedule_steps
+        optimizer = optimizer(schedule_steps)
     params, meta = training.fit(
         jax.random.key(args.seed),
         task,

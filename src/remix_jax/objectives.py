@@ -60,7 +60,9 @@ def classifier_task(
     are the whole variables dict, and training updates the running statistics.
     """
     dummy = jnp.zeros((1, *input_shape))
-    stateful = len(jax.eval_shape(model.init, jax.random.key(0), dummy)) > 1
+    state_collections = [c for c in jax.eval_shape(model.init, jax.random.key(0), dummy)
+                         if c != "params"]
+    stateful = bool(state_collections)
 
     def init(key):
         variables = model.init(key, dummy)
@@ -73,7 +75,8 @@ def classifier_task(
             x = random_flip_crop(aug_key, x)
         rngs = {"dropout": dropout_key}
         if stateful:
-            logits, state = model.apply(params, x, train=True, rngs=rngs, mutable=["batch_stats"])
+            logits, state = model.apply(params, x, train=True, rngs=rngs,
+                                        mutable=state_collections)
         else:
             logits, state = model.apply(as_variables(params), x, train=True, rngs=rngs), None
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)

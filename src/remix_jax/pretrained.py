@@ -25,7 +25,8 @@ class Pretrained(NamedTuple):
 
     Attributes:
       classifier: the Flax module.
-      classifier_params: its weights.
+      classifier_params: its weights: bare params, or the whole Flax variables dict
+        of a BatchNorm net (``as_variables`` gives what ``classifier.apply`` takes).
       logits_fn: ``logits_fn(x (B, H, W, C) in [0, 1]) -> (B, 10)``, what attacks take.
       remix: :class:`RemixParams` with reformer, inpainter, the dataset's n and K=1.
     """

@@ -33,6 +33,8 @@ EvalFn = Callable[[Any, jax.Array, jax.Array], dict]
 
 # The metrics key under which a stateful task's loss returns its updated model state.
 MODEL_STATE = "model_state"
+# metadata fields that say who ran a training session (remix_jax.provenance.stamp)
+PROVENANCE = ("command", "git_commit", "machine", "date")
 
 
 class Task(NamedTuple):
@@ -129,6 +131,8 @@ def fit(
       checkpoint_dir: where checkpoints and ``meta.json`` live.
       metadata: JSON-able facts to store (command, config, ...); this function adds
         ``history`` (validation metrics per epoch), ``steps`` and ``train_seconds``.
+        A resumed run keeps the :data:`PROVENANCE` fields of its first session and
+        lists every session under ``sessions``.
 
     Returns:
       (trained params, metadata as written).
@@ -153,6 +157,12 @@ def fit(
             meta["history"] = previous.get("history", [])
             meta["train_seconds"] = previous.get("train_seconds", 0.0)
             meta["resumed_from"] = previous.get("resumed_from", [])
+            # the run's first session stays on top; every session is listed
+            first = {k: previous[k] for k in PROVENANCE if k in previous}
+            session = {k: metadata[k] for k in PROVENANCE if k in metadata}
+            meta["sessions"] = [*previous.get("sessions", [first]),
+                                {**session, "resumed_at_step": step}]
+            meta.update(first)
         except FileNotFoundError:
             pass
         meta.setdefault("resumed_from", []).append(step)

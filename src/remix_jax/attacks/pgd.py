@@ -155,7 +155,8 @@ def pgd(
       random_start: start at a uniformly random point of the ball.
       start: (B, H, W, C) start here instead (projected into the ball and the box;
         ``random_start`` is then ignored): e.g. a transfer attack's example, so
-        the adaptive attack begins where the oblivious one ended.
+        the adaptive attack begins where the oblivious one ended (it can still
+        end elsewhere: the kept iterate is judged under the attack's own keys).
       loss: "ce" (cross-entropy) or "margin" (best-other minus true logit). Prefer
         the margin on confident classifiers: where the float32 softmax saturates
         (logit gaps above ~17), the cross-entropy's gradient is exactly 0.
