@@ -53,8 +53,9 @@ class CIFARResNet(nn.Module):
 
     Attributes:
       width: channels of the first conv. Page used 64; the shipped CIFAR-10 model
-        uses 16 (90% test accuracy after 24 epochs, 23 min on 2 CPU cores; width 24
-        and 32 cost 1.8x and 2.9x per attack step, measured).
+        uses 16 (90% test accuracy after 24 epochs, 23 min on 2 CPU cores); widths
+        24 and 32 cost 1.9x and 2.8x as much per attack gradient
+        (``python -m bench.cifar_widths``, results/bench/cifar_widths_cpu.json).
     """
 
     width: int = 16
