@@ -13,4 +13,5 @@ PY=${PYTHON:-python}
 "$PY" -m train.reformer --dataset cifar10 --epochs 10
 "$PY" -m train.inpainter --dataset cifar10 --epochs 12
 "$PY" -m train.magnet --dataset cifar10
-"$PY" -m eval.clean --dataset cifar10
+"$PY" -m eval.clean --dataset cifar10 --iterations 1 2 --num-keys 3
+"$PY" -m eval.training_curves --dataset cifar10

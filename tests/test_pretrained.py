@@ -94,3 +94,26 @@ def test_committed_clean_results_are_consistent():
 def test_missing_checkpoint_gives_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint|meta.json"):
         load_pretrained("mnist", str(tmp_path))
+
+
+def test_committed_cifar10_clean_results_are_consistent():
+    path = os.path.join(REPO, "results", "cifar10", "clean.json")
+    if not os.path.isfile(path):
+        pytest.skip("results/cifar10/clean.json not committed yet")
+    with open(path) as f:
+        result = json.load(f)
+    rows = {row["defense"]: row for row in result["rows"]}
+    assert result["images"] == 10000 and "command" in result and "machine" in result
+    classifier = checkpoints.read_metadata(os.path.join(REPO, "checkpoints", "cifar10",
+                                                        "classifier"))
+    assert abs(rows["none"]["accuracy"] - 100 * classifier["test"]["accuracy"]) < 0.01
+    for name in ("reformer", "MagNet reformer", "MagNet", "mask-inpaint n=3 K=1",
+                 "reformer + mask-inpaint n=3 K=1"):
+        row = rows[name]
+        value = row.get("mean", row.get("accuracy"))
+        assert 0 <= value <= rows["none"]["accuracy"] + 1.0, name
+    # MagNet's CIFAR-10 detectors drop 0.5% + 1% + 1% of clean validation images
+    assert 0 < rows["MagNet"]["rejected"] <= 2.5 + 1.0
+    with open(os.path.join(REPO, "checkpoints", "cifar10", "magnet", "detectors.json")) as f:
+        detectors = json.load(f)
+    assert abs(detectors["test"]["rejected_percent"] - rows["MagNet"]["rejected"]) < 1e-6
