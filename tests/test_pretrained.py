@@ -70,14 +70,19 @@ def test_remix_params_carry_the_trained_settings(mnist):
         assert key in meta
 
 
-def test_committed_clean_results_are_consistent():
-    path = os.path.join(REPO, "results", "mnist", "clean.json")
+def committed_clean_results(dataset):
+    """results/<dataset>/clean.json and its rows by defense (skips if not committed)."""
+    path = os.path.join(REPO, "results", dataset, "clean.json")
     if not os.path.isfile(path):
-        pytest.skip("results/mnist/clean.json not committed yet")
+        pytest.skip(f"results/{dataset}/clean.json not committed yet")
     with open(path) as f:
         result = json.load(f)
-    rows = {row["defense"]: row for row in result["rows"]}
     assert result["images"] == 10000 and "command" in result and "machine" in result
+    return result, {row["defense"]: row for row in result["rows"]}
+
+
+def test_committed_clean_results_are_consistent():
+    result, rows = committed_clean_results("mnist")
     bare = rows["none"]["accuracy"]
     assert bare >= 99.3
     for name, row in rows.items():
@@ -97,13 +102,7 @@ def test_missing_checkpoint_gives_a_clear_error(tmp_path):
 
 
 def test_committed_cifar10_clean_results_are_consistent():
-    path = os.path.join(REPO, "results", "cifar10", "clean.json")
-    if not os.path.isfile(path):
-        pytest.skip("results/cifar10/clean.json not committed yet")
-    with open(path) as f:
-        result = json.load(f)
-    rows = {row["defense"]: row for row in result["rows"]}
-    assert result["images"] == 10000 and "command" in result and "machine" in result
+    result, rows = committed_clean_results("cifar10")
     classifier = checkpoints.read_metadata(os.path.join(REPO, "checkpoints", "cifar10",
                                                         "classifier"))
     assert abs(rows["none"]["accuracy"] - 100 * classifier["test"]["accuracy"]) < 0.01
