@@ -1,4 +1,4 @@
-"""Attack speed and convergence on the MagNet MNIST CNN: ``python -m bench.attacks``.
+"""Attack speed and convergence on a shipped classifier: ``python -m bench.attacks``.
 
 throughput: iterations x images per second of CW-L2 and EAD at --batch (early abort
   off, one search step, timed after compilation).
@@ -8,7 +8,8 @@ convergence: success rate and mean distortion on --num-examples images for each
 compaction: full attacks (each --grid setting, each kappa) on --num-examples images
   with the host loop's compaction of finished examples off and on: wall time, and
   whether the results agree (they must: same success, same images to 1e-4).
-Writes results/bench/attacks_<part>_<platform>.json (and prints a table).
+--dataset picks the classifier (MNIST: MagNet's CNN; CIFAR-10: the narrow ResNet-9).
+Writes results/bench/attacks_<part>_<platform>[_cifar10].json (and prints a table).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--part", choices=["throughput", "convergence", "compaction"], required=True)
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
     p.add_argument("--batch", type=int, default=1000, help="throughput batch")
     p.add_argument("--iterations", type=int, default=50, help="timed throughput iterations")
@@ -44,20 +46,22 @@ def main(argv=None) -> None:
     import jax
     import numpy as np
 
-    from bench.common import mnist_setup, timed, write_json
+    from bench.common import setup, timed, write_json
     from remix_jax import provenance
     from remix_jax.attacks import cw_l2, ead
 
-    out = args.out or f"results/bench/attacks_{args.part}_{jax.default_backend()}.json"
+    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    out = args.out or f"results/bench/attacks_{args.part}_{jax.default_backend()}{suffix}.json"
 
     def save():  # after every row, so an interrupted run keeps what it measured
-        write_json(out, {"part": args.part, "rows": rows, "beta": args.beta,
+        write_json(out, {"part": args.part, "dataset": args.dataset, "rows": rows,
+                         "beta": args.beta,
                          **provenance.stamp()})
 
     attacks = {"cw": cw_l2, "ead": lambda *a, **k: ead(*a, beta=args.beta, **k)}
     rows = []
     if args.part == "throughput":
-        pre, x, y = mnist_setup(args.batch, args.data_dir)
+        pre, x, y = setup(args.dataset, args.batch, args.data_dir)
         for name in args.attacks:
             settings = dict(binary_search_steps=1, abort_early=False)
             # compile with a short run of the same shapes, then time the real one
@@ -73,7 +77,7 @@ def main(argv=None) -> None:
             print(f"{name}: {rate:,.0f} iteration-images/s ({args.iterations / seconds:.2f} "
                   f"steps/s at batch {len(x)})")
     elif args.part == "compaction":
-        pre, x, y = mnist_setup(args.num_examples, args.data_dir)
+        pre, x, y = setup(args.dataset, args.num_examples, args.data_dir)
         for name in args.attacks:
             for kappa in args.confidences:
                 for steps, iterations in grid:
@@ -99,7 +103,7 @@ def main(argv=None) -> None:
                           f"{row['same_success']}, max diff {row['max_abs_difference']:.1e}",
                           flush=True)
     else:
-        pre, x, y = mnist_setup(args.num_examples, args.data_dir)
+        pre, x, y = setup(args.dataset, args.num_examples, args.data_dir)
         for name in args.attacks:
             for kappa in args.confidences:
                 for steps, iterations in grid:

@@ -1,4 +1,4 @@
-"""Shared bench plumbing: the MNIST model and images, timing, atomic result files."""
+"""Shared bench plumbing: the shipped models and images, timing, atomic result files."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import os
 import time
 
 
-def mnist_setup(num_examples: int, data_dir: str | None = None):
-    """The shipped MNIST classifier and the first N test images it classifies right."""
+def setup(dataset: str, num_examples: int, data_dir: str | None = None):
+    """A dataset's shipped models and the first N test images its classifier gets right."""
     from remix_jax import data, evaluation
     from remix_jax.pretrained import load_pretrained
 
-    pre = load_pretrained("mnist")
-    images, labels = data.load("mnist", "test", data_dir)
+    pre = load_pretrained(dataset)
+    images, labels = data.load(dataset, "test", data_dir)
     x = data.to_float(images[: 2 * num_examples + 100])
     right = evaluation.predict(pre.logits_fn, x) == labels[: len(x)]
     return pre, x[right][:num_examples], labels[: len(x)][right][:num_examples]
+
+
+def mnist_setup(num_examples: int, data_dir: str | None = None):
+    """:func:`setup` on MNIST (the benches that compare with MNIST-only references)."""
+    return setup("mnist", num_examples, data_dir)
 
 
 def timed(fn, *args, **kwargs):

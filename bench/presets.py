@@ -1,20 +1,20 @@
 """What a sweep preset costs per kappa: ``python -m bench.presets``.
 
 For each attack (CW-L2, EAD) and sweep preset (``paper`` = 9 x 10,000, ``cpu`` =
-9 x 1000) on --num-examples MNIST images:
+9 x 1000) on --num-examples images of --dataset (MNIST or CIFAR-10):
 
 * FLOPs per iteration-image, from XLA's cost analysis of the attack's own jitted
   iteration (classifier forward and backward, plus EAD's forward on the new
   iterate), and the upper bound per kappa (every example runs every iteration; the
   early abort only ever removes work);
 * the wall time that bound takes at the committed throughputs,
-  ``results/bench/attacks_throughput_<platform>.json`` (this CPU; the H100 when that
+  ``results/bench/attacks_throughput_<platform>[_cifar10].json`` (this CPU; the H100 when that
   file exists, measured at TF32, so full float32 there is slower by up to the
   TF32 / FP32 peak ratio);
 * the crafting time actually measured by ``eval.sweep`` for every kappa whose cache
   kept its batches' times (``results/<dataset>/cache/<attack>[-cpu]/kappa_*.npz``).
 
-Writes results/bench/presets.json and .md (atomically) and prints the table.
+Writes results/bench/presets[_cifar10].json and .md (atomically) and prints the table.
 """
 
 from __future__ import annotations
@@ -94,25 +94,27 @@ def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["mnist"], default="mnist")
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--num-examples", type=int, default=1000)
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--bench-dir", default="results/bench")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="results/bench/presets")
+    p.add_argument("--out", default=None, help="default results/bench/presets[_cifar10]")
     args = p.parse_args(argv)
 
     from remix_jax import runtime
 
     runtime.configure()
     runtime.use_full_precision()
-    from bench.common import mnist_setup, write_json
+    from bench.common import setup, write_json
     from eval.sweep import PRESETS
     from remix_jax import provenance
 
-    pre, x, y = mnist_setup(100, args.data_dir)  # FLOPs per image do not depend on N
+    pre, x, y = setup(args.dataset, 100, args.data_dir)  # FLOPs per image do not depend on N
+    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    args.out = args.out or f"results/bench/presets{suffix}"
     rates = {platform: throughput(os.path.join(args.bench_dir,
-                                               f"attacks_throughput_{platform}.json"))
+                                               f"attacks_throughput_{platform}{suffix}.json"))
              for platform in ("cpu", "gpu")}
     rows = []
     for attack in ("cw", "ead"):
