@@ -94,3 +94,33 @@ def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
     assert all(r["detector_penalty"] == adaptive.PENALTY for r in aware)
     # the other runs keep their settings (and cache entries) without detector fields
     assert all("detector" not in r for r in adaptive.plan(args) if r not in aware)
+
+
+@pytest.mark.slow
+def test_eot_warm_starts_from_the_oblivious_example(tmp_path, data_dir, monkeypatch):
+    if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
+        pytest.skip("no MNIST checkpoints committed")
+    import numpy as np
+
+    import remix_jax.attacks as attacks
+    from remix_jax import runtime
+
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    # a process-wide JAX setting: keep it out of the other tests (CPUs compute float32
+    # in full precision anyway)
+    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)
+    monkeypatch.setenv("REMIX_DATA_DIR", data_dir)
+    calls, real = [], attacks.pgd
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append((kwargs.get("start"), np.asarray(result.adversarial)))
+        return result
+
+    monkeypatch.setattr(attacks, "pgd", recording)
+    adaptive.main(["--attack", "pgd", "--num-examples", "2", "--steps", "1", "--samples", "1",
+                   "--budgets", "0.1", "--threats", "oblivious", "eot-warm", "--num-keys", "1",
+                   "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "pgd")])
+    (first_start, transfer), (warm_start, _) = calls
+    assert first_start is None
+    np.testing.assert_array_equal(np.asarray(warm_start), transfer)
