@@ -37,15 +37,16 @@ class Pretrained(NamedTuple):
     remix: RemixParams
 
 
-def load_classifier(dataset: str, root: str | None = None) -> tuple[nn.Module, Any]:
-    """Restores the dataset's classifier from ``<root>/<dataset>/classifier``.
+def load_classifier(dataset: str, root: str | None = None, *,
+                    folder: str | None = None) -> tuple[nn.Module, Any]:
+    """Restores the dataset's classifier from ``<root>/<dataset>/classifier`` (or ``folder``).
 
     Returns:
       (module, weights): the bare params for stateless nets (MNIST), the whole
       variables dict for BatchNorm nets; ``model.apply(as_variables(weights), x)``
       classifies either way.
     """
-    folder = components.checkpoint_dir(dataset, "classifier", root)
+    folder = folder or components.checkpoint_dir(dataset, "classifier", root)
     try:
         fields = checkpoints.read_metadata(folder).get("config", {}).get("module", {})
     except FileNotFoundError:

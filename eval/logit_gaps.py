@@ -1,0 +1,95 @@
+"""How confident a shipped classifier's logits are: ``python -m eval.logit_gaps``.
+
+CW and EAD measure confidence kappa as a logit margin, so a kappa grid means
+something only relative to the margins the classifier produces on clean images.
+This reports, over the first --limit test images, the distribution of the gap
+between the top two logits (and of the true-class margin) for each --dataset, and
+for extra classifier checkpoints given with --classifier (to compare candidates).
+Writes results/logit-gaps.{json,md}, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def gaps(logits, labels):
+    """(top-1 minus top-2 logit, true logit minus best other) per image."""
+    import numpy as np
+
+    ordered = np.sort(logits, axis=-1)
+    true = np.take_along_axis(logits, labels[:, None], -1)[:, 0]
+    other = np.where(np.eye(logits.shape[-1], dtype=bool)[labels], -np.inf, logits).max(-1)
+    return ordered[:, -1] - ordered[:, -2], true - other
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"],
+                   default=["mnist", "cifar10"])
+    p.add_argument("--classifier", nargs="*", default=[], metavar="DATASET=FOLDER",
+                   help="extra classifier checkpoints, e.g. cifar10=checkpoints/cifar10/ablation/x")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="results/logit-gaps")
+    args = p.parse_args(argv)
+    extra = []
+    for item in args.classifier:
+        dataset, _, folder = item.partition("=")
+        if dataset not in ("mnist", "cifar10") or not folder:
+            sys.exit(f"error: --classifier wants DATASET=FOLDER, got {item!r}")
+        extra.append((dataset, folder))
+
+    from remix_jax import runtime
+
+    runtime.configure()
+    import jax
+    import numpy as np
+
+    from remix_jax import components, data, provenance
+    from remix_jax.models.classifiers import as_variables
+    from remix_jax.pretrained import load_classifier
+
+    runs = [(d, components.checkpoint_dir(d, "classifier")) for d in args.datasets] + extra
+    rows = []
+    for dataset, folder in runs:
+        try:
+            model, weights = load_classifier(dataset, folder=folder)
+            images, labels = data.load(dataset, "test", args.data_dir)
+        except (FileNotFoundError, ValueError) as e:
+            sys.exit(f"error: {e}")
+        logits = np.asarray(jax.jit(model.apply)(as_variables(weights),
+                                                 data.to_float(images[:args.limit])))
+        top2, margin = gaps(logits, labels[:args.limit])
+        right = margin > 0
+        rows.append({"dataset": dataset, "classifier": os.path.relpath(folder),
+                     "images": len(top2), "accuracy": float(right.mean() * 100),
+                     **{f"top2_gap_p{q}": float(np.percentile(top2, q)) for q in (10, 50, 90)},
+                     "top2_gap_max": float(top2.max()),
+                     "true_margin_median_if_right": float(np.median(margin[right]))})
+    result = {"rows": rows, **provenance.stamp()}
+    lines = ["# Logit gaps of the classifiers", "",
+             f"`{result['command']}` on {result['machine']} (commit "
+             f"{result['git_commit'][:10]}). Gap = top-1 minus top-2 logit on the first "
+             f"test images; CW/EAD's kappa is such a margin.", "",
+             "| dataset | classifier | images | accuracy (%) | gap p10 | gap median | gap p90 "
+             "| gap max |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['classifier']} | {r['images']} | "
+                     f"{r['accuracy']:.1f} | {r['top2_gap_p10']:.2f} | {r['top2_gap_p50']:.2f} | "
+                     f"{r['top2_gap_p90']:.2f} | {r['top2_gap_max']:.2f} |")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    for path, text in ((args.out + ".json", json.dumps(result, indent=2) + "\n"),
+                       (args.out + ".md", "\n".join(lines) + "\n")):
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
