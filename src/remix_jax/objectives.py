@@ -74,16 +74,16 @@ def classifier_task(
         if augment:
             x = random_flip_crop(aug_key, x)
         rngs = {"dropout": dropout_key}
+        metrics = {}
         if stateful:
             logits, state = model.apply(params, x, train=True, rngs=rngs,
                                         mutable=state_collections)
+            metrics[MODEL_STATE] = dict(state)
         else:
-            logits, state = model.apply(as_variables(params), x, train=True, rngs=rngs), None
+            logits = model.apply(as_variables(params), x, train=True, rngs=rngs)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
         ce = optax.softmax_cross_entropy(logits, targets).mean()
-        metrics = {"accuracy": accuracy_sum(logits, labels) / labels.shape[0]}
-        if stateful:
-            metrics[MODEL_STATE] = dict(state)
+        metrics["accuracy"] = accuracy_sum(logits, labels) / labels.shape[0]
         return ce, metrics
 
     def evaluate(params, images, labels):
