@@ -3,7 +3,8 @@
 Rows: classifier alone; + REMIX's reformer; + MagNet's reformer; MagNet (detectors +
 reformer: a rejected clean image counts as an error; its rejection rate is reported);
 REMIX mask-inpaint (K = 1, 2, 3), without and with the reformer. Randomized rows: mean
-and spread over --num-keys keys. Writes
+and spread over --num-keys keys. ``--num-masks`` runs the inpainter with another number
+of masks than it was trained for (an ablation: fewer hidden pixels per copy). Writes
 ``results/<dataset>/clean.json`` and ``clean.md``.
 """
 
@@ -26,12 +27,16 @@ def main(argv=None) -> None:
                    help="use this inpainter checkpoint folder instead of the shipped one")
     p.add_argument("--num-keys", type=int, default=5, help="keys per randomized row")
     p.add_argument("--iterations", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--num-masks", type=int, default=None,
+                   help="masks per round (default: what the inpainter was trained with)")
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--out", default=None, help="default: results/<dataset>/clean")
     args = p.parse_args(argv)
     if args.num_keys < 1 or min(args.iterations) < 0:
         sys.exit("error: --num-keys must be >= 1 and --iterations >= 0")
+    if args.num_masks is not None and args.num_masks < 2:
+        sys.exit("error: --num-masks must be >= 2 (one mask hides every pixel)")
 
     from remix_jax import runtime
 
@@ -54,6 +59,9 @@ def main(argv=None) -> None:
                 inpainter=params, inpainter_config=cfg, n_masks=meta_cfg["n_masks"]))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
+    trained_masks = pre.remix.n_masks
+    if args.num_masks is not None:
+        pre = pre._replace(remix=pre.remix.replace(n_masks=args.num_masks))
     x = data.to_float(split.images[:args.limit])
     y = split.labels[:args.limit]
     started = time.time()
@@ -85,6 +93,8 @@ def main(argv=None) -> None:
         "rows": rows,
         "inpainter_checkpoint": inpainter_dir,
         "inpainter_config": pre.remix.inpainter_config.__dict__,
+        "inpainter_trained_masks": trained_masks,
+        "num_masks": pre.remix.n_masks,
         "data_source": split.source,
         "wall_seconds": round(time.time() - started, 1),
         **provenance.stamp(),
