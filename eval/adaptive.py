@@ -53,6 +53,12 @@ HINGE = 0.5
 PENALTY = "hinge(score/threshold - 0.5)"
 
 
+# the usual budgets of each dataset's robustness benchmarks (CIFAR-10: RobustBench's
+# 8/255 and 0.5, with a smaller and a larger one for the curve)
+PGD_BUDGETS = {"mnist": {"linf": [0.05, 0.1, 0.2, 0.3], "l2": [1.0, 2.0, 3.0]},
+               "cifar10": {"linf": [2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0]}}
+
+
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -60,7 +66,8 @@ def parse(argv):
     p.add_argument("--attack", choices=["pgd", "cw", "ead"], required=True)
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="PGD's ball")
     p.add_argument("--budgets", type=float, nargs="+", default=None,
-                   help="PGD: epsilons (default linf 0.05 0.1 0.2 0.3, l2 1 2 3); "
+                   help="PGD: epsilons (default MNIST linf 0.05 0.1 0.2 0.3, l2 1 2 3; "
+                        "CIFAR-10 linf 2/255 4/255 8/255, l2 0.25 0.5 1); "
                         "CW/EAD: confidences kappa (default 0)")
     p.add_argument("--defenses", nargs="+", choices=DEFENSES, default=["reformer + mask-inpaint"])
     p.add_argument("--threats", nargs="+", choices=THREATS, default=["oblivious", "eot"])
@@ -109,8 +116,7 @@ def parse(argv):
     if "eot-warm" in args.threats and args.attack != "pgd":
         p.error("--threats eot-warm needs --attack pgd (CW/EAD search from x itself)")
     if args.budgets is None:
-        args.budgets = ([0.05, 0.1, 0.2, 0.3] if args.norm == "linf" else [1.0, 2.0, 3.0]) \
-            if args.attack == "pgd" else [0.0]
+        args.budgets = PGD_BUDGETS[args.dataset][args.norm] if args.attack == "pgd" else [0.0]
     if min(args.budgets) < 0 or (args.attack == "pgd" and min(args.budgets) == 0):
         p.error("--budgets must be > 0 (PGD) or >= 0 (kappa)")
     return args

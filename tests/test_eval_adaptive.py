@@ -72,6 +72,15 @@ def test_sanity_plan_adds_samples_steps_fixed_and_large_budget_without_repeats()
     assert [r["threat"] for r in runs if r["group"] == "fixed masks"] == ["fixed"]
 
 
+@pytest.mark.parametrize("dataset,norm,budgets", [
+    ("mnist", "linf", [0.05, 0.1, 0.2, 0.3]), ("mnist", "l2", [1.0, 2.0, 3.0]),
+    ("cifar10", "linf", [2 / 255, 4 / 255, 8 / 255]), ("cifar10", "l2", [0.25, 0.5, 1.0])])
+def test_pgd_budgets_default_to_each_datasets_usual_ones(dataset, norm, budgets):
+    args = adaptive.parse(["--attack", "pgd", "--dataset", dataset, "--norm", norm])
+    assert args.budgets == budgets
+    assert adaptive.parse(["--attack", "cw", "--dataset", dataset]).budgets == [0.0]
+
+
 @pytest.mark.parametrize("bad", [["--num-examples", "0"], ["--budgets", "0"],
                                  ["--iterations", "0"], ["--threats", "magic"],
                                  ["--attack", "cw", "--threats", "eot-warm"]])
