@@ -61,15 +61,19 @@ def test_bad_arguments_exit_with_a_message(data_dir):
     assert proc.returncode != 0 and "--num-examples must be >= 1" in proc.stderr
 
 
+@pytest.mark.parametrize("dataset,grid,min_images", [("mnist", range(0, 41, 5), 200),
+                                                     ("cifar10", range(0, 101, 10), 100)])
 @pytest.mark.parametrize("attack", ["cw", "ead"])
-def test_committed_sweep_results_are_complete_and_consistent(attack):
-    path = os.path.join(REPO, "results", "mnist", f"{attack}.json")
+def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_images,
+                                                             attack):
+    path = os.path.join(REPO, "results", dataset, f"{attack}.json")
     if not os.path.isfile(path):
-        pytest.skip(f"results/mnist/{attack}.json not committed yet")
+        pytest.skip(f"results/{dataset}/{attack}.json not committed yet")
     with open(path) as f:
         result = json.load(f)
-    assert [row["confidence"] for row in result["rows"]] == [0, 5, 10, 15, 20, 25, 30, 35, 40]
-    assert result["num_examples"] >= 200
+    assert result["dataset"] == dataset
+    assert [row["confidence"] for row in result["rows"]] == list(grid)
+    assert result["num_examples"] >= min_images
     for key in ("settings", "command", "git_commit", "machine", "data_source", "clean"):
         assert key in result
     for row in result["rows"]:
