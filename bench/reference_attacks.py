@@ -7,7 +7,8 @@ references, kept out of the project's venv, e.g.::
     /work/refvenv/bin/pip install -e . foolbox==3.3.4 torch==2.13.0
     /work/refvenv/bin/pip install --no-deps advertorch==0.2.3
 
-On the first --num-examples MNIST test images the shipped classifier gets right,
+On the first --num-examples test images of --dataset (MNIST: MagNet's CNN; CIFAR-10:
+the narrow ResNet-9) the shipped classifier gets right,
 untargeted, at each kappa of --confidences, with the same search steps, iterations,
 learning rate, initial constant, beta, decision rule, and early abort on:
 
@@ -24,7 +25,8 @@ learning rate, initial constant, beta, decision rule, and early abort on:
                   float32 arithmetic (not run by default)
 
 By default every reference whose package is installed runs. advertorch gets a torch
-port of the Flax weights, checked to give the same logits within 1e-4 first.
+port of the Flax weights (CIFAR-10: BatchNorm in inference mode with the stored running
+statistics), checked to give the same logits within 1e-4 first.
 
 Every returned image is judged by the same function, never by the implementation's
 own flags: success iff it lies in [0, 1], its best-other-minus-true logit margin
@@ -110,7 +112,67 @@ def _import_advertorch():
     return advertorch.attacks
 
 
-def torch_port(params):
+def torch_port(pre):
+    """`pre`'s classifier (a :class:`Pretrained`) in torch, in eval mode; NHWC images in."""
+    from remix_jax.models.classifiers import CIFARResNet
+
+    if isinstance(pre.classifier, CIFARResNet):
+        return torch_port_cifar(pre.classifier_params, pre.classifier.logit_scale)
+    return torch_port_mnist(pre.classifier_params)
+
+
+def torch_port_cifar(variables, logit_scale: float):
+    """The narrow CIFAR-10 ResNet-9 in torch with the Flax weights (NHWC in).
+
+    Mirrors ``models.classifiers.CIFARResNet``: eight 3x3 SAME convs without bias, each
+    followed by BatchNorm (running statistics, eps 1e-5 as Flax's) and ReLU; 2x2
+    max-pools; two residual blocks; a global max-pool; dense 10; logits x logit_scale.
+    Flax numbers its layers in call order, so Conv_i / BatchNorm_i map to layer i.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    params, stats = variables["params"], variables["batch_stats"]
+    kernels = [np.array(params[f"Conv_{i}"]["kernel"]) for i in range(8)]
+    dense = params["Dense_0"]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList([nn.Conv2d(k.shape[2], k.shape[3], 3, padding=1,
+                                                  bias=False) for k in kernels])
+            self.norms = nn.ModuleList([nn.BatchNorm2d(k.shape[3], eps=1e-5) for k in kernels])
+            self.dense = nn.Linear(dense["kernel"].shape[0], 10)
+
+        def layer(self, i, h):
+            return torch.relu(self.norms[i](self.convs[i](h)))
+
+        def forward(self, x):  # (B, 32, 32, 3)
+            pool = nn.functional.max_pool2d
+            h = self.layer(0, x.permute(0, 3, 1, 2))
+            h = pool(self.layer(1, h), 2)
+            h = h + self.layer(3, self.layer(2, h))
+            h = pool(self.layer(4, h), 2)
+            h = pool(self.layer(5, h), 2)
+            h = h + self.layer(7, self.layer(6, h))
+            return self.dense(h.amax(dim=(2, 3))) * logit_scale
+
+    net = Net()
+    with torch.no_grad():
+        for i, (conv, norm) in enumerate(zip(net.convs, net.norms, strict=True)):
+            conv.weight.copy_(torch.from_numpy(kernels[i].transpose(3, 2, 0, 1).copy()))
+            bn, st = params[f"BatchNorm_{i}"], stats[f"BatchNorm_{i}"]
+            norm.weight.copy_(torch.from_numpy(np.array(bn["scale"])))
+            norm.bias.copy_(torch.from_numpy(np.array(bn["bias"])))
+            norm.running_mean.copy_(torch.from_numpy(np.array(st["mean"])))
+            norm.running_var.copy_(torch.from_numpy(np.array(st["var"])))
+        net.dense.weight.copy_(torch.from_numpy(np.array(dense["kernel"]).T.copy()))
+        net.dense.bias.copy_(torch.from_numpy(np.array(dense["bias"])))
+    return net.eval()
+
+
+def torch_port_mnist(params):
     """The MagNet MNIST CNN in torch with the Flax weights; takes NHWC like the Flax one.
 
     conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10 (3x3 VALID, ReLU). The
@@ -247,6 +309,7 @@ def paired(ours, ref, beta, rtol=1e-3) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--num-examples", type=int, default=100, help="images attacked")
     p.add_argument("--binary-search-steps", type=int, default=5, help="search steps on c")
     p.add_argument("--max-iterations", type=int, default=1000,
@@ -268,13 +331,17 @@ def main(argv=None) -> None:
                         "5x500), labelled ours-cw@5x500: the time at which ours reaches "
                         "a reference's success and distortion")
     p.add_argument("--data-dir", default=os.environ.get("REMIX_DATA_DIR", "/work/shared/data"),
-                   help="folder with mnist/test.npz")
-    p.add_argument("--out", default="results/bench/reference_attacks",
-                   help="output path without extension (.json and .md are written)")
+                   help="folder with <dataset>/test.npz")
+    p.add_argument("--out", default=None,
+                   help="output path without extension (.json and .md are written; default "
+                        "results/bench/reference_attacks, _cifar10 appended for CIFAR-10)")
     p.add_argument("--render-only", action="store_true",
                    help="recompute the tables of <out>.json from its per-example numbers "
                         "and rewrite <out>.json/.md, running no attack")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = "results/bench/reference_attacks" + (
+            "" if args.dataset == "mnist" else f"_{args.dataset}")
     if args.render_only:
         render_only(args.out)
         return
@@ -286,7 +353,7 @@ def main(argv=None) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from bench.common import mnist_setup, write_json
+    from bench.common import setup, write_json
     from remix_jax import provenance
     from remix_jax.attacks import cw_l2, ead
 
@@ -304,7 +371,7 @@ def main(argv=None) -> None:
     if any(i.startswith("foolbox") for i in args.implementations):
         import foolbox as fb
 
-    pre, x, y = mnist_setup(args.num_examples, args.data_dir)
+    pre, x, y = setup(args.dataset, args.num_examples, args.data_dir)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
     if len(x) < args.num_examples:
@@ -315,7 +382,7 @@ def main(argv=None) -> None:
                            learning_rate=args.learning_rate,
                            initial_const=args.initial_const)
     settings = {**common_settings, "beta": args.beta, "decision_rule": args.decision_rule,
-                "abort_early": args.abort_early, "targeted": False,
+                "abort_early": args.abort_early, "targeted": False, "dataset": args.dataset,
                 "num_examples": len(x), "confidences": args.confidences}
 
     def run_ours_cw(kappa, **budget):
@@ -356,7 +423,7 @@ def main(argv=None) -> None:
         import torch
 
         at = _import_advertorch()
-        net = torch_port(pre.classifier_params)
+        net = torch_port(pre)
         # the attack images, and as many uniform-noise images (off the data manifold)
         noise = np.random.default_rng(0).uniform(size=x.shape).astype(np.float32)
         check = np.concatenate([x, noise])
@@ -482,7 +549,8 @@ def _f(v, digits=3):
 def _markdown(payload) -> str:
     s = payload["settings"]
     lines = [
-        "# Our CW-L2 / EAD vs reference implementations (MNIST, untargeted)",
+        f"# Our CW-L2 / EAD vs reference implementations "
+        f"({ {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}[s.get('dataset', 'mnist')]}, untargeted)",
         "",
         f"{s['num_examples']} first correctly classified test images; "
         f"{s['binary_search_steps']} search steps x {s['max_iterations']} iterations, "

@@ -6,7 +6,8 @@ same weights, the same batch and every core of the machine (torch: channels_last
 ``torch.get_num_threads()`` threads); each number is the best of --repeats timed
 runs after a warm-up run (so compilation is excluded on both sides).
 
-step: iterations x images per second on the shipped MNIST CNN at --batch.
+step: iterations x images per second on the shipped classifier (--dataset: MNIST's CNN,
+  CIFAR-10's ResNet-9) at --batch.
   ours   the attack's own loop (``cw_l2`` / ``ead``: host-driven jitted chunks),
          early abort off, one search step of --iterations iterations;
   torch  the same iteration written plainly in PyTorch on the torch port of the
@@ -16,8 +17,8 @@ step: iterations x images per second on the shipped MNIST CNN at --batch.
          judge each iteration's candidate and keep the best success, as every
          implementation must (EAD: one more forward pass, on the new iterate).
          This is the floor any PyTorch implementation pays (libraries add to it).
-defend: images per second of ``remix_jax.defend`` (the shipped MNIST REMIX: reformer,
-  n=2 masks, K=1) at --batch (its default chunking, and each of --chunks), its
+defend: images per second of ``remix_jax.defend`` (the dataset's shipped REMIX: reformer,
+  n masks (MNIST 2, CIFAR-10 3), K=1) at --batch (its default chunking, and each of --chunks), its
   FLOPs from XLA's cost analysis and its GFLOP/s against a 2048 x 2048 float32
   matmul timed in the same run (the machine's practical ceiling); a profile of the
   layers it is made of (3x3 convolutions 32->32, the thin first and last ones); and
@@ -28,7 +29,8 @@ overhead: seconds per iteration of our CW / EAD (inside the attack, as in step)
   attack's own work (change of variables, loss, optimiser, judging, best, abort)
   adds on top of the network.
 
-Writes results/bench/speed_<part>_<platform>.json (atomically) and prints a table.
+Writes results/bench/speed_<part>_<platform>[_cifar10].json (atomically) and prints a
+table.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ def part_step(args, pre, x, y) -> list[dict]:
     from bench.reference_attacks import torch_port
     from remix_jax.attacks import cw_l2, ead
 
-    net = torch_port(pre.classifier_params).to(memory_format=torch.channels_last)
+    net = torch_port(pre).to(memory_format=torch.channels_last)
     xs, ys = np.asarray(x), np.asarray(y)
     settings = dict(binary_search_steps=1, max_iterations=args.iterations, abort_early=False,
                     initial_const=1.0)
@@ -313,6 +315,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--part", choices=["step", "defend", "overhead"], required=True)
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist",
+                   help="whose shipped models and test images")
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--iterations", type=int, default=50, help="timed attack iterations")
@@ -334,17 +338,18 @@ def main(argv=None) -> None:
     runtime.use_full_precision()
     import jax
 
-    from bench.common import mnist_setup, write_json
+    from bench.common import setup, write_json
     from remix_jax import provenance
 
     torch.set_grad_enabled(True)
-    pre, x, y = mnist_setup(args.batch, args.data_dir)
+    pre, x, y = setup(args.dataset, args.batch, args.data_dir)
     if args.part == "defend":
         rows = part_defend(args, pre, x)
     else:
         rows = (part_step if args.part == "step" else part_overhead)(args, pre, x, y)
-    out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}.json"
-    write_json(out, {"part": args.part, "batch": len(x), "iterations": args.iterations,
+    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}{suffix}.json"
+    write_json(out, {"part": args.part, "dataset": args.dataset, "batch": len(x), "iterations": args.iterations,
                      "repeats": args.repeats, "torch": torch.__version__,
                      "torch_threads": torch.get_num_threads(), "rows": rows,
                      **provenance.stamp()})
