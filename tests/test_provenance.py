@@ -39,3 +39,15 @@ def test_a_code_change_makes_it_dirty(repo):
 def test_environment_override(monkeypatch):
     monkeypatch.setenv("REMIX_GIT_COMMIT", "abc")
     assert provenance.git_commit() == "abc"
+
+
+def test_machine_names_the_cpu_generation_where_linux_tells_it():
+    try:
+        with open("/proc/cpuinfo") as f:
+            has_family = "cpu family" in f.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    described = provenance.machine()
+    assert "cores; jax" in described
+    if has_family:
+        assert "(family " in described and ", model " in described

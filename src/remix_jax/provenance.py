@@ -63,11 +63,15 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                          if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        cpu = fields.get("model name", cpu)
+        # virtual machines often report only "AMD EPYC": family and model tell the
+        # generation apart (family 25 = Zen 3/4, 26 = Zen 5, whose AVX-512 is twice as wide)
+        if "cpu family" in fields and "model" in fields:
+            cpu += f" (family {fields['cpu family']}, model {fields['model']})"
+    except (OSError, ValueError):
         pass
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
