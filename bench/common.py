@@ -19,11 +19,6 @@ def setup(dataset: str, num_examples: int, data_dir: str | None = None):
     return pre, x[right][:num_examples], labels[: len(x)][right][:num_examples]
 
 
-def mnist_setup(num_examples: int, data_dir: str | None = None):
-    """:func:`setup` on MNIST (the benches that compare with MNIST-only references)."""
-    return setup("mnist", num_examples, data_dir)
-
-
 def timed(fn, *args, **kwargs):
     """(result, seconds) with the result's arrays ready."""
     import jax

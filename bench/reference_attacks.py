@@ -58,6 +58,7 @@ IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "advertorch-cw", "foolboxtorch-cw",
                    "ours-ead", "foolbox-ead", "advertorch-ead", "foolboxtorch-ead")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "foolbox", "eagerpy", "scipy",
             "torch", "advertorch")
+DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 PORT_TOLERANCE = 1e-4  # max |logit difference| allowed between the Flax and torch models
 
 
@@ -555,8 +556,8 @@ def _f(v, digits=3):
 def _markdown(payload) -> str:
     s = payload["settings"]
     lines = [
-        f"# Our CW-L2 / EAD vs reference implementations "
-        f"({ {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}[s.get('dataset', 'mnist')]}, untargeted)",
+        "# Our CW-L2 / EAD vs reference implementations "
+        f"({DATASET_NAMES[s.get('dataset', 'mnist')]}, untargeted)",
         "",
         f"{s['num_examples']} first correctly classified test images; "
         f"{s['binary_search_steps']} search steps x {s['max_iterations']} iterations, "

@@ -349,7 +349,8 @@ def main(argv=None) -> None:
         rows = (part_step if args.part == "step" else part_overhead)(args, pre, x, y)
     suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
     out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}{suffix}.json"
-    write_json(out, {"part": args.part, "dataset": args.dataset, "batch": len(x), "iterations": args.iterations,
+    write_json(out, {"part": args.part, "dataset": args.dataset, "batch": len(x),
+                     "iterations": args.iterations,
                      "repeats": args.repeats, "torch": torch.__version__,
                      "torch_threads": torch.get_num_threads(), "rows": rows,
                      **provenance.stamp()})
