@@ -239,8 +239,16 @@ def main(argv=None) -> None:
             if part is None:
                 sl = slice(start, start + args.batch_size)
                 began, began_cpu = time.time(), time.process_time()
+                label = f"images {start}-{start + len(x[sl])}: search step"
+                steps = settings["binary_search_steps"]
+
+                def show_step(done, label=label, steps=steps):
+                    # one batch is tens of minutes on a CPU: say which search step
+                    progress.set_postfix_str(f"{label} {done}/{steps} done")
+
+                show_step(0)
                 res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
-                             **settings)
+                             on_step=show_step, **settings)
                 part = {k: np.asarray(getattr(res, k)) for k in fields}
                 # wall time, and CPU time of all threads (not counting time the
                 # process was stopped or starved by other jobs)

@@ -211,6 +211,17 @@ def test_host_and_device_loops_agree(linear_setup):
         np.testing.assert_allclose(host.const, device.const, rtol=1e-6)
 
 
+def test_on_step_reports_each_finished_search_step(linear_setup):
+    logits_fn, _, _, x, labels = linear_setup
+    settings = dict(confidence=1.0, binary_search_steps=3, max_iterations=20)
+    for attack in (cw_l2, ead):
+        host, device = [], []
+        attack(logits_fn, x, labels, loop="host", on_step=host.append, **settings)
+        attack(logits_fn, x, labels, loop="device", on_step=device.append, **settings)
+        assert host == [1, 2, 3]
+        assert device == [3]
+
+
 def test_compacting_finished_examples_changes_nothing(monkeypatch):
     from remix_jax.attacks import search
 

@@ -29,6 +29,8 @@ Deviations from the reference code, each deliberate:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -92,6 +94,7 @@ def cw_l2(
     loop: str | None = None,
     compact: bool = True,
     key: jax.Array | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> AttackResult:
     """Carlini-Wagner L2 attack on a batch (see the module docstring).
 
@@ -120,6 +123,8 @@ def cw_l2(
         ``logits_fn(x, key)``, e.g. an expectation over REMIX's masks
         (:func:`remix_jax.attacks.adaptive.defended_logits`): iteration t of search
         step s calls it with ``fold_in(fold_in(key, s), t)``.
+      on_step: called with the number of finished search steps (after each one in
+        the host loop, once at the end in the device loop), e.g. to show progress.
 
     Returns:
       :class:`AttackResult`.
@@ -141,4 +146,5 @@ def cw_l2(
         loop=loop,
         compact=compact,
         key=key,
+        on_step=on_step,
     )

@@ -25,6 +25,8 @@ slack restarted at x for every search step. Deviations, each deliberate:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -103,6 +105,7 @@ def ead(
     loop: str | None = None,
     compact: bool = True,
     key: jax.Array | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> AttackResult:
     """Elastic-net attack on a batch (see the module docstring).
 
@@ -114,7 +117,7 @@ def ead(
       decision_rule: "EN" (smallest beta*L1 + L2^2) or "L1" (smallest L1).
       fista: FISTA (True, the paper's choice) or plain ISTA.
       targeted, confidence, binary_search_steps, max_iterations, learning_rate,
-      initial_const, abort_early, clip_min, clip_max, loop, compact, key: as in
+      initial_const, abort_early, clip_min, clip_max, loop, compact, key, on_step: as in
       :func:`remix_jax.attacks.cw_l2`.
 
     Returns:
@@ -144,4 +147,5 @@ def ead(
         beta=beta,
         decision_rule=decision_rule,
         fista=fista,
+        on_step=on_step,
     )

@@ -255,7 +255,7 @@ def _bucket(active: int, current: int, smallest: int = 8) -> int:
     return size if size * 2 <= current else current
 
 
-def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk, compact):
+def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk, compact, on_step):
     batch = x.shape[0]
     search = _host_init(x, hyper)
     for outer in range(spec.binary_search_steps):
@@ -300,6 +300,8 @@ def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk, compact
         if index is not None:
             work = _scatter(state, index, work, batch=batch)
         search = _host_end(work)
+        if on_step is not None:
+            on_step(outer + 1)
     return _host_result(logits_fn, spec, hyper, x, labels, search)
 
 
@@ -314,6 +316,7 @@ def run(
     loop: str | None = None,
     chunk: int = 10,
     compact: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> common.AttackResult:
     """Runs the binary search of ``algorithm`` (see the module docstring).
 
@@ -322,12 +325,20 @@ def run(
       chunk: iterations per jitted computation in "host" mode.
       compact: in "host" mode, move the examples still active in a search step into
         a smaller batch once the early abort has stopped at least half of them.
+      on_step: called with the number of finished search steps, after each one in
+        "host" mode (a long attack can show progress) and once at the end in
+        "device" mode.
     """
     loop = loop or ("host" if jax.default_backend() == "cpu" else "device")
     x = jnp.asarray(x, jnp.float32)  # a strong dtype, so every call hits the same cache
     labels = jnp.asarray(labels, jnp.int32)
     if loop == "device":
-        return _run_on_device(x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn, spec=spec)
+        result = _run_on_device(
+            x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn, spec=spec
+        )
+        if on_step is not None:
+            on_step(spec.binary_search_steps)
+        return result
     if loop == "host":
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -340,6 +351,7 @@ def run(
             spec=spec,
             chunk=chunk,
             compact=compact,
+            on_step=on_step,
         )
     raise ValueError(f"loop must be 'device', 'host' or None, got {loop!r}")
 
@@ -365,6 +377,7 @@ def launch(
     decision_rule: str = "L2",
     fista: bool = True,
     key: jax.Array | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> common.AttackResult:
     """Validates the public arguments of an attack, then :func:`run` s it.
 
@@ -402,4 +415,6 @@ def launch(
         fista=fista,
         stochastic=key is not None,
     )
-    return run(algorithm, logits_fn, x, labels, hyper, spec, loop=loop, compact=compact)
+    return run(
+        algorithm, logits_fn, x, labels, hyper, spec, loop=loop, compact=compact, on_step=on_step
+    )
