@@ -170,7 +170,13 @@ def main(argv=None) -> None:
                     # overwrite the larger file (its crafting time is not split)
                     return {k: f[k][:n] for k in fields}
             if not split_prefix(path, expected):
-                print(f"{path}: cached settings differ, crafting again")
+                # never craft over examples made with other settings: they may be
+                # hours of work (a grown --num-examples is handled above)
+                differing = sorted(k for k in {*stored, *expected}
+                                   if stored.get(k) != expected.get(k))
+                sys.exit(f"error: {path} holds examples crafted with other settings "
+                         f"({', '.join(differing)} differ); pass --cache-dir DIR to craft "
+                         "these settings elsewhere, or delete the file to replace them")
         return None
 
     def split_prefix(path, expected):

@@ -159,3 +159,9 @@ def test_a_larger_num_examples_crafts_only_the_new_images(tmp_path, data_dir):
     assert fewer.returncode == 0, fewer.stderr[-3000:]
     assert "crafting again" not in fewer.stdout
     assert os.stat(cache / "kappa_0.npz").st_mtime_ns == stamp
+    # other attack settings must not craft over the cache: a clear error instead
+    before = (cache / "kappa_0.npz").read_bytes()
+    other = run_sweep([*args, "--num-examples", "6", "--max-iterations", "30"], data_dir)
+    assert other.returncode != 0
+    assert "other settings (max_iterations differ)" in other.stderr
+    assert (cache / "kappa_0.npz").read_bytes() == before
