@@ -172,12 +172,17 @@ def main(argv=None) -> None:
             if not split_prefix(path, expected):
                 # never craft over examples made with other settings: they may be
                 # hours of work (a grown --num-examples is handled above)
-                differing = sorted(k for k in {*stored, *expected}
-                                   if stored.get(k) != expected.get(k))
-                sys.exit(f"error: {path} holds examples crafted with other settings "
-                         f"({', '.join(differing)} differ); pass --cache-dir DIR to craft "
-                         "these settings elsewhere, or delete the file to replace them")
+                refuse_other_settings(path, stored, expected)
         return None
+
+    def refuse_other_settings(path, stored, expected):
+        differing = sorted(k for k in {*stored, *expected} - {"indices"}
+                           if stored.get(k) != expected.get(k))
+        if differing:
+            sys.exit(f"error: {path} holds examples crafted with other settings "
+                     f"({', '.join(differing)} differ); pass --cache-dir DIR to craft "
+                     "these settings elsewhere, or delete the file to replace them")
+        print(f"{path}: cached for other images or incomplete, crafting again")
 
     def split_prefix(path, expected):
         """A kappa finished for fewer images (a prefix of these): back into its batches.
@@ -220,7 +225,7 @@ def main(argv=None) -> None:
                     part[k] = float(f[k]) if k in f.files else float("nan")
                 part["machine"] = str(f["machine"]) if "machine" in f.files else "not recorded"
                 return part
-        print(f"{path}: cached settings or sizes differ, crafting again")
+        refuse_other_settings(path, stored, expected)
         return None
 
     def save(path, expected, arrays):
