@@ -39,6 +39,8 @@ import os
 import sys
 import time
 
+from eval.detector import DROP_RATES
+
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
 # remix_jax.detector.SCORES (not imported here: JAX must start after runtime.configure)
@@ -51,6 +53,9 @@ CALIBRATION_KEY = 20_000  # the detector's masks on the validation images
 # the formula in each run's cache settings, so a new formula never reuses old images
 HINGE = 0.5
 PENALTY = "hinge(score/threshold - 0.5)"
+# the detector's calibration of every detector-aware run cached before it joined the
+# runs' identity (see run_settings)
+LEGACY_THRESHOLD_FROM = {"detector_drop_rate": 0.001, "validation_size": 5000}
 
 
 # the usual budgets of each dataset's robustness benchmarks (CIFAR-10: RobustBench's
@@ -96,8 +101,10 @@ def parse(argv):
                    help="score and attack REMIX's detector with this score")
     p.add_argument("--detector-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0],
                    help="weight of max(score / threshold - 1/2, 0) in detector-aware runs")
-    p.add_argument("--detector-drop-rate", type=float, default=0.001,
-                   help="clean validation images the detector rejects (MagNet's MNIST rate)")
+    p.add_argument("--detector-drop-rate", type=float, default=None,
+                   help="share of clean validation images the detector rejects (default: "
+                   "MagNet's headline rate for the dataset, as eval.detector: "
+                   + "; ".join(f"{d} {r[0]:g}" for d, r in DROP_RATES.items()) + ")")
     p.add_argument("--validation-size", type=int, default=5000,
                    help="last N training images: the detector's clean calibration set")
     p.add_argument("--data-dir", default=None)
@@ -105,6 +112,8 @@ def parse(argv):
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.detector_drop_rate is None:
+        args.detector_drop_rate = DROP_RATES[args.dataset][0]
     for name in ("num_examples", "samples", "steps", "num_keys", "binary_search_steps",
                  "max_iterations"):
         if getattr(args, name) < 1:
@@ -165,6 +174,24 @@ def plan(args) -> list[dict]:
     return unique
 
 
+def run_settings(args, indices: list, attack_settings: dict, run: dict) -> dict:
+    """What a crafted run depends on: its cache identity (and, hashed, its attacker key).
+
+    A detector-aware run also depends on the detector's threshold, i.e. on the drop rate
+    and the calibration set. Those join the identity only when they differ from the
+    values every run used before they were part of it (0.001, 5000 images), so that
+    the committed caches keep their names and their attacker keys.
+    """
+    settings = {"dataset": args.dataset, "attack": args.attack, "indices": indices,
+                "iterations": args.iterations, "seed": args.seed, **attack_settings,
+                **{k: v for k, v in run.items() if k != "group"}}
+    threshold_from = {"detector_drop_rate": args.detector_drop_rate,
+                      "validation_size": args.validation_size}
+    if "detector_weight" in run and threshold_from != LEGACY_THRESHOLD_FROM:
+        settings.update(threshold_from)
+    return settings
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     from remix_jax import runtime
@@ -212,9 +239,7 @@ def main(argv=None) -> None:
 
     def identity(r):
         """The run's settings, cache path and attacker key (derived from the settings)."""
-        settings = {"dataset": args.dataset, "attack": args.attack, "indices": chosen.tolist(),
-                    "iterations": args.iterations, "seed": args.seed, **attack_settings,
-                    **{k: v for k, v in r.items() if k != "group"}}
+        settings = run_settings(args, chosen.tolist(), attack_settings, r)
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         key = jax.random.fold_in(jax.random.key(args.seed), int(digest[:7], 16))
         return settings, os.path.join(cache_dir, f"{args.attack}-{digest}.npz"), key

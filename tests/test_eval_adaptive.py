@@ -133,3 +133,24 @@ def test_eot_warm_starts_from_the_oblivious_example(tmp_path, data_dir, monkeypa
     (first_start, transfer), (warm_start, _) = calls
     assert first_start is None
     np.testing.assert_array_equal(np.asarray(warm_start), transfer)
+
+
+def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rate():
+    def settings(*extra):
+        args = adaptive.parse(["--attack", "pgd", "--budgets", "1", "--norm", "l2",
+                               "--detector", "copies-JSD", "--detector-weights", "1", *extra])
+        return args, {r["group"]: adaptive.run_settings(args, [0, 1], {}, r)
+                      for r in adaptive.plan(args)}
+
+    args, mnist = settings()
+    assert args.detector_drop_rate == 0.001  # MagNet's MNIST rate, as eval.detector
+    assert adaptive.parse(["--attack", "pgd", "--dataset", "cifar10"]).detector_drop_rate == 0.005
+    _, other_rate = settings("--detector-drop-rate", "0.01")
+    _, other_calibration = settings("--validation-size", "1000")
+    # the threshold shapes only the detector-aware attack, so only its identity changes
+    assert other_rate["curve"] == mnist["curve"]
+    assert other_rate["detector-aware"] != mnist["detector-aware"]
+    assert other_calibration["detector-aware"] not in (mnist["detector-aware"],
+                                                       other_rate["detector-aware"])
+    # the legacy calibration keeps the identity of the runs cached before it was part of it
+    assert "detector_drop_rate" not in mnist["detector-aware"]
