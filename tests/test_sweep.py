@@ -1,5 +1,6 @@
 """eval.sweep end to end on a tiny config, its resume, and the committed sweep results."""
 
+import glob
 import json
 import os
 import subprocess
@@ -61,6 +62,40 @@ def test_bad_arguments_exit_with_a_message(data_dir):
     assert proc.returncode != 0 and "--num-examples must be >= 1" in proc.stderr
 
 
+def check_rows(result):
+    """A sweep result's provenance and every row's internal consistency."""
+    for key in ("settings", "command", "git_commit", "machine", "data_source", "clean"):
+        assert key in result
+    for row in result["rows"]:
+        assert 0 <= row["attack_success"] <= 100
+        assert row["fooled"] == round(row["attack_success"] * row["images"] / 100)
+        for name, value in row.items():
+            if " | " in name and value is not None:
+                assert 0 <= value["min"] <= value["mean"] <= value["max"] <= 100, name
+
+
+PARTIAL = sorted(glob.glob(os.path.join(REPO, "results", "*", "partial", "*.json")))
+
+
+@pytest.mark.parametrize("path", PARTIAL, ids=[os.path.basename(p) for p in PARTIAL])
+def test_committed_partial_sweeps_are_consistent_with_the_committed_cache(path):
+    """RESULTS quotes sweeps over the finished kappas while the rest is crafted."""
+    import numpy as np
+
+    with open(path) as f:
+        result = json.load(f)
+    check_rows(result)
+    preset = result["settings"]["binary_search_steps"], result["settings"]["max_iterations"]
+    cache = os.path.join(REPO, "results", result["dataset"], "cache",
+                         result["attack"] + ("-cpu" if preset == (9, 1000) else ""))
+    for row in result["rows"]:
+        with np.load(os.path.join(cache, f"kappa_{row['confidence']:g}.npz")) as f:
+            assert len(f["l2"]) == row["images"] == result["num_examples"]
+            # the scored examples are the cached ones (mean L2 over the attack's successes)
+            ok = f["success"]
+            assert abs(float(f["l2"][ok].mean()) - row["mean_l2"]) < 1e-5
+
+
 @pytest.mark.parametrize("dataset,grid,min_images", [("mnist", range(0, 41, 5), 200),
                                                      ("cifar10", range(0, 101, 10), 100)])
 @pytest.mark.parametrize("attack", ["cw", "ead"])
@@ -74,14 +109,7 @@ def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_
     assert result["dataset"] == dataset
     assert [row["confidence"] for row in result["rows"]] == list(grid)
     assert result["num_examples"] >= min_images
-    for key in ("settings", "command", "git_commit", "machine", "data_source", "clean"):
-        assert key in result
-    for row in result["rows"]:
-        assert 0 <= row["attack_success"] <= 100
-        assert row["fooled"] == round(row["attack_success"] * row["images"] / 100)
-        for name, value in row.items():
-            if " | " in name and value is not None:
-                assert 0 <= value["min"] <= value["mean"] <= value["max"] <= 100, name
+    check_rows(result)
     # the attack works: at kappa 0 the bare classifier is fooled on (almost) every image
     first = result["rows"][0]
     assert first["attack_success"] >= 99 and first["none | all"]["mean"] <= 1
