@@ -126,8 +126,13 @@ def parse(argv):
         p.error("--threats eot-warm needs --attack pgd (CW/EAD search from x itself)")
     if args.budgets is None:
         args.budgets = PGD_BUDGETS[args.dataset][args.norm] if args.attack == "pgd" else [0.0]
-    if min(args.budgets) < 0 or (args.attack == "pgd" and min(args.budgets) == 0):
-        p.error("--budgets must be > 0 (PGD) or >= 0 (kappa)")
+    if not all(0 <= b < float("inf") for b in args.budgets) or (
+            args.attack == "pgd" and min(args.budgets) == 0):
+        p.error("--budgets must be finite and > 0 (PGD) or >= 0 (kappa)")
+    if args.attack == "pgd" and args.norm == "linf" and max(args.budgets) >= 1:
+        p.error("an L-inf budget >= 1 allows any image in [0, 1]: --budgets must be < 1")
+    if args.validation_size < 1:
+        p.error("--validation-size must be >= 1")
     return args
 
 

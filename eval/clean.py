@@ -35,6 +35,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.num_keys < 1 or min(args.iterations) < 0:
         sys.exit("error: --num-keys must be >= 1 and --iterations >= 0")
+    if args.limit is not None and args.limit < 1:
+        sys.exit("error: --limit must be >= 1")
     if args.num_masks is not None and args.num_masks < 2:
         sys.exit("error: --num-masks must be >= 2 (one mask hides every pixel)")
 

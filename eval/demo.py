@@ -26,8 +26,11 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--checkpoint-root", default=None)
     args = p.parse_args(argv)
-    if args.num_examples < 1:
-        sys.exit("error: --num-examples must be >= 1")
+    if min(args.num_examples, args.binary_search_steps, args.max_iterations) < 1:
+        sys.exit("error: --num-examples, --binary-search-steps and --max-iterations must be "
+                 ">= 1")
+    if not (0 <= args.confidence < float("inf") and args.initial_const > 0):
+        sys.exit("error: --confidence must be finite and >= 0, --initial-const > 0")
 
     from remix_jax import runtime
 

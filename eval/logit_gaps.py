@@ -37,6 +37,8 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/logit-gaps")
     args = p.parse_args(argv)
+    if args.limit < 1:
+        sys.exit("error: --limit must be >= 1")
     extra = []
     for item in args.classifier:
         dataset, _, folder = item.partition("=")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 import time
@@ -79,8 +80,17 @@ def parse(argv):
     for name in ("num_examples", "batch_size", "num_keys"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.confidences and min(args.confidences) < 0:
-        p.error("--confidences must be >= 0")
+    if args.confidences and not all(0 <= k < math.inf for k in args.confidences):
+        p.error("--confidences must be finite and >= 0")
+    for name in ("binary_search_steps", "max_iterations"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if min(args.iterations) < 1:
+        p.error("--iterations must be >= 1 (mask-inpaint rounds K)")
+    if not (args.beta >= 0 and args.initial_const > 0):  # also false for NaN
+        p.error("--beta must be >= 0 and --initial-const > 0")
+    if args.craft_only and args.render_only:
+        p.error("--craft-only and --render-only exclude each other")
     return args
 
 

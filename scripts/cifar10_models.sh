@@ -4,10 +4,18 @@
 #   bash scripts/cifar10_models.sh
 # Rerunning continues each unfinished training from its last checkpoint; a finished one
 # only re-evaluates on the test set. Epoch counts are those of the shipped checkpoints
-# (the autoencoders trained for fewer epochs than MNIST's 30: ~2.6 min per epoch each
+# (the autoencoders trained for fewer epochs than MNIST's 30: 3-5 min per epoch each
 # on 2 CPU cores; their validation curves are in their meta.json).
+# PYTHON names the interpreter (default: the repo's .venv if present, else python).
 set -euo pipefail
+if [[ $# -gt 0 ]]; then
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  [[ "$1" == -h || "$1" == --help ]] && exit 0
+  echo "error: this script takes no arguments" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
+if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; fi
 PY=${PYTHON:-python}
 "$PY" -m train.classifier --dataset cifar10 --width 16
 "$PY" -m train.reformer --dataset cifar10 --epochs 10

@@ -6,12 +6,18 @@
 # scores every defense on them and draws the grid. With the default `cpu` preset this
 # is many hours on a 2-core CPU per dataset (python -m bench.presets); on one GPU, add
 # --preset paper.
+# PYTHON names the interpreter (default: the repo's .venv if present, else python).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+for arg in "$@"; do
+  if [[ "$arg" == -h || "$arg" == --help ]]; then usage; exit 0; fi
+done
 if [[ $# -lt 1 || ( "$1" != mnist && "$1" != cifar10 ) ]]; then
-  echo "usage: bash scripts/fig2.sh mnist|cifar10 [eval.sweep flags]" >&2
+  usage >&2
   exit 2
 fi
+cd "$(dirname "$0")/.."
+if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; fi
 dataset=$1
 shift
 PY=${PYTHON:-python}

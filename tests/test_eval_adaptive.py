@@ -83,7 +83,9 @@ def test_pgd_budgets_default_to_each_datasets_usual_ones(dataset, norm, budgets)
 
 @pytest.mark.parametrize("bad", [["--num-examples", "0"], ["--budgets", "0"],
                                  ["--iterations", "0"], ["--threats", "magic"],
-                                 ["--attack", "cw", "--threats", "eot-warm"]])
+                                 ["--attack", "cw", "--threats", "eot-warm"],
+                                 ["--budgets", "nan"], ["--budgets", "5"],
+                                 ["--validation-size", "0"]])
 def test_bad_arguments_exit_with_a_message(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
         adaptive.parse(["--attack", "pgd", *bad])

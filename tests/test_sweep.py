@@ -62,6 +62,17 @@ def test_bad_arguments_exit_with_a_message(data_dir):
     assert proc.returncode != 0 and "--num-examples must be >= 1" in proc.stderr
 
 
+@pytest.mark.parametrize("bad", [["--iterations", "0"], ["--confidences", "nan"],
+                                 ["--binary-search-steps", "0"], ["--beta", "-1"],
+                                 ["--craft-only", "--render-only"]])
+def test_settings_that_would_fail_after_hours_of_crafting_are_refused_at_once(bad, capsys):
+    from eval import sweep
+
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.parse(["--attack", "cw", *bad])
+    assert exit_info.value.code != 0 and "error" in capsys.readouterr().err
+
+
 def check_rows(result):
     """A sweep result's provenance and every row's internal consistency."""
     for key in ("settings", "command", "git_commit", "machine", "data_source", "clean"):

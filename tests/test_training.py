@@ -216,3 +216,14 @@ def test_recipe_restores_the_shipped_classifier_with_its_optimizer_state(dataset
     trainable = params["params"] if task.stateful else params
     restored = checkpoints.restore(folder, params, state_target=optimizer.init(trainable))
     assert restored.step == checkpoints.read_metadata(folder)["steps"]
+
+
+@pytest.mark.parametrize("bad", [["--limit", "0"], ["--save-every", "0"],
+                                 ["--learning-rate", "-1"], ["--validation-size", "-5"]])
+def test_trainers_refuse_nonsense_shared_flags(bad, capsys):
+    from train import common
+
+    args = common.parser("test", epochs=1, batch_size=8, learning_rate=1e-3).parse_args(bad)
+    with pytest.raises(SystemExit) as exit_info:
+        common.check_common(args)
+    assert exit_info.value.code != 0 and bad[0] in capsys.readouterr().err

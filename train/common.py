@@ -76,6 +76,16 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def check_common(args) -> None:
+    """Exits with a message on nonsense values of the flags every trainer shares."""
+    if args.limit is not None and args.limit < 1:
+        fail("--limit must be >= 1")
+    if args.save_every < 1 or args.validation_size < 0:
+        fail("--save-every must be >= 1 and --validation-size >= 0")
+    if args.learning_rate is not None and not args.learning_rate > 0:  # None: the recipe's
+        fail("--learning-rate must be > 0")
+
+
 def splits(args):
     """(train, validation, test, data source): each split an (images, labels) pair.
 
@@ -84,6 +94,7 @@ def splits(args):
     """
     from remix_jax import data, training
 
+    check_common(args)
     try:
         train_split = data.load_split(args.dataset, "train", args.data_dir)
         test_split = data.load_split(args.dataset, "test", args.data_dir)

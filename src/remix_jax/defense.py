@@ -91,7 +91,7 @@ def mask_inpaint(
       per_channel: partition elements instead of pixels.
 
     Returns:
-      (B, H, W, C) combined inpainted images, same dtype as ``x``.
+      (B, H, W, C) combined inpainted images, in the inpainter's dtype (float32).
     """
     keys = jax.random.split(key, x.shape[0])
     return _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel)
@@ -213,7 +213,7 @@ def defend(
         "mask-inpaint" (each round as a whole).
 
     Returns:
-      (B, H, W, C) defended images in [0, 1], dtype of ``x``.
+      (B, H, W, C) defended images in [0, 1], in the networks' dtype (float32).
     """
     if not isinstance(params, RemixParams):
         raise TypeError(f"params must be a RemixParams, got {type(params).__name__}")
