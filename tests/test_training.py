@@ -192,6 +192,14 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
                                "--no-progress", "--data-dir", str(tmp_path / "data"),
                                "--checkpoint-dir", str(root / "cifar10" / "classifier")])
     assert meta["train"]["schedule_steps"] == 3 * (500 // 50)
+    # so is resuming with another learning rate, and meta.json keeps the run's own
+    with pytest.raises(SystemExit):
+        train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "3",
+                               "--batch-size", "50", "--validation-size", "100",
+                               "--learning-rate", "0.01", "--no-progress",
+                               "--data-dir", str(tmp_path / "data"),
+                               "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+    assert checkpoints.read_metadata(str(root / "cifar10" / "classifier")) == meta
     with pytest.raises(SystemExit):  # --width is the CIFAR-10 ResNet's
         train_classifier.main(["--dataset", "mnist", "--width", "4"])
 
@@ -227,3 +235,18 @@ def test_trainers_refuse_nonsense_shared_flags(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
         common.check_common(args)
     assert exit_info.value.code != 0 and bad[0] in capsys.readouterr().err
+
+
+def test_resume_conflicts_name_changed_settings_but_not_fields_added_later():
+    from train import common
+
+    before = {"config": {"architecture": "MNISTClassifier"},
+              "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 50}}
+    same = {"config": {"architecture": "MNISTClassifier", "recipe": {"momentum": 0.9}},
+            "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 60}}
+    assert common.settings_conflicts(before, same) == []  # more epochs may resume
+    other = {"config": {"architecture": "CIFARResNet"},
+             "train": {"batch_size": 64, "learning_rate": 0.01, "seed": 0}}
+    assert common.settings_conflicts(before, other) == [
+        "config.architecture: 'MNISTClassifier' -> 'CIFARResNet'",
+        "train.batch_size: 128 -> 64"]
