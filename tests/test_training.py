@@ -250,3 +250,12 @@ def test_resume_conflicts_name_changed_settings_but_not_fields_added_later():
     assert common.settings_conflicts(before, other) == [
         "config.architecture: 'MNISTClassifier' -> 'CIFARResNet'",
         "train.batch_size: 128 -> 64"]
+
+
+def test_a_diverged_run_stops_with_an_error_instead_of_passing_for_trained(tmp_path):
+    train, val = toy_digits(64), toy_digits(32, seed=1)
+    task = objectives.classifier_task(MNISTClassifier(), (28, 28, 1))
+    config = training.TrainConfig(epochs=1, batch_size=32, save_every=100)
+    with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
+        training.fit(jax.random.key(0), task, optax.sgd(1e30), train, val, config,
+                     str(tmp_path / "run"), {}, progress=False)

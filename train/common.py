@@ -80,8 +80,8 @@ def check_common(args) -> None:
     """Exits with a message on nonsense values of the flags every trainer shares."""
     if args.limit is not None and args.limit < 1:
         fail("--limit must be >= 1")
-    if args.save_every < 1 or args.validation_size < 0:
-        fail("--save-every must be >= 1 and --validation-size >= 0")
+    if args.save_every < 1 or args.validation_size < 1:
+        fail("--save-every and --validation-size must be >= 1")
     if args.learning_rate is not None and not args.learning_rate > 0:  # None: the recipe's
         fail("--learning-rate must be > 0")
 
@@ -202,17 +202,20 @@ def train_component(
                  "--checkpoint-dir")
         meta["train"]["schedule_steps"] = schedule_steps
         optimizer = optimizer(schedule_steps)
-    params, meta = training.fit(
-        jax.random.key(args.seed),
-        task,
-        optimizer,
-        train,
-        validation,
-        train_config,
-        directory,
-        meta,
-        progress=not args.no_progress,
-    )
+    try:
+        params, meta = training.fit(
+            jax.random.key(args.seed),
+            task,
+            optimizer,
+            train,
+            validation,
+            train_config,
+            directory,
+            meta,
+            progress=not args.no_progress,
+        )
+    except FloatingPointError as e:
+        fail(f"{e} (checkpoints in {directory})")
     test = training.evaluate(task.evaluate, params, test_images, test_labels)
     meta["test"] = {**test, "images": len(test_images)}
     checkpoints.write_metadata(directory, meta)

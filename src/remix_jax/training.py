@@ -199,10 +199,16 @@ def fit(
                 if step % config.save_every == 0 and step % steps_per_epoch:
                     save()
             val = evaluate(task.evaluate, params, *validation, config.eval_batch_size)
-            meta["history"].append({"epoch": epoch + 1, "step": step, **val})
             bar.write(
                 f"epoch {epoch + 1}: " + ", ".join(f"val_{k}={v:.4f}" for k, v in val.items())
             )
+            if not all(np.isfinite(v) for v in val.values()):
+                # a diverged run must not pass for a trained one (nor overwrite the
+                # epoch checkpoint a smaller learning rate could resume from)
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch + 1} (validation {val}); "
+                    "try a smaller learning rate")
+            meta["history"].append({"epoch": epoch + 1, "step": step, **val})
             save()
     except KeyboardInterrupt:
         bar.write(f"interrupted at step {step}: saving")
