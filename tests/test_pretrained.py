@@ -116,3 +116,15 @@ def test_committed_cifar10_clean_results_are_consistent():
     with open(os.path.join(REPO, "checkpoints", "cifar10", "magnet", "detectors.json")) as f:
         detectors = json.load(f)
     assert abs(detectors["test"]["rejected_percent"] - rows["MagNet"]["rejected"]) < 1e-6
+
+
+def test_logits_fn_names_wrong_input_instead_of_returning_garbage(mnist):
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    assert mnist.logits_fn(x).shape == (2, 10)
+    assert jax.jit(mnist.logits_fn)(x).shape == (2, 10)  # the checks are static
+    with pytest.raises(TypeError, match="to_float"):
+        mnist.logits_fn(np.zeros((2, 28, 28, 1), np.uint8))
+    with pytest.raises(ValueError, match="spatial size"):
+        mnist.logits_fn(np.zeros((2, 32, 32, 1), np.float32))
+    with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
+        mnist.logits_fn(np.zeros((28, 28, 1), np.float32))

@@ -32,11 +32,36 @@ def check_images(
       TypeError: for a non-array or a non-float dtype.
       ValueError: for a wrong rank, channel count, spatial size, range or NaN/inf.
     """
+    check_image_shape(name, x, channels=channels, hw=hw, low=low, high=high)
+    if is_concrete(x):
+        values = np.asarray(x, np.float32)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} contains NaN or inf")
+        if values.size and (values.min() < low or values.max() > high):
+            raise ValueError(
+                f"{name} must lie in [{low}, {high}], got values in "
+                f"[{values.min():.4g}, {values.max():.4g}]"
+            )
+
+
+def check_image_shape(
+    name: str,
+    x,
+    *,
+    channels: int | None = None,
+    hw: Sequence[int] | None = None,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> None:
+    """The static part of :func:`check_images` (rank, float dtype, channels, size).
+
+    Free at run time even on concrete arrays, so it suits functions called in loops.
+    """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array of shape (B, H, W, C), got {type(x).__name__}")
     if x.ndim != 4:
         raise ValueError(f"{name} must have shape (B, H, W, C), got shape {tuple(x.shape)}")
-    if not np.issubdtype(x.dtype, np.floating):
+    if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating):  # bfloat16 too
         raise TypeError(
             f"{name} must be a float array with values in [{low}, {high}], got dtype {x.dtype}"
             " (convert uint8 images with remix_jax.data.to_float)"
@@ -47,15 +72,6 @@ def check_images(
         )
     if hw is not None and tuple(x.shape[1:3]) != tuple(hw):
         raise ValueError(f"{name} must have spatial size {tuple(hw)}, got shape {tuple(x.shape)}")
-    if is_concrete(x):
-        values = np.asarray(x)
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"{name} contains NaN or inf")
-        if values.size and (values.min() < low or values.max() > high):
-            raise ValueError(
-                f"{name} must lie in [{low}, {high}], got values in "
-                f"[{values.min():.4g}, {values.max():.4g}]"
-            )
 
 
 def check_int(name: str, value, *, low: int, high: int | None = None) -> int:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from remix_jax import checkpoints, components
+from remix_jax._checks import check_image_shape
 from remix_jax.data import DATASETS
 from remix_jax.defense import RemixParams
 from remix_jax.magnet import DETECTORS_FILE, DetectorSpec, MagNetParams
@@ -160,8 +161,12 @@ def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrain
     )
 
     variables = as_variables(params)
+    height, width, channels = DATASETS[dataset]
 
     def logits_fn(x):
+        # shape and dtype only: values may not be concrete, and checking them here
+        # would cost a host copy per call inside attack and evaluation loops
+        check_image_shape("x", x, channels=channels, hw=(height, width))
         return model.apply(variables, x)
 
     return Pretrained(model, params, logits_fn, remix)
