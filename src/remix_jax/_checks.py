@@ -32,7 +32,7 @@ def check_images(
       TypeError: for a non-array or a non-float dtype.
       ValueError: for a wrong rank, channel count, spatial size, range or NaN/inf.
     """
-    check_image_shape(name, x, channels=channels, hw=hw, low=low, high=high)
+    check_image_shape(name, x, channels=channels, hw=hw)
     if is_concrete(x):
         values = np.asarray(x, np.float32)
         if not np.all(np.isfinite(values)):
@@ -44,15 +44,7 @@ def check_images(
             )
 
 
-def check_image_shape(
-    name: str,
-    x,
-    *,
-    channels: int | None = None,
-    hw: Sequence[int] | None = None,
-    low: float = 0.0,
-    high: float = 1.0,
-) -> None:
+def check_image_shape(name: str, x, *, channels=None, hw: Sequence[int] | None = None):
     """The static part of :func:`check_images` (rank, float dtype, channels, size).
 
     Free at run time even on concrete arrays, so it suits functions called in loops.
@@ -63,7 +55,7 @@ def check_image_shape(
         raise ValueError(f"{name} must have shape (B, H, W, C), got shape {tuple(x.shape)}")
     if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating):  # bfloat16 too
         raise TypeError(
-            f"{name} must be a float array with values in [{low}, {high}], got dtype {x.dtype}"
+            f"{name} must be a float array, got dtype {x.dtype}"
             " (convert uint8 images with remix_jax.data.to_float)"
         )
     if channels is not None and x.shape[-1] != channels:
