@@ -236,9 +236,13 @@ def main(argv=None) -> None:
     if args.confidences is not None:
         caches = {k: v for k, v in caches.items() if k in set(args.confidences)}
     if not caches:
+        found = sorted(finished_caches(folder))
         sys.exit(
-            f"error: no finished kappa_<k>.npz in {folder} (run python -m eval.sweep "
-            f"--attack {args.attack} --preset {args.preset} --craft-only first)"
+            f"error: no finished kappa_<k>.npz in {folder}"
+            + (f" for --confidences {' '.join(f'{k:g}' for k in args.confidences)} "
+               f"(finished: {' '.join(f'{k:g}' for k in found)})" if found else "")
+            + f" (run python -m eval.sweep --attack {args.attack} --preset {args.preset} "
+            "--craft-only first)"
         )
     try:
         pre = load_pretrained(args.dataset, args.checkpoint_root)

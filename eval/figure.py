@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", default="results", help="folder holding <dataset>/<attack>.json")
-    p.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
+    p.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"],
+                   default=["mnist", "cifar10"])
     p.add_argument("--attacks", nargs="+", default=["cw", "ead"])
     p.add_argument("--out", default=None, help="PNG path (default <root>/fig2.png)")
     args = p.parse_args(argv)

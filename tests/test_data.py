@@ -125,6 +125,19 @@ def test_labels_out_of_range_are_rejected(tmp_path):
         data.load("mnist", "test", str(tmp_path))
 
 
+@pytest.mark.parametrize("content", [b"not a zip file", None])
+def test_unreadable_file_is_named_without_numpy_s_pickle_advice(tmp_path, content):
+    path = tmp_path / "mnist" / "test.npz"
+    os.makedirs(path.parent)
+    if content is None:  # an object array: numpy would suggest allow_pickle=True
+        np.savez(path, image=np.array([object()]), label=np.array([0]))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="test.npz") as info:
+        data.load("mnist", "test", str(tmp_path))
+    assert "allow_pickle" not in str(info.value)
+
+
 def test_missing_folder_from_argument_names_data_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_dir"):
         data.load("mnist", "test", str(tmp_path / "nowhere"))

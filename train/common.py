@@ -61,6 +61,8 @@ def autoencoder_config(args, component: str):
     from remix_jax import components
 
     config = components.default_autoencoder(args.dataset, component)
+    if args.strides and not args.features:
+        fail("--strides needs --features (one stride per encoder width)")
     if args.features:
         strides = args.strides or [1] * len(args.features)
         try:

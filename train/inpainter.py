@@ -37,8 +37,8 @@ def main(argv=None) -> None:
     if args.mask_channel is not None:
         config = dataclasses.replace(config, mask_channel=args.mask_channel == "yes")
     n = components.N_MASKS[args.dataset] if args.n_masks is None else args.n_masks
-    if n < 1:
-        common.fail(f"--n-masks must be >= 1, got {n}")
+    if n < 2:
+        common.fail(f"--n-masks must be >= 2 (one mask hides every pixel), got {n}")
     task = objectives.inpainter_task(
         config, data.DATASETS[args.dataset][:2], n, per_channel=args.per_channel
     )

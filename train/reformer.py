@@ -14,6 +14,8 @@ def main(argv=None) -> None:
     p.add_argument("--noise", type=float, default=None, help="default: MagNet's per dataset")
     common.add_architecture_flags(p)
     args = p.parse_args(argv)
+    if args.noise is not None and not args.noise >= 0:
+        common.fail("--noise must be >= 0 (the denoiser's Gaussian noise std)")
     import optax
 
     from remix_jax import components, data, objectives

@@ -62,13 +62,21 @@ def _split_files(folder: str, split: str) -> list[str]:
 def _load_npz(files: list[str]) -> Split:
     images, labels, sources = [], [], []
     for path in files:
-        with np.load(path, allow_pickle=False) as f:
-            missing = {"image", "label"} - set(f.files)
-            if missing:
-                raise ValueError(f"{path} lacks arrays {sorted(missing)}")
-            images.append(f["image"])
-            labels.append(f["label"])
-            sources.append(str(f["source"]) if "source" in f.files else path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = {"image", "label"} - set(f.files)
+                if missing:
+                    raise ValueError(f"{path} lacks arrays {sorted(missing)}")
+                images.append(f["image"])
+                labels.append(f["label"])
+                sources.append(str(f["source"]) if "source" in f.files else path)
+        except (OSError, ValueError, EOFError) as e:
+            if str(path) in str(e):
+                raise
+            # numpy's own message neither names the file nor should be followed (it
+            # suggests allow_pickle=True, i.e. running code from the file)
+            raise ValueError(f"{path} is not a readable dataset file (.npz with uint8 "
+                             f"'image' and int 'label' arrays): {type(e).__name__}") from e
     source = sources[0] if len(set(sources)) == 1 else "; ".join(dict.fromkeys(sources))
     return Split(np.concatenate(images), np.concatenate(labels).astype(np.int32), source)
 
