@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.common import require_positive
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -34,6 +36,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    require_positive(p, args, 'batch', 'num_examples')
     try:
         grid = [tuple(int(v) for v in g.split("x")) for g in args.grid.split(",")]
     except ValueError:

@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import argparse
 
+from bench.common import require_positive
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--widths", type=int, nargs="+", default=[16, 24, 32])
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--attack-batch", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default=None)
+    p.add_argument("--widths", type=int, nargs="+", default=[16, 24, 32],
+                   help="ResNet-9 widths timed")
+    p.add_argument("--batch-size", type=int, default=512, help="training batch")
+    p.add_argument("--attack-batch", type=int, default=500, help="input-gradient batch")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs (best kept)")
+    p.add_argument("--out", default=None, help="JSON path (default: results/bench/"
+                   "cifar_widths_<backend>.json)")
     args = p.parse_args(argv)
+    require_positive(p, args, 'widths', 'batch_size', 'attack_batch', 'repeats')
 
     from remix_jax import runtime
 

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import argparse
 
+from bench.common import require_positive
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--every", type=int, default=250)
+    p.add_argument("--steps", type=int, default=1500, help="training steps per initialiser")
+    p.add_argument("--every", type=int, default=250, help="validation loss every N steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--data-dir", default=None, help="default: $REMIX_DATA_DIR")
+    p.add_argument("--out", default=None, help="JSON path (default: results/bench/"
+                   "magnet_init_<backend>.json)")
     args = p.parse_args(argv)
+    require_positive(p, args, 'steps', 'every')
 
     from remix_jax import runtime
 

@@ -25,6 +25,8 @@ import json
 import os
 import re
 
+from bench.common import require_positive
+
 # NVIDIA H100 SXM datasheet: FP32 (no tensor cores) peak, what full float32 can reach
 H100_FP32_PEAK = 67e12
 
@@ -101,6 +103,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="default results/bench/presets[_cifar10]")
     args = p.parse_args(argv)
+    require_positive(p, args, 'num_examples')
 
     from remix_jax import runtime
 

@@ -318,14 +318,15 @@ def main(argv=None) -> None:
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist",
                    help="whose shipped models and test images")
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
-    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=1000, help="images per step / defend call")
     p.add_argument("--iterations", type=int, default=50, help="timed attack iterations")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
     p.add_argument("--chunks", type=int, nargs="*", default=[0, 64, 128],
                    help="defend's chunk sizes timed besides the default (0 = whole batch)")
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None,
+                   help="JSON path (default: results/bench/speed_<part>_<backend>[_cifar10].json)")
     args = p.parse_args(argv)
     try:
         import torch

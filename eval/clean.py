@@ -26,15 +26,16 @@ def main(argv=None) -> None:
     p.add_argument("--inpainter", default=None,
                    help="use this inpainter checkpoint folder instead of the shipped one")
     p.add_argument("--num-keys", type=int, default=5, help="keys per randomized row")
-    p.add_argument("--iterations", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--iterations", type=int, nargs="+", default=[1, 2, 3],
+                   help="mask-inpaint rounds K to score (one row each)")
     p.add_argument("--num-masks", type=int, default=None,
                    help="masks per round (default: what the inpainter was trained with)")
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--out", default=None, help="default: results/<dataset>/clean")
     args = p.parse_args(argv)
-    if args.num_keys < 1 or min(args.iterations) < 0:
-        sys.exit("error: --num-keys must be >= 1 and --iterations >= 0")
+    if args.num_keys < 1 or min(args.iterations) < 1:
+        sys.exit("error: --num-keys and --iterations must be >= 1")
     if args.limit is not None and args.limit < 1:
         sys.exit("error: --limit must be >= 1")
     if args.num_masks is not None and args.num_masks < 2:

@@ -18,11 +18,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=["mnist"], default="mnist")
-    p.add_argument("--num-examples", type=int, default=100)
-    p.add_argument("--confidence", type=float, default=0.0, help="kappa")
-    p.add_argument("--binary-search-steps", type=int, default=3)
-    p.add_argument("--max-iterations", type=int, default=1000)
-    p.add_argument("--initial-const", type=float, default=1.0)
+    p.add_argument("--num-examples", type=int, default=100, help="test images attacked")
+    p.add_argument("--confidence", type=float, default=0.0, help="CW's kappa")
+    p.add_argument("--binary-search-steps", type=int, default=3, help="search steps on c")
+    p.add_argument("--max-iterations", type=int, default=1000,
+                   help="Adam iterations per search step")
+    p.add_argument("--initial-const", type=float, default=1.0, help="first c")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--checkpoint-root", default=None)
     args = p.parse_args(argv)

@@ -33,9 +33,10 @@ def main(argv=None) -> None:
                    default=["mnist", "cifar10"])
     p.add_argument("--classifier", nargs="*", default=[], metavar="DATASET=FOLDER",
                    help="extra classifier checkpoints, e.g. cifar10=checkpoints/cifar10/ablation/x")
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=int, default=1000, help="first N test images")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="results/logit-gaps")
+    p.add_argument("--out", default="results/logit-gaps",
+                   help="output path without extension (.json and .md)")
     args = p.parse_args(argv)
     if args.limit < 1:
         sys.exit("error: --limit must be >= 1")

@@ -53,10 +53,14 @@ def parse(argv):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--attack", choices=["cw", "ead"], required=True)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
-    p.add_argument("--num-examples", type=int, default=1000)
+    p.add_argument("--num-examples", type=int, default=1000,
+                   help="first N test images the bare classifier gets right")
     p.add_argument("--confidences", type=float, nargs="+", default=None,
                    help="kappa grid (default: the paper's for the dataset)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="attack budget: " + "; ".join(
+                       f"{k} {v['binary_search_steps']} x {v['max_iterations']}"
+                       for k, v in sorted(PRESETS.items())))
     p.add_argument("--binary-search-steps", type=int, default=None, help="overrides --preset")
     p.add_argument("--max-iterations", type=int, default=None, help="overrides --preset")
     p.add_argument("--initial-const", type=float, default=1e-3, help="first c of the search")
@@ -72,7 +76,9 @@ def parse(argv):
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--checkpoint-root", default=None)
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--cache-dir", default=None,
+                   help="adversarial examples per kappa (default: "
+                   "results/<dataset>/cache/<attack>[-<preset>], -cpu for the cpu preset)")
     p.add_argument("--out", default=None, help="default: results/<dataset>/<attack>")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the CSV, Markdown and plot from the existing <out>.json")
