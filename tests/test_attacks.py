@@ -1,5 +1,6 @@
 """CW-L2 and EAD: exact answers on linear models, invariants, and a real CNN."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -291,3 +292,16 @@ def test_real_cnn_kappa_zero_always_succeeds_and_higher_kappa_costs_more(mnist_c
     assert both.sum() >= 5
     norm = "l2" if attack == "cw" else "l1"
     assert getattr(high, norm)[both].mean() > getattr(low, norm)[both].mean()
+
+
+def test_a_key_mismatch_says_how_the_model_is_called(linear_setup):
+    logits_fn, _, _, x, labels = linear_setup
+
+    def randomized(images, key):
+        return logits_fn(images + 0.0 * jax.random.uniform(key, images.shape))
+
+    with pytest.raises(TypeError, match="deterministic logits_fn\\(x\\) takes key=None"):
+        cw_l2(logits_fn, x, labels, max_iterations=1, binary_search_steps=1,
+              key=jax.random.key(0))
+    with pytest.raises(TypeError, match="needs key="):
+        cw_l2(randomized, x, labels, max_iterations=1, binary_search_steps=1)

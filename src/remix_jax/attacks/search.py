@@ -398,7 +398,15 @@ def launch(
     if key is not None:
         common.check_key("key", key)
     model = logits_fn if key is None else _with_key(logits_fn, key)
-    common.check_label_range(labels, jax.eval_shape(model, x[:1]).shape[-1])
+    try:
+        classes = jax.eval_shape(model, x[:1]).shape[-1]
+    except TypeError as e:  # most often a model that does not take the key it is given
+        hint = ("with key=, logits_fn is called as logits_fn(x, key); a deterministic "
+                "logits_fn(x) takes key=None" if key is not None else
+                "without key=, logits_fn is called as logits_fn(x); a randomized "
+                "logits_fn(x, key) needs key=")
+        raise TypeError(f"{e} ({hint})") from e
+    common.check_label_range(labels, classes)
     hyper = Hyper(
         *(
             jnp.float32(v)
