@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    require_positive(p, args, 'batch', 'num_examples')
+    require_positive(p, args, "batch", "num_examples")
     try:
         grid = [tuple(int(v) for v in g.split("x")) for g in args.grid.split(",")]
     except ValueError:

@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="JSON path (default: results/bench/"
                    "cifar_widths_<backend>.json)")
     args = p.parse_args(argv)
-    require_positive(p, args, 'widths', 'batch_size', 'attack_batch', 'repeats')
+    require_positive(p, args, "widths", "batch_size", "attack_batch", "repeats")
 
     from remix_jax import runtime
 

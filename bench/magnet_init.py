@@ -24,7 +24,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="JSON path (default: results/bench/"
                    "magnet_init_<backend>.json)")
     args = p.parse_args(argv)
-    require_positive(p, args, 'steps', 'every')
+    require_positive(p, args, "steps", "every")
 
     from remix_jax import runtime
 

@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="default results/bench/presets[_cifar10]")
     args = p.parse_args(argv)
-    require_positive(p, args, 'num_examples')
+    require_positive(p, args, "num_examples")
 
     from remix_jax import runtime
 

@@ -345,7 +345,7 @@ def main(argv=None) -> None:
                    help="recompute the tables of <out>.json from its per-example numbers "
                         "and rewrite <out>.json/.md, running no attack")
     args = p.parse_args(argv)
-    require_positive(p, args, 'num_examples', 'binary_search_steps', 'max_iterations')
+    require_positive(p, args, "num_examples", "binary_search_steps", "max_iterations")
     if args.out is None:
         args.out = "results/bench/reference_attacks" + (
             "" if args.dataset == "mnist" else f"_{args.dataset}")

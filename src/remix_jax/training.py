@@ -203,8 +203,8 @@ def fit(
                 f"epoch {epoch + 1}: " + ", ".join(f"val_{k}={v:.4f}" for k, v in val.items())
             )
             if not all(np.isfinite(v) for v in val.values()):
-                # a diverged run must not pass for a trained one (nor overwrite the
-                # epoch checkpoint a smaller learning rate could resume from)
+                # a diverged run must not pass for a trained one: stop before its
+                # epoch checkpoint and the metadata record it as done
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1} (validation {val}); "
                     "try a smaller learning rate")
