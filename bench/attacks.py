@@ -18,11 +18,12 @@ import argparse
 import sys
 
 from bench.common import require_positive
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--part", choices=["throughput", "convergence", "compaction"], required=True)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
@@ -33,7 +34,7 @@ def main(argv=None) -> None:
                    help="search steps x iterations settings (convergence)")
     p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 20.0])
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     require_positive(p, args, "batch", "num_examples")

@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 
 from bench.common import require_positive
+from remix_jax.cli import HelpFormatter
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--widths", type=int, nargs="+", default=[16, 24, 32],
                    help="ResNet-9 widths timed")
     p.add_argument("--batch-size", type=int, default=512, help="training batch")

@@ -26,6 +26,7 @@ import os
 import re
 
 from bench.common import require_positive
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
 
 # NVIDIA H100 SXM datasheet: FP32 (no tensor cores) peak, what full float32 can reach
 H100_FP32_PEAK = 67e12
@@ -95,12 +96,12 @@ def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--num-examples", type=int, default=1000)
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--bench-dir", default="results/bench")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None, help="default results/bench/presets[_cifar10]")
     args = p.parse_args(argv)
     require_positive(p, args, "num_examples")

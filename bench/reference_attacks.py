@@ -55,6 +55,7 @@ import sys
 import time
 
 from bench.common import require_positive
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
 
 IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "advertorch-cw", "foolboxtorch-cw",
                    "ours-ead", "foolbox-ead", "advertorch-ead", "foolboxtorch-ead")
@@ -311,7 +312,7 @@ def paired(ours, ref, beta, rtol=1e-3) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--num-examples", type=int, default=100, help="images attacked")
     p.add_argument("--binary-search-steps", type=int, default=5, help="search steps on c")
@@ -336,8 +337,7 @@ def main(argv=None) -> None:
                    help="also run each of our attacks with these smaller budgets (e.g. "
                         "5x500), labelled ours-cw@5x500: the time at which ours reaches "
                         "a reference's success and distortion")
-    p.add_argument("--data-dir", default=os.environ.get("REMIX_DATA_DIR", "/work/shared/data"),
-                   help="folder with <dataset>/test.npz")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None,
                    help="output path without extension (.json and .md are written; default "
                         "results/bench/reference_attacks, _cifar10 appended for CIFAR-10)")

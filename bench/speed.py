@@ -39,6 +39,8 @@ import argparse
 import sys
 import time
 
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+
 TORCH_TOLERANCE = 1e-4  # max |difference| allowed between our and torch's outputs
 
 
@@ -313,7 +315,7 @@ def part_overhead(args, pre, x, y) -> list[dict]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--part", choices=["step", "defend", "overhead"], required=True)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist",
                    help="whose shipped models and test images")
@@ -324,7 +326,7 @@ def main(argv=None) -> None:
     p.add_argument("--chunks", type=int, nargs="*", default=[0, 64, 128],
                    help="defend's chunk sizes timed besides the default (0 = whole batch)")
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None,
                    help="JSON path (default: results/bench/speed_<part>_<backend>[_cifar10].json)")
     args = p.parse_args(argv)

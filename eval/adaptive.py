@@ -40,6 +40,7 @@ import sys
 import time
 
 from eval.detector import DROP_RATES
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
 
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
@@ -66,7 +67,7 @@ PGD_BUDGETS = {"mnist": {"linf": [0.05, 0.1, 0.2, 0.3], "l2": [1.0, 2.0, 3.0]},
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--attack", choices=["pgd", "cw", "ead"], required=True)
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="PGD's ball")
@@ -107,8 +108,8 @@ def parse(argv):
                    + "; ".join(f"{d} {r[0]:g}" for d, r in DROP_RATES.items()) + ")")
     p.add_argument("--validation-size", type=int, default=5000,
                    help="last N training images: the detector's clean calibration set")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--checkpoint-root", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

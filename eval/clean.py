@@ -16,13 +16,15 @@ import os
 import sys
 import time
 
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--checkpoint-root", default=None, help="default: the repo's checkpoints/")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--inpainter", default=None,
                    help="use this inpainter checkpoint folder instead of the shipped one")
     p.add_argument("--num-keys", type=int, default=5, help="keys per randomized row")

@@ -13,10 +13,12 @@ import argparse
 import sys
 import time
 
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist"], default="mnist")
     p.add_argument("--num-examples", type=int, default=100, help="test images attacked")
     p.add_argument("--confidence", type=float, default=0.0, help="CW's kappa")
@@ -24,8 +26,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-iterations", type=int, default=1000,
                    help="Adam iterations per search step")
     p.add_argument("--initial-const", type=float, default=1.0, help="first c")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--checkpoint-root", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     args = p.parse_args(argv)
     if min(args.num_examples, args.binary_search_steps, args.max_iterations) < 1:
         sys.exit("error: --num-examples, --binary-search-steps and --max-iterations must be "

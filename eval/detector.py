@@ -29,6 +29,8 @@ import re
 import sys
 import time
 
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+
 CACHE_FILE = re.compile(r"kappa_(\d+(?:\.\d+)?)\.npz")
 # MagNet's clean drop rates (Meng and Chen 2017; CIFAR-10: its L1 detector's), the headline
 DROP_RATES = {"mnist": (0.001, 0.01, 0.05), "cifar10": (0.005, 0.01, 0.05)}
@@ -56,7 +58,7 @@ STYLES = {"REMIX": "-", "REMIX MI": "--", "MagNet": ":"}
 
 def parse(argv):
     p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
     p.add_argument("--attack", choices=["cw", "ead"], required=True)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
@@ -96,8 +98,8 @@ def parse(argv):
     )
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--checkpoint-root", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--cache-dir", default=None, help="default: eval.sweep's for the preset")
     p.add_argument(
         "--out", default=None, help="default: results/<dataset>/detector-<attack>[-<preset>]"

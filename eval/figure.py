@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from remix_jax.cli import HelpFormatter
+
 
 def find_panels(root: str, datasets: list[str], attacks: list[str]) -> tuple[list, list]:
     """(dataset, attack, result) for each sweep found, and the paths that were missing."""
@@ -32,7 +34,7 @@ def find_panels(root: str, datasets: list[str], attacks: list[str]) -> tuple[lis
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--root", default="results", help="folder holding <dataset>/<attack>.json")
     p.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"],
                    default=["mnist", "cifar10"])

@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+
 
 def gaps(logits, labels):
     """(top-1 minus top-2 logit, true logit minus best other) per image."""
@@ -28,13 +30,13 @@ def gaps(logits, labels):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"],
                    default=["mnist", "cifar10"])
     p.add_argument("--classifier", nargs="*", default=[], metavar="DATASET=FOLDER",
                    help="extra classifier checkpoints, e.g. cifar10=checkpoints/cifar10/ablation/x")
     p.add_argument("--limit", type=int, default=1000, help="first N test images")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default="results/logit-gaps",
                    help="output path without extension (.json and .md)")
     args = p.parse_args(argv)

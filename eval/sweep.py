@@ -28,6 +28,8 @@ import os
 import sys
 import time
 
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+
 PRESETS = {
     # the reference implementations' defaults (Carlini's l2_attack.py, EAD's en_attack.py)
     "paper": {"binary_search_steps": 9, "max_iterations": 10_000},
@@ -50,7 +52,7 @@ GRIDS = {"mnist": [0, 5, 10, 15, 20, 25, 30, 35, 40], "cifar10": list(range(0, 1
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--attack", choices=["cw", "ead"], required=True)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--num-examples", type=int, default=1000,
@@ -65,7 +67,8 @@ def parse(argv):
     p.add_argument("--max-iterations", type=int, default=None, help="overrides --preset")
     p.add_argument("--initial-const", type=float, default=1e-3, help="first c of the search")
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight (paper: 0.1)")
-    p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN")
+    p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN",
+                   help="EAD: which distortion picks the best example (EN = L2 + beta L1)")
     p.add_argument("--targeted", action="store_true",
                    help="random wrong target labels from a fixed key")
     p.add_argument("--batch-size", type=int, default=1000, help="images per attack call")
@@ -74,8 +77,8 @@ def parse(argv):
                    help="REMIX mask-inpaint rounds K to score")
     p.add_argument("--craft-only", action="store_true", help="fill the cache, score nothing")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--checkpoint-root", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--cache-dir", default=None,
                    help="adversarial examples per kappa (default: "
                    "results/<dataset>/cache/<attack>[-<preset>], -cpu for the cpu preset)")

@@ -15,6 +15,8 @@ import glob
 import os
 import sys
 
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, HelpFormatter
+
 # what each panel plots from a history entry
 PANEL_METRICS = {"classifier": ("accuracy",), "reformer": ("mse_noisy", "mse_clean"),
                  "inpainter": ("mse_hidden",)}
@@ -63,9 +65,9 @@ def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
-    p.add_argument("--checkpoint-root", default=None, help="default: the repo's checkpoints/")
+    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--out", default=None, help="default: results/<dataset>/training")
     args = p.parse_args(argv)
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+
 # Figure geometry in inches: fixed, so the PNG's pixel size follows from rows and columns.
 DPI = 150
 CELL = 0.8  # side of one image
@@ -65,7 +67,7 @@ class Column:
 def parse(argv) -> argparse.Namespace:
     """The command line, checked; argparse exits with a message on bad values."""
     p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--attack", choices=["cw", "ead"], default="cw")
@@ -92,8 +94,8 @@ def parse(argv) -> argparse.Namespace:
         default=None,
         help="PNG path, the PDF gets the same stem (default: results/<dataset>/remix_at_work.png)",
     )
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--checkpoint-root", default=None)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument(
         "--cache-dir",
         default=None,

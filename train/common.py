@@ -7,25 +7,21 @@ import os
 import sys
 
 from remix_jax import runtime
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
 
 
 def parser(
     description: str, *, epochs: int, batch_size: int, learning_rate: float
 ) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=description, formatter_class=HelpFormatter
     )
     p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--learning-rate", type=float, default=learning_rate)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, "
-        "else tensorflow-datasets)",
-    )
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument(
         "--checkpoint-dir", default=None, help="default: checkpoints/<dataset>/<component>"
     )

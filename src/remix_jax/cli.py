@@ -1,0 +1,26 @@
+"""What every command-line tool shares; imports no JAX, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` to an option's help only where it tells something.
+
+    Left out for on/off flags (their default is "not given"), for ``None`` defaults
+    (the help says what ``None`` means) and where the help already names its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.nargs == 0 or action.default is None or "default:" in text:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# help texts of the options most tools share
+DATA_DIR_HELP = (
+    "folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, else tensorflow-datasets)"
+)
+CHECKPOINT_ROOT_HELP = "default: $REMIX_CHECKPOINT_DIR, else the repo's checkpoints/"
