@@ -313,7 +313,9 @@ def test_tfds_path_reads_prepared_dataset_offline(tmp_path):
     assert split.source.startswith("tensorflow-datasets")
 
 
-def test_tfds_path_without_data_or_download_names_the_variable(tmp_path):
+def test_tfds_path_without_data_or_download_names_the_variable(tmp_path, caplog):
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(FileNotFoundError, match=data.DATA_DIR_ENV):
         data.load("mnist", "test", tfds_dir=str(tmp_path), download=False)
+    # said before tensorflow-datasets starts, as without a network it retries for minutes
+    assert any(data.DATA_DIR_ENV in r.getMessage() for r in caplog.records)

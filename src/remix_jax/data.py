@@ -11,6 +11,7 @@ TensorFlow: ``pip install 'remix-jax[tfds]'``).
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from typing import NamedTuple
@@ -19,6 +20,8 @@ import numpy as np
 
 DATASETS = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 SPLITS = ("train", "test")
+logger = logging.getLogger(__name__)
+
 DATA_DIR_ENV = "REMIX_DATA_DIR"
 
 
@@ -89,6 +92,12 @@ def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -
             f"no local data for {dataset!r} and tensorflow-datasets cannot be imported ({e}); "
             f"set {DATA_DIR_ENV} or pass --data-dir, or pip install 'remix-jax[tfds]'"
         ) from e
+    # a warning, so that it reaches stderr without logging set up: without a network
+    # tensorflow-datasets retries for minutes before it fails, and users should know why
+    logger.warning(
+        "%s not set and no --data-dir: loading %s/%s with tensorflow-datasets%s",
+        DATA_DIR_ENV, dataset, split, " (downloads on first use)" if download else "",
+    )
     try:
         images, labels = tfds.as_numpy(
             tfds.load(
