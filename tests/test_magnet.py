@@ -111,6 +111,14 @@ def test_calibration_rejects_the_drop_rate_of_the_validation_images():
         alone = calibrated.select([d.name])
         assert int(np.sum(magnet.detect(alone, toy_logits, x_val))) == 20, d.name
     assert 20 <= int(np.sum(magnet.detect(calibrated, toy_logits, x_val))) <= 60
+    # one pass gives every detector's rejections, equal to each detector alone
+    labels = np.zeros(len(x_val), np.int32)
+    both = magnet.outcomes(calibrated, toy_logits, x_val, labels, batch_size=200)
+    for d in m.detectors:
+        alone = magnet.outcomes(calibrated.select([d.name]), toy_logits, x_val, labels, 200)
+        np.testing.assert_array_equal(both["rejected_by"][d.name], alone["rejected"])
+    np.testing.assert_array_equal(both["rejected"],
+                                  np.asarray(magnet.detect(calibrated, toy_logits, x_val)))
 
 
 def test_a_rejected_input_counts_as_defended_only_when_adversarial():

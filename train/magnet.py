@@ -72,10 +72,8 @@ def calibrate(args, root: str) -> None:
         common.fail(str(e))
     x_test = data.to_float(test_images)
     scores = magnet_lib.outcomes(magnet, logits_fn, x_test, test_labels)
-    per_detector = {}
-    for d in magnet.detectors:
-        alone = magnet_lib.outcomes(magnet.select([d.name]), logits_fn, x_test, test_labels)
-        per_detector[d.name] = float(alone["rejected"].mean() * 100)
+    per_detector = {name: float(fired.mean() * 100)
+                    for name, fired in scores["rejected_by"].items()}
     plain = evaluation.predict(logits_fn, x_test) == test_labels
     report = {
         "dataset": args.dataset,

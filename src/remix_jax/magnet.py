@@ -146,14 +146,19 @@ def detector_scores(magnet: MagNetParams, logits_fn: LogitsFn, x: jax.Array) -> 
     return scores
 
 
-def detect(magnet: MagNetParams, logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
-    """(B,) bool: some detector rejects the input (score >= its threshold)."""
+def detections(magnet: MagNetParams, logits_fn: LogitsFn, x: jax.Array) -> dict:
+    """Detector name -> (B,) bool: that detector rejects the input (score >= threshold)."""
     if set(magnet.thresholds) != {d.name for d in magnet.detectors}:
         raise ValueError("MagNet is not calibrated: call magnet.calibrate first")
     scores = detector_scores(magnet, logits_fn, x)
+    return {name: s >= magnet.thresholds[name] for name, s in scores.items()}
+
+
+def detect(magnet: MagNetParams, logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
+    """(B,) bool: some detector rejects the input (score >= its threshold)."""
     rejected = jnp.zeros(x.shape[0], bool)
-    for name, s in scores.items():
-        rejected = rejected | (s >= magnet.thresholds[name])
+    for fired in detections(magnet, logits_fn, x).values():
+        rejected = rejected | fired
     return rejected
 
 
@@ -184,7 +189,7 @@ def calibrate(
 def outcomes(
     magnet: MagNetParams, logits_fn: LogitsFn, x: np.ndarray, labels: np.ndarray,
     batch_size: int = 1000,
-) -> dict[str, np.ndarray]:
+) -> dict:
     """Per-input MagNet outcomes, in batches.
 
     Args:
@@ -195,12 +200,16 @@ def outcomes(
 
     Returns:
       "rejected" (N,) bool: some detector fired; "reformed_correct" (N,) bool: the
-      classifier is right on the reformed input.
+      classifier is right on the reformed input; "rejected_by": detector name -> (N,)
+      bool, that detector fired (one pass instead of one per detector).
     """
     parts = [_outcomes_batch(logits_fn, magnet, x[i:i + batch_size], labels[i:i + batch_size])
              for i in range(0, len(x), batch_size)]
-    return {"rejected": np.concatenate([np.asarray(p[0]) for p in parts]),
-            "reformed_correct": np.concatenate([np.asarray(p[1]) for p in parts])}
+    by_name = {d.name: np.concatenate([np.asarray(p[0][d.name]) for p in parts])
+               for d in magnet.detectors}
+    return {"rejected": np.logical_or.reduce(list(by_name.values())),
+            "reformed_correct": np.concatenate([np.asarray(p[1]) for p in parts]),
+            "rejected_by": by_name}
 
 
 # logits_fn is static: jit caches per classifier function object, not per call
@@ -212,4 +221,4 @@ def _scores_batch(logits_fn, magnet, x):
 @functools.partial(jax.jit, static_argnums=0)
 def _outcomes_batch(logits_fn, magnet, x, labels):
     right = jnp.argmax(logits_fn(reform(magnet, x)), axis=-1) == labels
-    return detect(magnet, logits_fn, x), right
+    return detections(magnet, logits_fn, x), right
