@@ -1,7 +1,9 @@
 """The REMIX detector: its copies are REMIX's, its scores are finite, differentiable and
 higher on noise, MagNet's thresholds, the ROC AUC, and eval.detector's helpers."""
 
+import glob
 import itertools
+import json
 import os
 
 import chex
@@ -275,3 +277,47 @@ def test_cli_evaluate_thresholds_unions_and_empty_kappas():
         ("a", 0.0): pytest.approx(detector.roc_auc([0, 95], [91, 10, 5, 0])),
         ("b", 0.0): pytest.approx(detector.roc_auc([0, 0], [0, 92, 0, 0])),
     }
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMITTED = sorted(
+    glob.glob(os.path.join(REPO, "results", "*", "detector-*-cpu.json"))
+)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[os.path.basename(p) for p in COMMITTED])
+def test_committed_detector_results_agree_with_the_committed_sweep(path):
+    """A committed detector run is in range, and its MagNet detectors are the sweep's.
+
+    The sweep counts full MagNet as right when its detectors reject an example or its
+    reformer restores the class, so on the same examples the sweep's MagNet accuracy
+    lies between max(rejected, reformer) and rejected + reformer.
+    """
+    with open(path) as f:
+        result = json.load(f)
+    for row in result["rows"]:
+        for value in row["auc"].values():
+            assert 0 <= value["min"] <= value["mean"] <= value["max"] <= 1
+        for rates in row["detected"].values():
+            for value in rates.values():
+                assert 0 <= value["mean"] <= 100
+    sweep_path = os.path.join(REPO, "results", result["dataset"], f"{result['attack']}.json")
+    with open(sweep_path) as f:
+        sweep = json.load(f)
+    if sweep["num_examples"] != result["num_examples"]:
+        pytest.skip(f"{sweep_path} scores {sweep['num_examples']} examples, "
+                    f"the detector run {result['num_examples']}: rerun eval.detector")
+    headline = result["settings"]["drop_rates"][0]
+    union = next(name for name in result["unions"] if name.startswith("MagNet"))
+    by_kappa = {row["confidence"]: row for row in result["rows"]}
+    compared = 0
+    for srow in sweep["rows"]:
+        row = by_kappa[srow["confidence"]]
+        if row["verified"] != row["images"]:  # detection is over the verified examples
+            continue
+        rejected = row["detected"][union][headline]["mean"]
+        reformer = srow["MagNet reformer | all"]["mean"]
+        magnet = srow["MagNet | all"]["mean"]
+        assert max(rejected, reformer) - 0.05 <= magnet <= rejected + reformer + 0.05
+        compared += 1
+    assert compared >= len(sweep["rows"]) // 2
