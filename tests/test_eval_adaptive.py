@@ -1,5 +1,6 @@
 """eval.adaptive end to end on a tiny config, its resume, its run plan, and its bad input."""
 
+import glob
 import json
 import os
 import subprocess
@@ -156,3 +157,25 @@ def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rat
                                                        other_rate["detector-aware"])
     # the legacy calibration keeps the identity of the runs cached before it was part of it
     assert "detector_drop_rate" not in mnist["detector-aware"]
+
+
+ADAPTIVE_RESULTS = sorted(glob.glob(os.path.join(REPO, "results", "*", "adaptive-*.json")))
+
+
+@pytest.mark.parametrize("path", ADAPTIVE_RESULTS,
+                         ids=[os.path.basename(p) for p in ADAPTIVE_RESULTS])
+def test_committed_adaptive_results_are_consistent(path):
+    """Accuracies are percentages, and each worst case counts every attack run at its
+    budget and is no higher than any of them (an image survives only if it survives all)."""
+    with open(path) as f:
+        result = json.load(f)
+    assert result["rows"] and result["num_keys"] >= 1
+    for row in result["rows"]:
+        assert 0 <= row["attacker_success"] <= 100
+        for value in row["accuracy"].values():
+            assert 0 <= value["min"] <= value["mean"] <= value["max"] <= 100
+    for worst in result["worst_case"]:
+        runs = [row["accuracy"][worst["defense"]]["mean"] for row in result["rows"]
+                if row["budget"] == worst["budget"] and worst["defense"] in row["accuracy"]]
+        assert len(runs) == worst["attacks"]
+        assert worst["accuracy"]["mean"] <= min(runs) + 1e-6
