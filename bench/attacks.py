@@ -18,14 +18,15 @@ import argparse
 import sys
 
 from bench.common import require_positive
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--part", choices=["throughput", "convergence", "compaction"], required=True)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
     p.add_argument("--batch", type=int, default=1000, help="throughput batch")
     p.add_argument("--iterations", type=int, default=50, help="timed throughput iterations")
@@ -54,7 +55,7 @@ def main(argv=None) -> None:
     from remix_jax import provenance
     from remix_jax.attacks import cw_l2, ead
 
-    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    suffix = datasets.file_suffix(args.dataset)
     out = args.out or f"results/bench/attacks_{args.part}_{jax.default_backend()}{suffix}.json"
 
     def save():  # after every row, so an interrupted run keeps what it measured

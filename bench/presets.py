@@ -26,7 +26,8 @@ import os
 import re
 
 from bench.common import require_positive
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 # NVIDIA H100 SXM datasheet: FP32 (no tensor cores) peak, what full float32 can reach
 H100_FP32_PEAK = 67e12
@@ -97,7 +98,7 @@ def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--num-examples", type=int, default=1000)
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--bench-dir", default="results/bench")
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
     from remix_jax import provenance
 
     pre, x, y = setup(args.dataset, 100, args.data_dir)  # FLOPs per image do not depend on N
-    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    suffix = datasets.file_suffix(args.dataset)
     args.out = args.out or f"results/bench/presets{suffix}"
     rates = {platform: throughput(os.path.join(args.bench_dir,
                                                f"attacks_throughput_{platform}{suffix}.json"))

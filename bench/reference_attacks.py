@@ -55,13 +55,13 @@ import sys
 import time
 
 from bench.common import require_positive
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "advertorch-cw", "foolboxtorch-cw",
                    "ours-ead", "foolbox-ead", "advertorch-ead", "foolboxtorch-ead")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "foolbox", "eagerpy", "scipy",
             "torch", "advertorch")
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 PORT_TOLERANCE = 1e-4  # max |logit difference| allowed between the Flax and torch models
 
 
@@ -313,7 +313,7 @@ def paired(ours, ref, beta, rtol=1e-3) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--num-examples", type=int, default=100, help="images attacked")
     p.add_argument("--binary-search-steps", type=int, default=5, help="search steps on c")
     p.add_argument("--max-iterations", type=int, default=1000,
@@ -348,7 +348,7 @@ def main(argv=None) -> None:
     require_positive(p, args, "num_examples", "binary_search_steps", "max_iterations")
     if args.out is None:
         args.out = "results/bench/reference_attacks" + (
-            "" if args.dataset == "mnist" else f"_{args.dataset}")
+            datasets.file_suffix(args.dataset))
     if args.render_only:
         render_only(args.out)
         return
@@ -602,7 +602,7 @@ def _markdown(payload) -> str:
     s = payload["settings"]
     lines = [
         "# Our CW-L2 / EAD vs reference implementations "
-        f"({DATASET_NAMES[s.get('dataset', 'mnist')]}, untargeted)",
+        f"({datasets.get(s.get('dataset', datasets.default())).display_name}, untargeted)",
         "",
         f"{s['num_examples']} first correctly classified test images; "
         f"{s['binary_search_steps']} search steps x {s['max_iterations']} iterations, "

@@ -39,7 +39,8 @@ import argparse
 import sys
 import time
 
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 TORCH_TOLERANCE = 1e-4  # max |difference| allowed between our and torch's outputs
 
@@ -317,8 +318,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--part", choices=["step", "defend", "overhead"], required=True)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist",
-                   help="whose shipped models and test images")
+    add_dataset_flag(p)
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
     p.add_argument("--batch", type=int, default=1000, help="images per step / defend call")
     p.add_argument("--iterations", type=int, default=50, help="timed attack iterations")
@@ -350,7 +350,7 @@ def main(argv=None) -> None:
         rows = part_defend(args, pre, x)
     else:
         rows = (part_step if args.part == "step" else part_overhead)(args, pre, x, y)
-    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    suffix = datasets.file_suffix(args.dataset)
     out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}{suffix}.json"
     write_json(out, {"part": args.part, "dataset": args.dataset, "batch": len(x),
                      "iterations": args.iterations,

@@ -39,8 +39,8 @@ import os
 import sys
 import time
 
-from eval.detector import DROP_RATES
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
@@ -59,16 +59,12 @@ PENALTY = "hinge(score/threshold - 0.5)"
 LEGACY_THRESHOLD_FROM = {"detector_drop_rate": 0.001, "validation_size": 5000}
 
 
-# the usual budgets of each dataset's robustness benchmarks (CIFAR-10: RobustBench's
-# 8/255 and 0.5, with a smaller and a larger one for the curve)
-PGD_BUDGETS = {"mnist": {"linf": [0.05, 0.1, 0.2, 0.3], "l2": [1.0, 2.0, 3.0]},
-               "cifar10": {"linf": [2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0]}}
 
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--attack", choices=["pgd", "cw", "ead"], required=True)
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="PGD's ball")
     p.add_argument("--budgets", type=float, nargs="+", default=None,
@@ -105,7 +101,8 @@ def parse(argv):
     p.add_argument("--detector-drop-rate", type=float, default=None,
                    help="share of clean validation images the detector rejects (default: "
                    "MagNet's headline rate for the dataset, as eval.detector: "
-                   + "; ".join(f"{d} {r[0]:g}" for d, r in DROP_RATES.items()) + ")")
+                   + "; ".join(f"{d} {datasets.get(d).detector_drop_rates[0]:g}"
+                               for d in datasets.names()) + ")")
     p.add_argument("--validation-size", type=int, default=5000,
                    help="last N training images: the detector's clean calibration set")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
@@ -114,7 +111,7 @@ def parse(argv):
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.detector_drop_rate is None:
-        args.detector_drop_rate = DROP_RATES[args.dataset][0]
+        args.detector_drop_rate = datasets.get(args.dataset).detector_drop_rates[0]
     for name in ("num_examples", "samples", "steps", "num_keys", "binary_search_steps",
                  "max_iterations"):
         if getattr(args, name) < 1:
@@ -126,7 +123,8 @@ def parse(argv):
     if "eot-warm" in args.threats and args.attack != "pgd":
         p.error("--threats eot-warm needs --attack pgd (CW/EAD search from x itself)")
     if args.budgets is None:
-        args.budgets = PGD_BUDGETS[args.dataset][args.norm] if args.attack == "pgd" else [0.0]
+        budgets = datasets.get(args.dataset).pgd_budgets[args.norm]
+        args.budgets = list(budgets) if args.attack == "pgd" else [0.0]
     if not all(0 <= b < float("inf") for b in args.budgets) or (
             args.attack == "pgd" and min(args.budgets) == 0):
         p.error("--budgets must be finite and > 0 (PGD) or >= 0 (kappa)")

@@ -15,14 +15,14 @@ import os
 import re
 import sys
 
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--attack", default="cw", help="cache folder name (cw, ead, cw-targeted)")
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--cache-dir", default=None, help="default: results/<dataset>/cache/<attack>")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None, help="JSON path (default: print only)")

@@ -16,13 +16,13 @@ import os
 import sys
 import time
 
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--inpainter", default=None,
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     except FileNotFoundError as e:
         sys.exit(f"error: {e} (or leave MagNet out with --no-magnet)")
     suite = evaluation.defense_suite(pre.logits_fn, pre.remix, magnet,
-                                     components.MAGNET_OFFICIAL_NAMES[args.dataset],
+                                     components.magnet_official_names(args.dataset),
                                      args.iterations)
     rows = []
     for name, defense in tqdm(suite.items(), desc="defenses"):
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
                else {"defense": name, "accuracy": accs[0] * 100})
         if name.startswith("MagNet") and name != "MagNet reformer":
             m = magnet if name == "MagNet + JSD" else magnet.select(
-                components.MAGNET_OFFICIAL_NAMES[args.dataset])
+                components.magnet_official_names(args.dataset))
             rejected = magnet_lib.outcomes(m, pre.logits_fn, x, y)["rejected"]
             row["rejected"] = float(rejected.mean() * 100)
         rows.append(row)

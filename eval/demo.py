@@ -69,7 +69,7 @@ def main(argv=None) -> None:
         magnet = None
         print("  (MagNet checkpoints not found: its rows are left out)")
     suite = evaluation.defense_suite(pre.logits_fn, pre.remix, magnet,
-                                     components.MAGNET_OFFICIAL_NAMES[args.dataset])
+                                     components.magnet_official_names(args.dataset))
     print(f"accuracy on the {len(x)} adversarial images (failed attacks left as clean; "
           "MagNet: rejected counts as defended):")
     for name, defense in suite.items():

@@ -29,11 +29,10 @@ import re
 import sys
 import time
 
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 CACHE_FILE = re.compile(r"kappa_(\d+(?:\.\d+)?)\.npz")
-# MagNet's clean drop rates (Meng and Chen 2017; CIFAR-10: its L1 detector's), the headline
-DROP_RATES = {"mnist": (0.001, 0.01, 0.05), "cifar10": (0.005, 0.01, 0.05)}
 VARIANTS = {"REMIX": "reformer + mask-inpaint", "REMIX MI": "mask-inpaint only"}
 # plot: one colour per score, one line style per defense
 COLORS = {
@@ -61,7 +60,7 @@ def parse(argv):
         description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
     p.add_argument("--attack", choices=["cw", "ead"], required=True)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument(
         "--preset", choices=["cpu", "paper"], default="cpu", help="which eval.sweep cache to read"
     )
@@ -86,7 +85,8 @@ def parse(argv):
         nargs="+",
         default=None,
         help="clean validation rejection rates; the first is the headline (default: "
-        + "; ".join(f"{d} {' '.join(map(str, r))}" for d, r in DROP_RATES.items())
+        + "; ".join(f"{d} {' '.join(map(str, datasets.get(d).detector_drop_rates))}"
+                    for d in datasets.names())
         + ")",
     )
     p.add_argument("--temperature", type=float, default=10.0, help="T of the JSD scores")
@@ -109,7 +109,7 @@ def parse(argv):
     )
     args = p.parse_args(argv)
     if args.drop_rates is None:
-        args.drop_rates = list(DROP_RATES[args.dataset])
+        args.drop_rates = list(datasets.get(args.dataset).detector_drop_rates)
     for name in ("num_keys", "validation_size", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -311,7 +311,7 @@ def main(argv=None) -> None:
         parts = [magnet_fn(x[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
         return {f"MagNet {k}": np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
-    official = [f"MagNet {n}" for n in components.MAGNET_OFFICIAL_NAMES[args.dataset]]
+    official = [f"MagNet {n}" for n in components.magnet_official_names(args.dataset)]
     variants = {"REMIX": pre.remix, "REMIX MI": pre.remix.without_reformer()}
     remix_names = [f"{v} {s}" for v in args.variants for s in detector.SCORES]
     unions = {f"{v} (any score)": [f"{v} {s}" for s in detector.SCORES] for v in args.variants}

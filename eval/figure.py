@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from remix_jax.cli import HelpFormatter
+from remix_jax.cli import HelpFormatter, add_dataset_flag
 
 
 def find_panels(root: str, datasets: list[str], attacks: list[str]) -> tuple[list, list]:
@@ -36,8 +36,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--root", default="results", help="folder holding <dataset>/<attack>.json")
-    p.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"],
-                   default=["mnist", "cifar10"])
+    add_dataset_flag(p, many=True)
     p.add_argument("--attacks", nargs="+", default=["cw", "ead"])
     p.add_argument("--out", default=None, help="PNG path (default <root>/fig2.png)")
     args = p.parse_args(argv)

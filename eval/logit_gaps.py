@@ -15,7 +15,8 @@ import json
 import os
 import sys
 
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 
 def gaps(logits, labels):
@@ -31,8 +32,7 @@ def gaps(logits, labels):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"],
-                   default=["mnist", "cifar10"])
+    add_dataset_flag(p, many=True)
     p.add_argument("--classifier", nargs="*", default=[], metavar="DATASET=FOLDER",
                    help="extra classifier checkpoints, e.g. cifar10=checkpoints/cifar10/ablation/x")
     p.add_argument("--limit", type=int, default=1000, help="first N test images")
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     extra = []
     for item in args.classifier:
         dataset, _, folder = item.partition("=")
-        if dataset not in ("mnist", "cifar10") or not folder:
+        if dataset not in datasets.names() or not folder:
             sys.exit(f"error: --classifier wants DATASET=FOLDER, got {item!r}")
         extra.append((dataset, folder))
 

@@ -28,7 +28,8 @@ import os
 import sys
 import time
 
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+from remix_jax import datasets
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 PRESETS = {
     # the reference implementations' defaults (Carlini's l2_attack.py, EAD's en_attack.py)
@@ -47,14 +48,13 @@ COLORS = {"none": "tab:gray", "reformer": "tab:orange", "MagNet reformer": "tab:
           "mask-inpaint K=1": "tab:brown", "reformer + mask-inpaint K=1": "tab:pink",
           "mask-inpaint K=2": "tab:olive", "reformer + mask-inpaint K=2": "tab:cyan",
           "mask-inpaint K=3": "tab:blue", "reformer + mask-inpaint K=3": "black"}
-GRIDS = {"mnist": [0, 5, 10, 15, 20, 25, 30, 35, 40], "cifar10": list(range(0, 101, 10))}
 
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--attack", choices=["cw", "ead"], required=True)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--num-examples", type=int, default=1000,
                    help="first N test images the bare classifier gets right")
     p.add_argument("--confidences", type=float, nargs="+", default=None,
@@ -150,7 +150,7 @@ def main(argv=None) -> None:
         hint = " (or leave MagNet out with --no-magnet)" if "magnet" in str(e) else ""
         sys.exit(f"error: {e}{hint}")
     started = time.time()
-    kappas = args.confidences or GRIDS[args.dataset]
+    kappas = args.confidences or list(datasets.get(args.dataset).kappa_grid)
     settings = attack_settings(args)
     name = args.attack + ("-targeted" if args.targeted else "")
     # one cache per preset, so a CPU run never overwrites examples crafted elsewhere
@@ -337,7 +337,7 @@ def main(argv=None) -> None:
         return
 
     defenses = evaluation.defense_suite(
-        pre.logits_fn, pre.remix, magnet, components.MAGNET_OFFICIAL_NAMES[args.dataset],
+        pre.logits_fn, pre.remix, magnet, components.magnet_official_names(args.dataset),
         args.iterations)
     rows = []
     clean_rows = {}

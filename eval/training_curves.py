@@ -15,7 +15,7 @@ import glob
 import os
 import sys
 
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, HelpFormatter
+from remix_jax.cli import CHECKPOINT_ROOT_HELP, HelpFormatter, add_dataset_flag
 
 # what each panel plots from a history entry
 PANEL_METRICS = {"classifier": ("accuracy",), "reformer": ("mse_noisy", "mse_clean"),
@@ -66,7 +66,7 @@ def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--out", default=None, help="default: results/<dataset>/training")
     args = p.parse_args(argv)

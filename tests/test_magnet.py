@@ -169,7 +169,7 @@ def test_committed_thresholds_are_reproduced_on_the_validation_images(mnist_magn
         np.testing.assert_allclose(float(again.thresholds[d.name]),
                                    float(m.thresholds[d.name]), rtol=1e-4, err_msg=d.name)
     names = {d.name for d in m.detectors}
-    assert set(components.MAGNET_OFFICIAL_NAMES["mnist"]) <= names
+    assert set(components.magnet_official_names("mnist")) <= names
 
 
 def test_committed_magnet_passes_clean_images_and_catches_heavy_noise(mnist_magnet, mnist_test):
@@ -178,7 +178,7 @@ def test_committed_magnet_passes_clean_images_and_catches_heavy_noise(mnist_magn
     m, logits_fn = mnist_magnet
     images, labels = mnist_test
     x = data.to_float(images[:2000])
-    official = m.select(components.MAGNET_OFFICIAL_NAMES["mnist"])
+    official = m.select(components.magnet_official_names("mnist"))
     clean = magnet.outcomes(official, logits_fn, x, labels[:2000])
     assert clean["rejected"].mean() < 0.01  # drop rates 0.001 + 0.001 on validation
     assert clean["reformed_correct"].mean() > 0.98

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from remix_jax.models import AutoencoderConfig, MNISTClassifier, SkipAutoencoder, init_autoencoder
+from remix_jax.models.autoencoder import autoencoder_module, interpolate_hidden
 from remix_jax.models.layers import avg_pool_2x2, max_pool_2x2
 
 
@@ -82,3 +83,50 @@ def test_cifar_resnet_logits_and_batch_independence_in_inference():
     # inference uses the running statistics: an image's logits do not depend on the
     # rest of the batch (attacks rely on it)
     np.testing.assert_allclose(model.apply(variables, x[:1]), logits[:1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("hw", "c"), [((28, 28), 1), ((32, 32), 3)])
+def test_unet_shapes_range_and_mask_use(hw, c):
+    cfg = AutoencoderConfig(channels=c, features=(4, 8, 8), strides=(1, 2, 2),
+                            mask_channel=True, architecture="unet")
+    params = init_autoencoder(jax.random.key(0), cfg, hw)
+    x = jax.random.uniform(jax.random.key(1), (2, *hw, c))
+    ones = jnp.ones((2, *hw, 1))
+    module = autoencoder_module(cfg)
+    assert type(module).__name__ == "UNet"
+    y = jax.jit(lambda p, x, m: module.apply({"params": p}, x, m))(params, x, ones)
+    chex.assert_shape(y, x.shape)
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    # the mask channel reaches the network: another mask, another output
+    assert not np.allclose(y, module.apply({"params": params}, x, 0 * ones))
+
+
+def test_unet_config_validates():
+    with pytest.raises(ValueError, match="first stride"):
+        AutoencoderConfig(features=(4, 8), strides=(2, 2), architecture="unet")
+    with pytest.raises(ValueError, match="architecture"):
+        AutoencoderConfig(features=(4,), strides=(1,), architecture="vit")
+    with pytest.raises(ValueError, match="needs the mask"):
+        AutoencoderConfig(features=(4,), strides=(1,), fill="interpolate")
+    cfg = AutoencoderConfig(channels=3, features=(4, 8), strides=(1, 2), mask_channel=True,
+                            architecture="unet", fill="interpolate")
+    assert AutoencoderConfig.from_dict(cfg.to_dict()) == cfg
+    # a meta.json written before these fields existed reads as the RED-Net it was
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("architecture", "fill")}
+    assert AutoencoderConfig.from_dict(old).architecture == "rednet"
+
+
+def test_interpolate_fills_hidden_pixels_from_visible_neighbours():
+    x = jnp.arange(25.0).reshape(1, 5, 5, 1) / 25
+    mask = jnp.ones((1, 5, 5, 1)).at[0, 2, 2, 0].set(0)  # centre hidden
+    filled = interpolate_hidden(x * mask, mask)
+    neighbours = [x[0, i, j, 0] for i in (1, 2, 3) for j in (1, 2, 3) if (i, j) != (2, 2)]
+    np.testing.assert_allclose(filled[0, 2, 2, 0], np.mean(neighbours), rtol=1e-6)
+    np.testing.assert_array_equal(filled * mask, x * mask)  # visible pixels untouched
+    # an isolated hidden 3x3 block: its centre sees no visible pixel in 3x3, so 5x5
+    block = jnp.ones((1, 5, 5, 1)).at[0, 1:4, 1:4, 0].set(0)
+    ring = np.asarray(x[0, :, :, 0])[np.asarray(block[0, :, :, 0]) == 1]
+    centre = interpolate_hidden(x * block, block)[0, 2, 2, 0]
+    np.testing.assert_allclose(centre, ring.mean(), rtol=1e-6)
+    # nothing visible: zeros, not NaN
+    assert np.isfinite(interpolate_hidden(x, jnp.zeros_like(x))).all()

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from remix_jax import checkpoints, components, data, evaluation
+from remix_jax import checkpoints, data, datasets, evaluation
 from remix_jax.models.classifiers import as_variables
 from remix_jax.pretrained import load_classifier, load_pretrained
 
@@ -63,7 +63,7 @@ def test_shipped_cifar10_classifier_scores_at_least_88_percent(data_dir):
 
 
 def test_remix_params_carry_the_trained_settings(mnist):
-    assert mnist.remix.n_masks == components.N_MASKS["mnist"] == 2
+    assert mnist.remix.n_masks == datasets.get("mnist").n_masks == 2
     assert mnist.remix.reformer is not None and mnist.remix.iterations == 1
     meta = checkpoints.read_metadata(os.path.join(MNIST_DIR, "inpainter"))
     for key in ("command", "git_commit", "machine", "train_seconds", "test"):

@@ -208,7 +208,7 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
 def test_recipe_restores_the_shipped_classifier_with_its_optimizer_state(dataset):
     # rerunning `train.classifier` on a shipped checkpoint must resume (or only
     # re-evaluate), so each recipe must build the optimizer state it was saved with
-    from remix_jax import components, data
+    from remix_jax import components, datasets
     from remix_jax.pretrained import load_classifier
     from train import classifier as train_classifier
 
@@ -216,9 +216,9 @@ def test_recipe_restores_the_shipped_classifier_with_its_optimizer_state(dataset
     if checkpoints.latest_step(folder) is None:
         pytest.skip(f"no {dataset} classifier committed")
     model, _ = load_classifier(dataset)
-    task = objectives.classifier_task(model, data.DATASETS[dataset])
+    task = objectives.classifier_task(model, datasets.get(dataset).image_shape)
     params = task.init(jax.random.key(0))
-    recipe = train_classifier.RECIPES[dataset]
+    recipe = datasets.get(dataset).classifier_recipe
     optimizer = train_classifier.make_optimizer(recipe["schedule"], recipe["learning_rate"],
                                                 0.9, recipe["weight_decay"], 1000)
     trainable = params["params"] if task.stateful else params
@@ -259,3 +259,40 @@ def test_a_diverged_run_stops_with_an_error_instead_of_passing_for_trained(tmp_p
     with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
         training.fit(jax.random.key(0), task, optax.sgd(1e30), train, val, config,
                      str(tmp_path / "run"), {}, progress=False)
+
+
+def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_classifier():
+    from jax.flatten_util import ravel_pytree
+
+    from remix_jax.defense import autoencoder_fn, mask_inpaint
+    from remix_jax.models.autoencoder import AutoencoderConfig, init_autoencoder
+
+    cfg = AutoencoderConfig(channels=1, features=(4, 4), strides=(1, 1), mask_channel=True)
+    start = init_autoencoder(jax.random.key(3), cfg, (8, 8))
+    w = jax.random.normal(jax.random.key(4), (64, 3))
+
+    def classify(x):
+        return x.reshape(x.shape[0], -1) @ w
+
+    images = jax.random.randint(jax.random.key(5), (4, 8, 8, 1), 0, 256).astype(jnp.uint8)
+    key = jax.random.key(6)
+    x = images.astype(jnp.float32) / 255
+    x_hat = mask_inpaint(autoencoder_fn(cfg, start), key, x, 2)
+    mse = jnp.mean((x_hat - x) ** 2)
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        classify(x_hat), jnp.argmax(classify(x), -1)).mean()
+    for lam in (0.0, 0.5):
+        task = objectives.classifier_aware_inpainter_task(cfg, (8, 8), 2, classify, lam,
+                                                          init_params=start)
+        params = task.init(jax.random.key(0))
+        assert params is start  # fine-tuning starts from the given weights
+        loss, metrics = task.loss(params, key, images, None)
+        np.testing.assert_allclose(loss, mse + lam * ce, rtol=1e-5)
+        np.testing.assert_allclose(metrics["mse_hidden"], mse, rtol=1e-5)
+    # the classifier term moves the inpainter: its gradient differs from the MSE one's
+    grads = [jax.grad(lambda p, t=t: t.loss(p, key, images, None)[0])(start) for t in (
+        objectives.classifier_aware_inpainter_task(cfg, (8, 8), 2, classify, lam)
+        for lam in (0.0, 0.5))]
+    assert not np.allclose(*(ravel_pytree(g)[0] for g in grads))
+    sums = task.evaluate(start, images, jnp.zeros(4, jnp.int32))
+    assert set(sums) == {"mse_hidden", "ce", "agreement", "accuracy"}

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 
-from remix_jax import runtime
+from remix_jax import datasets, runtime
 from train import common
 
-RECIPES = {
-    "mnist": dict(epochs=50, batch_size=128, learning_rate=0.01, schedule="constant",
-                  weight_decay=0.0, label_smoothing=0.0, augment=False),
-    "cifar10": dict(epochs=24, batch_size=512, learning_rate=0.4, schedule="onecycle",
-                    weight_decay=5e-4, label_smoothing=0.0, augment=True),
-}
+# the flags a dataset's recipe (remix_jax.datasets.DatasetSpec.classifier_recipe) sets
+RECIPE_FLAGS = ("epochs", "batch_size", "learning_rate", "schedule", "weight_decay",
+                "label_smoothing", "augment")
 WARMUP_FRACTION = 5 / 24
 
 
@@ -63,20 +60,27 @@ def main(argv=None) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random flip + crop (--no-augment to disable)")
     p.add_argument("--width", type=int, default=None,
-                   help="CIFAR-10 ResNet width (default: the shipped architecture's)")
-    p.epilog = "defaults (None) come from the dataset's recipe: " + str(RECIPES)
+                   help="ResNet width, where the classifier has one (CIFAR-10; default: "
+                   "the shipped architecture's)")
+    p.epilog = "defaults (None) come from the dataset's recipe: " + "; ".join(
+        f"{name}: {dict(datasets.get(name).classifier_recipe)}" for name in datasets.names())
     args = p.parse_args(argv)
-    if args.width is not None and args.dataset != "cifar10":
-        p.error("--width applies to the CIFAR-10 ResNet only")
-    for name, value in RECIPES[args.dataset].items():
+    spec = datasets.get(args.dataset)
+    for name, value in spec.classifier_recipe.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if missing := [name for name in RECIPE_FLAGS if getattr(args, name) is None]:
+        p.error(f"{args.dataset} has no recipe for --{missing[0].replace('_', '-')}: pass it")
     runtime.configure()  # before building the task, which traces the model
-    from remix_jax import components, data, objectives
+    from remix_jax import components, objectives
 
-    model = components.classifier(args.dataset, **({"width": args.width} if args.width else {}))
+    try:
+        model = components.classifier(args.dataset,
+                                      **({"width": args.width} if args.width else {}))
+    except TypeError:
+        p.error(f"--width: the {args.dataset} classifier has no width")
     task = objectives.classifier_task(
-        model, data.DATASETS[args.dataset], augment=args.augment,
+        model, spec.image_shape, augment=args.augment,
         label_smoothing=args.label_smoothing,
     )
 
@@ -86,7 +90,7 @@ def main(argv=None) -> None:
     config = {
         "architecture": type(model).__name__,
         "module": components.module_fields(model),
-        "recipe": {name: getattr(args, name) for name in (*RECIPES["mnist"], "momentum")},
+        "recipe": {name: getattr(args, name) for name in (*RECIPE_FLAGS, "momentum")},
     }
     common.train_component(args, "classifier", task, optimizer, config, "accuracy")
 

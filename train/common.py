@@ -7,7 +7,7 @@ import os
 import sys
 
 from remix_jax import runtime
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 
 def parser(
@@ -16,7 +16,7 @@ def parser(
     p = argparse.ArgumentParser(
         description=description, formatter_class=HelpFormatter
     )
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
+    add_dataset_flag(p)
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--learning-rate", type=float, default=learning_rate)

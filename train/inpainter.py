@@ -1,48 +1,100 @@
 """Train REMIX's inpainter: ``python -m train.inpainter --dataset mnist``.
 
 Each training image is masked with a fresh draw of the n-mask generator (n = 2
-MNIST, 3 CIFAR-10); the skip autoencoder learns to restore the hidden pixels
-(mean squared error on them). Adam at 3e-4: at 1e-3 the variant that takes the mask
-as an input channel collapsed to an all-zero output in its first steps (3 of 3 seeds).
+MNIST, 3 CIFAR-10); the autoencoder learns to restore the hidden pixels (mean
+squared error on them). Adam at 3e-4: at 1e-3 the variant that takes the mask as an
+input channel collapsed to an all-zero output in its first steps (3 of 3 seeds).
+
+With ``--classifier-weight L`` the loss becomes classifier-aware: each image goes
+through a whole mask-inpaint round and L x the frozen classifier's cross-entropy on
+the result (against its own prediction on the clean image) joins the hidden-pixel
+error (``remix_jax.objectives.classifier_aware_inpainter_task``); ``--init-from``
+starts from an MSE-trained inpainter, whose architecture is then used.
 """
 
 from __future__ import annotations
 
+from remix_jax.models.autoencoder import ARCHITECTURES, FILLS
 from train import common
 
 
-def main(argv=None) -> None:
+def parse(argv):
     p = common.parser(__doc__.splitlines()[0], epochs=30, batch_size=128, learning_rate=3e-4)
     p.add_argument("--n-masks", type=int, default=None, help="default: 2 MNIST, 3 CIFAR-10")
     common.add_architecture_flags(p)
-    p.add_argument(
-        "--mask-channel",
-        choices=["yes", "no"],
-        default=None,
-        help="give the mask as an extra input channel (default: yes)",
-    )
-    p.add_argument(
-        "--per-channel",
-        action="store_true",
-        help="partition the H*W*C elements instead of the pixels",
-    )
-    args = p.parse_args(argv)
+    p.add_argument("--mask-channel", choices=["yes", "no"], default=None,
+                   help="give the mask as an extra input channel (default: yes)")
+    p.add_argument("--architecture", choices=list(ARCHITECTURES), default="rednet",
+                   help="rednet: the paper's skip autoencoder; unet: levels at 1, 1/2, 1/4 ... "
+                   "resolution with concatenated skips (--features: level widths, "
+                   "--strides 1 2 2 ...)")
+    p.add_argument("--fill", choices=list(FILLS), default="zero",
+                   help="hidden pixels as the network sees them: zero, or interpolate "
+                   "(mean of the visible neighbours)")
+    p.add_argument("--per-channel", action="store_true",
+                   help="partition the H*W*C elements instead of the pixels")
+    p.add_argument("--classifier-weight", type=float, default=0.0,
+                   help="lambda of the classifier-aware loss (0: hidden-pixel MSE only)")
+    p.add_argument("--init-from", default=None,
+                   help="start from this inpainter checkpoint folder (its architecture, "
+                   "n and mask layout are used)")
+    p.add_argument("--classifier", default=None,
+                   help="classifier checkpoint folder for --classifier-weight "
+                   "(default: the dataset's shipped classifier)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
     import dataclasses
 
     import optax
 
-    from remix_jax import components, data, objectives
+    from remix_jax import datasets, objectives, pretrained, runtime
 
-    config = common.autoencoder_config(args, "inpainter")
-    if args.mask_channel is not None:
-        config = dataclasses.replace(config, mask_channel=args.mask_channel == "yes")
-    n = components.N_MASKS[args.dataset] if args.n_masks is None else args.n_masks
+    runtime.configure()  # before the first JAX computation (restoring weights is one)
+    if args.classifier_weight < 0:
+        common.fail(f"--classifier-weight must be >= 0, got {args.classifier_weight}")
+    spec = datasets.get(args.dataset)
+    hw = spec.hw
+    init_params = None
+    if args.init_from:
+        try:
+            config, init_params, trained = pretrained.restore_autoencoder(args.init_from, hw)
+        except (FileNotFoundError, ValueError) as e:
+            common.fail(f"--init-from {args.init_from}: {e}")
+        n = trained.get("n_masks", spec.n_masks)
+        args.per_channel = trained.get("per_channel", False)
+    else:
+        config = common.autoencoder_config(args, "inpainter")
+        if args.mask_channel is not None:
+            config = dataclasses.replace(config, mask_channel=args.mask_channel == "yes")
+        try:
+            config = dataclasses.replace(config, architecture=args.architecture, fill=args.fill)
+        except ValueError as e:
+            common.fail(str(e))
+        n = spec.n_masks if args.n_masks is None else args.n_masks
     if n < 2:
         common.fail(f"--n-masks must be >= 2 (one mask hides every pixel), got {n}")
-    task = objectives.inpainter_task(
-        config, data.DATASETS[args.dataset][:2], n, per_channel=args.per_channel
-    )
     meta_config = {**config.to_dict(), "n_masks": n, "per_channel": args.per_channel}
+    if args.classifier_weight > 0:
+        try:
+            model, weights = pretrained.load_classifier(args.dataset, folder=args.classifier)
+        except (FileNotFoundError, ValueError) as e:
+            common.fail(f"classifier: {e}")
+        variables = pretrained.as_variables(weights)
+        task = objectives.classifier_aware_inpainter_task(
+            config, hw, n, lambda x: model.apply(variables, x), args.classifier_weight,
+            per_channel=args.per_channel, init_params=init_params)
+        meta_config.update(
+            classifier_weight=args.classifier_weight,
+            classifier=args.classifier or "shipped",
+            init_from=args.init_from)
+    else:
+        task = objectives.inpainter_task(config, hw, n, per_channel=args.per_channel)
+        if init_params is not None:
+            task = task._replace(init=lambda key: init_params)
+            meta_config["init_from"] = args.init_from
     common.train_component(
         args, "inpainter", task, optax.adam(args.learning_rate), meta_config, "mse_hidden"
     )

@@ -28,12 +28,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     import optax
 
-    from remix_jax import components, data, objectives
+    from remix_jax import components, datasets, objectives
 
-    names = args.autoencoders or sorted(components.MAGNET_AUTOENCODERS[args.dataset])
-    noise = components.REFORMER_NOISE[args.dataset] if args.noise is None else args.noise
+    spec = datasets.get(args.dataset)
+    names = args.autoencoders or sorted(components.magnet_setup(args.dataset).autoencoders)
+    noise = spec.reformer_noise if args.noise is None else args.noise
     root = os.path.abspath(args.checkpoint_dir or components.checkpoint_dir(args.dataset, "magnet"))
-    hw = data.DATASETS[args.dataset][:2]
+    hw = spec.hw
     for name in names:
         try:
             config = components.magnet_autoencoder(args.dataset, name)

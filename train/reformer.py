@@ -18,11 +18,12 @@ def main(argv=None) -> None:
         common.fail("--noise must be >= 0 (the denoiser's Gaussian noise std)")
     import optax
 
-    from remix_jax import components, data, objectives
+    from remix_jax import datasets, objectives
 
     config = common.autoencoder_config(args, "reformer")
-    noise = components.REFORMER_NOISE[args.dataset] if args.noise is None else args.noise
-    task = objectives.denoiser_task(config, data.DATASETS[args.dataset][:2], noise)
+    spec = datasets.get(args.dataset)
+    noise = spec.reformer_noise if args.noise is None else args.noise
+    task = objectives.denoiser_task(config, spec.hw, noise)
     meta_config = {**config.to_dict(), "noise": noise}
     common.train_component(
         args, "reformer", task, optax.adam(args.learning_rate), meta_config, "mse_noisy"

@@ -24,3 +24,14 @@ DATA_DIR_HELP = (
     "folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, else tensorflow-datasets)"
 )
 CHECKPOINT_ROOT_HELP = "default: $REMIX_CHECKPOINT_DIR, else the repo's checkpoints/"
+
+
+def add_dataset_flag(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """``--dataset`` (or ``--datasets`` with ``many``): choices and default from the registry."""
+    from remix_jax import datasets  # imports no JAX
+
+    if many:
+        parser.add_argument("--datasets", nargs="+", choices=datasets.names(),
+                            default=datasets.names())
+    else:
+        parser.add_argument("--dataset", choices=datasets.names(), default=datasets.default())

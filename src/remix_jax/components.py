@@ -1,61 +1,27 @@
 """The project's standard components per dataset: architectures and checkpoint paths.
 
-One place that says which classifier, reformer and inpainter architecture a dataset
-uses, so training CLIs, ``load_pretrained`` and the evaluations agree.
+Built from the dataset registry (:mod:`remix_jax.datasets`), so that training CLIs,
+``load_pretrained`` and the evaluations agree on which classifier, reformer,
+inpainter and MagNet a dataset uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 
 import flax.linen as nn
 
-from remix_jax.data import DATASETS
-from remix_jax.magnet import DetectorSpec
+from remix_jax import datasets
+from remix_jax.datasets import DetectorSpec
 from remix_jax.models.autoencoder import AutoencoderConfig
-from remix_jax.models.classifiers import CIFARResNet, MNISTClassifier
 from remix_jax.models.magnet import MagNetAEConfig
-
-# REMIX's mask count n per dataset (paper, Sec. IV).
-N_MASKS = {"mnist": 2, "cifar10": 3}
-# MagNet's reformer training noise per dataset (its official code).
-REFORMER_NOISE = {"mnist": 0.1, "cifar10": 0.025}
-
-CLASSIFIERS: dict[str, type[nn.Module]] = {"mnist": MNISTClassifier, "cifar10": CIFARResNet}
-
-# MagNet as in its official MNIST code (train_defense.py / test_defense.py) and
-# Carlini's reconstruction of its CIFAR-10 set-up: autoencoders, the reformer, the
-# detectors with their clean drop rates. "JSD-T10"/"JSD-T40" on MNIST are extras
-# (MagNet's MNIST code uses only I-L2 and II-L1); results report MagNet with the
-# official set and, separately, with the extras added.
-MAGNET_AUTOENCODERS = {
-    "mnist": {"I": (3, "average", 3), "II": (3,)},
-    "cifar10": {"I": (3,)},
-}
-MAGNET_REFORMER = {"mnist": "I", "cifar10": "I"}
-MAGNET_DETECTORS = {
-    "mnist": (DetectorSpec("I-L2", "I", "L2", 0.001), DetectorSpec("II-L1", "II", "L1", 0.001)),
-    "cifar10": (
-        DetectorSpec("I-L1", "I", "L1", 0.005),
-        DetectorSpec("JSD-T10", "I", "JSD", 0.01, temperature=10.0),
-        DetectorSpec("JSD-T40", "I", "JSD", 0.01, temperature=40.0),
-    ),
-}
-MAGNET_OFFICIAL_NAMES = {ds: tuple(d.name for d in spec) for ds, spec in MAGNET_DETECTORS.items()}
-MAGNET_EXTRA_DETECTORS = {
-    "mnist": (
-        DetectorSpec("JSD-T10", "I", "JSD", 0.001, temperature=10.0),
-        DetectorSpec("JSD-T40", "I", "JSD", 0.001, temperature=40.0),
-    ),
-    "cifar10": (),
-}
 
 
 def default_autoencoder(dataset: str, component: str) -> AutoencoderConfig:
     """Default reformer / inpainter architecture of a dataset."""
-    check_dataset(dataset)
-    channels = DATASETS[dataset][-1]
+    channels = datasets.get(dataset).channels
     if component == "reformer":
         return AutoencoderConfig(channels=channels, features=(32, 32, 32, 32), strides=(1, 1, 1, 1))
     if component == "inpainter":
@@ -67,17 +33,44 @@ def default_autoencoder(dataset: str, component: str) -> AutoencoderConfig:
 
 def magnet_autoencoder(dataset: str, name: str) -> MagNetAEConfig:
     """Architecture of MagNet's autoencoder ``name`` ("I", "II") for a dataset."""
-    check_dataset(dataset)
-    structures = MAGNET_AUTOENCODERS[dataset]
+    spec = datasets.get(dataset)
+    structures = magnet_setup(dataset).autoencoders
     if name not in structures:
         raise ValueError(f"MagNet on {dataset} has autoencoders {sorted(structures)}, not {name!r}")
-    return MagNetAEConfig(channels=DATASETS[dataset][-1], structure=structures[name])
+    return MagNetAEConfig(channels=spec.channels, structure=structures[name])
+
+
+def magnet_setup(dataset: str) -> datasets.MagNetSetup:
+    """The dataset's MagNet set-up; ValueError where it has none."""
+    setup = datasets.get(dataset).magnet
+    if setup is None:
+        raise ValueError(f"the registry has no MagNet set-up for dataset {dataset!r}")
+    return setup
+
+
+def magnet_detectors(dataset: str, *, extras: bool = True) -> tuple[DetectorSpec, ...]:
+    """MagNet's detectors on a dataset: the official ones, then (``extras``) the extras."""
+    setup = magnet_setup(dataset)
+    return setup.detectors + (setup.extra_detectors if extras else ())
+
+
+def magnet_official_names(dataset: str) -> tuple[str, ...]:
+    """Names of MagNet's official detectors on a dataset (results' "MagNet" row)."""
+    return tuple(d.name for d in magnet_setup(dataset).detectors)
 
 
 def classifier(dataset: str, **fields) -> nn.Module:
-    """The dataset's classifier module; ``fields`` override its defaults (e.g. width)."""
-    check_dataset(dataset)
-    return CLASSIFIERS[dataset](**fields)
+    """The dataset's classifier module; ``fields`` override its defaults (e.g. width).
+
+    Its number of classes is the dataset's.
+    """
+    spec = datasets.get(dataset)
+    path = spec.classifier
+    if path is None:
+        raise ValueError(f"the registry has no default classifier for dataset {dataset!r}")
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)(
+        **{"num_classes": spec.num_classes, **fields})
 
 
 def module_fields(module: nn.Module) -> dict:
@@ -87,8 +80,8 @@ def module_fields(module: nn.Module) -> dict:
 
 
 def check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    """ValueError naming the registered datasets unless ``dataset`` is one."""
+    datasets.get(dataset)
 
 
 def checkpoint_root() -> str:

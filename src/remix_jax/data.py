@@ -1,4 +1,4 @@
-"""MNIST and CIFAR-10 as NHWC uint8 arrays, from a local folder or tensorflow-datasets.
+"""Registered datasets as NHWC uint8 arrays, from a local folder or tensorflow-datasets.
 
 A local data folder (argument ``data_dir`` or environment ``REMIX_DATA_DIR``) is
 read first: ``<dir>/<dataset>/<split>.npz``, or its shards
@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-DATASETS = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+from remix_jax import datasets
+
 SPLITS = ("train", "test")
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ class Split(NamedTuple):
 
 
 def _check_name(dataset: str, split: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    datasets.get(dataset)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
@@ -85,6 +85,12 @@ def _load_npz(files: list[str]) -> Split:
 
 
 def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -> Split:
+    name = datasets.get(dataset).tfds_name
+    if name is None:
+        raise FileNotFoundError(
+            f"dataset {dataset!r} has no tensorflow-datasets name: set {DATA_DIR_ENV} or pass "
+            f"--data-dir to a folder holding {dataset}/{split}.npz"
+        )
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -101,7 +107,7 @@ def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -
     try:
         images, labels = tfds.as_numpy(
             tfds.load(
-                dataset,
+                name,
                 split=split,
                 as_supervised=True,
                 batch_size=-1,
@@ -115,9 +121,9 @@ def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -
             f"set {DATA_DIR_ENV} or pass --data-dir to a folder holding "
             f"{dataset}/{split}.npz, or install 'remix-jax[tfds]' and allow downloads"
         ) from e
-    version = tfds.builder(dataset, data_dir=tfds_dir).version
+    version = tfds.builder(name, data_dir=tfds_dir).version
     return Split(
-        np.asarray(images), np.asarray(labels, np.int32), f"tensorflow-datasets {dataset}:{version}"
+        np.asarray(images), np.asarray(labels, np.int32), f"tensorflow-datasets {name}:{version}"
     )
 
 
@@ -144,13 +150,14 @@ def load_split(
         result = _load_npz(files)
     else:
         result = _load_tfds(dataset, split, tfds_dir, download)
-    expected = DATASETS[dataset]
+    spec = datasets.get(dataset)
+    expected = spec.image_shape
     if result.images.shape[1:] != expected or result.images.dtype != np.uint8:
         raise ValueError(
             f"{dataset}/{split}: expected uint8 images of shape (N, *{expected}), "
             f"got {result.images.dtype} {result.images.shape}"
         )
-    num_classes = 10
+    num_classes = spec.num_classes
     if result.labels.ndim != 1 or (
         result.labels.size and not 0 <= result.labels.min() <= result.labels.max() < num_classes
     ):
@@ -171,10 +178,10 @@ def load(
     tfds_dir: str | None = None,
     download: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Loads MNIST or CIFAR-10.
+    """Loads a registered dataset (:func:`remix_jax.datasets.names`).
 
     Args:
-      dataset: "mnist" or "cifar10".
+      dataset: its registry name, e.g. "mnist" or "cifar10".
       split: "train" or "test".
       data_dir: folder holding ``<dataset>/<split>.npz`` (or shards); defaults to
         the environment variable ``REMIX_DATA_DIR``; if neither is set,

@@ -22,7 +22,7 @@ from flax import struct
 
 from remix_jax._checks import check_images, check_int
 from remix_jax.masking import random_masks
-from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 
 InpaintFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -32,7 +32,7 @@ class RemixParams:
     """Everything :func:`defend` needs: weights as pytree leaves, architecture as static fields.
 
     Attributes:
-      inpainter: Flax params of the inpainter (a :class:`SkipAutoencoder`).
+      inpainter: Flax params of the inpainter (the module of ``inpainter_config``).
       reformer: Flax params of the reformer, or None for mask-inpaint only.
       inpainter_config: the inpainter's architecture.
       reformer_config: the reformer's architecture (None without a reformer).
@@ -61,7 +61,7 @@ def autoencoder_fn(config: AutoencoderConfig, params: Any) -> InpaintFn:
 
     The mask (1 = visible) is passed to the network only if its config asks for it.
     """
-    model = SkipAutoencoder(config)
+    model = autoencoder_module(config)
 
     def apply(images: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         mask = mask if config.mask_channel else None
@@ -80,8 +80,7 @@ def mask_inpaint(
 ) -> jax.Array:
     """One mask-inpaint round (Eq. 2): x_hat = sum_i inpaint(m_i * x, m_i) * (1 - m_i).
 
-    The n masked copies go through the inpainter in one ``jax.vmap`` call, which XLA
-    folds into a single batch of n*B images.
+    :func:`inpaint_copies` then :func:`combine_copies`.
 
     Args:
       inpaint_fn: ``fn(masked_images (B, H, W, C), masks (B, H, W, 1|C)) -> (B, H, W, C)``.
@@ -97,13 +96,41 @@ def mask_inpaint(
     return _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel)
 
 
-def _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel):
-    """:func:`mask_inpaint` with one key per image, keys (B,): image i's masks depend
-    on keys[i] alone, so any chunking of the batch draws the same masks."""
+def inpaint_copies(
+    inpaint_fn: InpaintFn, keys: jax.Array, x: jax.Array, n: int, per_channel: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """The n masked copies of each image and what the inpainter makes of them.
+
+    The one mask-inpaint primitive: :func:`mask_inpaint`, :func:`defend`, the
+    detector's copies and the visualisation all call it. Image i's masks depend on
+    ``keys[i]`` alone, so any chunking of the batch draws the same masks. The n
+    copies go through the inpainter in one ``jax.vmap`` call, which XLA folds into a
+    single batch of n*B images.
+
+    Args:
+      inpaint_fn: ``fn(masked (B, H, W, C), masks (B, H, W, 1|C)) -> (B, H, W, C)``.
+      keys: (B,) PRNG keys, one per image.
+      x: (B, H, W, C) images.
+      n: number of complementary masks.
+      per_channel: partition the H*W*C elements instead of the H*W pixels.
+
+    Returns:
+      restored (n, B, H, W, C), the inpainter's output on copy i, and masks
+      (n, B, H, W, 1|C), 0 on the positions copy i hid.
+    """
     masks = jax.vmap(lambda k: random_masks(k, x.shape[1:], n, per_channel=per_channel))(keys)
     masks = jnp.moveaxis(masks, 1, 0).astype(x.dtype)  # (n, B, H, W, 1|C)
-    restored = jax.vmap(inpaint_fn)(masks * x[None], masks)
+    return jax.vmap(inpaint_fn)(masks * x[None], masks), masks
+
+
+def combine_copies(restored: jax.Array, masks: jax.Array) -> jax.Array:
+    """Eq. 2's combination: each pixel from the copy that hid it, (n, B, ...) -> (B, ...)."""
     return jnp.sum(restored * (1 - masks), axis=0)
+
+
+def _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel):
+    """:func:`mask_inpaint` with one key per image, keys (B,)."""
+    return combine_copies(*inpaint_copies(inpaint_fn, keys, x, n, per_channel))
 
 
 # Images per pass through the networks on CPU. A batch of 1000 MNIST images makes

@@ -35,9 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from remix_jax._checks import check_images, check_int
-from remix_jax.defense import RemixParams, autoencoder_fn
+from remix_jax.defense import RemixParams, autoencoder_fn, inpaint_copies
 from remix_jax.magnet import jensen_shannon, threshold
-from remix_jax.masking import random_masks
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 InpaintFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -59,10 +58,7 @@ def _check_temperature(temperature) -> None:
 
 def _copies_each(inpaint_fn, keys, x, n, per_channel):
     """:func:`mask_inpaint_copies` with one key per image, keys (B,)."""
-    # the mask draw of remix_jax.defense._mask_inpaint_each (a test keeps them equal)
-    masks = jax.vmap(lambda k: random_masks(k, x.shape[1:], n, per_channel=per_channel))(keys)
-    masks = jnp.moveaxis(masks, 1, 0).astype(x.dtype)  # (n, B, H, W, 1|C)
-    restored = jax.vmap(inpaint_fn)(masks * x[None], masks)
+    restored, masks = inpaint_copies(inpaint_fn, keys, x, n, per_channel)
     return masks * x[None] + (1 - masks) * restored, masks
 
 

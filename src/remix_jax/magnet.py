@@ -22,7 +22,6 @@ counts as correct only when it passes every detector and is then classified righ
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,39 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from remix_jax.datasets import DetectorSpec
 from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
 
 LogitsFn = Callable[[jax.Array], jax.Array]
-KINDS = ("L1", "L2", "JSD")
 # beside the autoencoders' folders: detector specs, thresholds and clean rates
 DETECTORS_FILE = "detectors.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectorSpec:
-    """One MagNet detector.
-
-    Attributes:
-      name: its label in results, e.g. "I-L2" or "JSD-T10".
-      autoencoder: the autoencoder it uses (a key of ``MagNetParams.autoencoders``).
-      kind: "L1" / "L2" reconstruction error, or "JSD" between softmaxes.
-      drop_rate: fraction of clean validation images it rejects (sets the threshold).
-      temperature: softmax temperature T (JSD only).
-    """
-
-    name: str
-    autoencoder: str
-    kind: str
-    drop_rate: float
-    temperature: float = 1.0
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if not 0.0 < self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in (0, 1), got {self.drop_rate}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 @struct.dataclass

@@ -7,6 +7,7 @@ flips and crops for CIFAR-10 augmentation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -14,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from remix_jax.defense import autoencoder_fn, mask_inpaint
 from remix_jax.masking import batch_random_masks
-from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 from remix_jax.models.classifiers import as_variables
 from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
 from remix_jax.training import MODEL_STATE, Task, accuracy_sum
@@ -95,7 +97,7 @@ def classifier_task(
 
 
 def _autoencoder_init(config: AutoencoderConfig, hw: tuple[int, int]):
-    model = SkipAutoencoder(config)
+    model = autoencoder_module(config)
 
     def init(key):
         mask = jnp.ones((1, *hw, 1)) if config.mask_channel else None
@@ -168,6 +170,74 @@ def inpainter_task(
     def evaluate(params, images, labels):
         del labels
         return {"mse_hidden": masked_error(params, jax.random.key(0), to_unit(images)).sum()}
+
+    return Task(init, loss, evaluate)
+
+
+def classifier_aware_inpainter_task(
+    config: AutoencoderConfig,
+    hw: tuple[int, int],
+    n_masks: int,
+    classify: Callable[[jax.Array], jax.Array],
+    classifier_weight: float,
+    *,
+    per_channel: bool = False,
+    init_params: Any = None,
+) -> Task:
+    """The inpainter trained for a frozen classifier (Salman et al. 2020's "stability").
+
+    Each image goes through one whole mask-inpaint round (:func:`mask_inpaint`, n
+    fresh masks), and the loss is
+
+        mean((x_hat - x)^2) + classifier_weight * CE(classify(x_hat), argmax classify(x))
+
+    The first term is the hidden-pixel error of the MSE task: every pixel of x_hat
+    comes from the copy that hid it. The second asks the combined output to keep the
+    classifier's own decision on the clean image (its prediction, not the label, so
+    the defense learns to preserve what the classifier sees rather than to correct
+    it). The classifier is frozen: REMIX protects the given network.
+
+    Args:
+      config, hw, n_masks, per_channel: as :func:`inpainter_task`.
+      classify: ``classify(x (B, H, W, C) in [0, 1]) -> logits``; gradients flow
+        through it to the inpainter, never into its weights (closed over constants).
+      classifier_weight: lambda >= 0.
+      init_params: start from these weights (the MSE-trained inpainter) instead of a
+        fresh initialisation.
+    """
+    _, fresh_init = _autoencoder_init(config, hw)
+
+    def init(key):
+        return fresh_init(key) if init_params is None else init_params
+
+    def combined(params, key, x):
+        return mask_inpaint(autoencoder_fn(config, params), key, x, n_masks,
+                            per_channel=per_channel)
+
+    def terms(params, key, images):
+        x = to_unit(images)
+        x_hat = combined(params, key, x)
+        target = jnp.argmax(jax.lax.stop_gradient(classify(x)), axis=-1)
+        logits = classify(x_hat)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)
+        mse = jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3))
+        return mse, ce, logits, target
+
+    def loss(params, key, images, labels):
+        del labels
+        mse, ce, logits, target = terms(params, key, images)
+        agree = jnp.mean(jnp.argmax(logits, -1) == target)
+        return mse.mean() + classifier_weight * ce.mean(), {
+            "mse_hidden": mse.mean(), "ce": ce.mean(), "agreement": agree}
+
+    def evaluate(params, images, labels):
+        mse, ce, logits, target = terms(params, jax.random.key(0), images)
+        return {
+            "mse_hidden": mse.sum(),
+            "ce": ce.sum(),
+            "agreement": jnp.sum(jnp.argmax(logits, -1) == target),
+            "accuracy": accuracy_sum(logits, labels),
+        }
 
     return Task(init, loss, evaluate)
 

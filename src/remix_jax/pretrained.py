@@ -11,12 +11,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from remix_jax import checkpoints, components
+from remix_jax import checkpoints, components, datasets
 from remix_jax._checks import check_image_shape
-from remix_jax.data import DATASETS
 from remix_jax.defense import RemixParams
 from remix_jax.magnet import DETECTORS_FILE, DetectorSpec, MagNetParams
-from remix_jax.models.autoencoder import AutoencoderConfig, SkipAutoencoder
+from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 from remix_jax.models.classifiers import as_variables
 from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
 
@@ -28,7 +27,8 @@ class Pretrained(NamedTuple):
       classifier: the Flax module.
       classifier_params: its weights: bare params, or the whole Flax variables dict
         of a BatchNorm net (``as_variables`` gives what ``classifier.apply`` takes).
-      logits_fn: ``logits_fn(x (B, H, W, C) in [0, 1]) -> (B, 10)``, what attacks take.
+      logits_fn: ``logits_fn(x (B, H, W, C) in [0, 1]) -> (B, num_classes)``, what
+        attacks take.
       remix: :class:`RemixParams` with reformer, inpainter, the dataset's n and K=1.
     """
 
@@ -55,7 +55,8 @@ def load_classifier(dataset: str, root: str | None = None, *,
     model = components.classifier(dataset, **fields)
 
     def init():
-        variables = model.init(jax.random.key(0), jnp.zeros((1, *DATASETS[dataset])))
+        x = jnp.zeros((1, *datasets.get(dataset).image_shape))
+        variables = model.init(jax.random.key(0), x)
         return dict(variables) if len(variables) > 1 else variables["params"]
 
     return model, checkpoints.restore(folder, jax.eval_shape(init)).params
@@ -73,7 +74,7 @@ def restore_autoencoder(folder: str, hw: tuple[int, int]) -> tuple[AutoencoderCo
     def init():
         mask = jnp.ones((1, *hw, 1)) if config.mask_channel else None
         x = jnp.zeros((1, *hw, config.channels))
-        return SkipAutoencoder(config).init(jax.random.key(0), x, mask)["params"]
+        return autoencoder_module(config).init(jax.random.key(0), x, mask)["params"]
 
     return config, checkpoints.restore(folder, jax.eval_shape(init)).params, meta_config
 
@@ -82,7 +83,7 @@ def load_autoencoder(dataset: str, component: str,
                      root: str | None = None) -> tuple[AutoencoderConfig, Any, dict]:
     """Restores the dataset's shipped reformer or inpainter (see :func:`restore_autoencoder`)."""
     folder = components.checkpoint_dir(dataset, component, root)
-    return restore_autoencoder(folder, DATASETS[dataset][:2])
+    return restore_autoencoder(folder, datasets.get(dataset).hw)
 
 
 def load_magnet(
@@ -95,7 +96,7 @@ def load_magnet(
     """Restores the MagNet baseline trained by ``python -m train.magnet``.
 
     Args:
-      dataset: "mnist" or "cifar10".
+      dataset: a registered dataset with a MagNet set-up ("mnist", "cifar10").
       root: checkpoint root (default as :func:`load_pretrained`); MagNet lives in
         ``<root>/<dataset>/magnet``.
       folder: that folder directly (overrides ``root``).
@@ -106,11 +107,11 @@ def load_magnet(
       :class:`remix_jax.magnet.MagNetParams`; with ``calibrated``, its detectors are
       those of ``detectors.json``.
     """
-    components.check_dataset(dataset)
+    setup = components.magnet_setup(dataset)
     folder = folder or components.checkpoint_dir(dataset, "magnet", root)
-    hw = DATASETS[dataset][:2]
+    hw = datasets.get(dataset).hw
     configs, params = [], {}
-    for name in sorted(components.MAGNET_AUTOENCODERS[dataset]):
+    for name in sorted(setup.autoencoders):
         sub = os.path.join(folder, name)
         config = MagNetAEConfig.from_dict(checkpoints.read_metadata(sub)["config"])
 
@@ -120,7 +121,7 @@ def load_magnet(
 
         params[name] = checkpoints.restore(sub, jax.eval_shape(init)).params
         configs.append((name, config))
-    detectors = components.MAGNET_DETECTORS[dataset] + components.MAGNET_EXTRA_DETECTORS[dataset]
+    detectors = components.magnet_detectors(dataset)
     thresholds = {}
     if calibrated:
         path = os.path.join(folder, DETECTORS_FILE)
@@ -132,11 +133,11 @@ def load_magnet(
                           for d in stored)
         thresholds = {d["name"]: jnp.float32(d["threshold"]) for d in stored}
     return MagNetParams(autoencoders=params, thresholds=thresholds, configs=tuple(configs),
-                        detectors=tuple(detectors), reformer=components.MAGNET_REFORMER[dataset])
+                        detectors=tuple(detectors), reformer=setup.reformer)
 
 
 def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrained:
-    """Loads the shipped checkpoints of ``dataset`` ("mnist" or "cifar10").
+    """Loads the shipped checkpoints of a registered ``dataset`` (e.g. "mnist").
 
     Args:
       dataset: which dataset's models.
@@ -155,13 +156,13 @@ def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrain
         reformer=reformer,
         inpainter_config=inpainter_config,
         reformer_config=reformer_config,
-        n_masks=trained_with.get("n_masks", components.N_MASKS[dataset]),
+        n_masks=trained_with.get("n_masks", datasets.get(dataset).n_masks),
         iterations=1,
         per_channel=trained_with.get("per_channel", False),
     )
 
     variables = as_variables(params)
-    height, width, channels = DATASETS[dataset]
+    height, width, channels = datasets.get(dataset).image_shape
 
     def logits_fn(x):
         # shape and dtype only: values may not be concrete, and checking them here

@@ -1,4 +1,4 @@
-"""Image classifiers protected by the defenses. All return logits (B, 10)."""
+"""Image classifiers protected by the defenses. All return logits (B, num_classes)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ class MNISTClassifier(nn.Module):
     """
 
     dropout_rate: float = 0.5
+    num_classes: int = 10
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        """Classifies (B, 28, 28, 1) images in [0, 1]; returns (B, 10) logits."""
+        """Classifies (B, 28, 28, 1) images in [0, 1]; returns (B, num_classes) logits."""
         for width in (32, 32):
             x = nn.relu(nn.Conv(width, (3, 3), padding="VALID")(x))
         x = max_pool_2x2(x)
@@ -40,7 +41,7 @@ class MNISTClassifier(nn.Module):
         x = nn.relu(nn.Dense(200)(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = nn.relu(nn.Dense(200)(x))
-        return nn.Dense(10)(x)
+        return nn.Dense(self.num_classes)(x)
 
 
 class CIFARResNet(nn.Module):
@@ -60,10 +61,11 @@ class CIFARResNet(nn.Module):
 
     width: int = 16
     logit_scale: float = 0.125
+    num_classes: int = 10
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        """Classifies (B, 32, 32, 3) images in [0, 1]; returns (B, 10) logits."""
+        """Classifies (B, 32, 32, 3) images in [0, 1]; returns (B, num_classes) logits."""
 
         def conv_bn(x, features):
             x = nn.Conv(features, (3, 3), padding="SAME", use_bias=False)(x)
@@ -78,4 +80,4 @@ class CIFARResNet(nn.Module):
         x = max_pool_2x2(conv_bn(x, 8 * w))
         x = x + conv_bn(conv_bn(x, 8 * w), 8 * w)
         x = x.max(axis=(1, 2))
-        return nn.Dense(10)(x) * self.logit_scale
+        return nn.Dense(self.num_classes)(x) * self.logit_scale

@@ -1,0 +1,233 @@
+"""The dataset registry: everything the project knows about a dataset, in one place.
+
+A :class:`DatasetSpec` holds the image shape and number of classes, REMIX's settings
+(mask count n, reformer noise), the evaluation grids (CW/EAD kappas, PGD budgets,
+detector drop rates), the default classifier with its training recipe, and MagNet's
+set-up. The CLIs take their ``--dataset`` choices and defaults from here, the loaders
+their shape checks, ``load_pretrained`` its architectures; nothing else names a
+dataset. Registering one more is one :func:`register` call::
+
+    from remix_jax import datasets
+    datasets.register(datasets.DatasetSpec(
+        name="svhn", display_name="SVHN", image_shape=(32, 32, 3), num_classes=10,
+        n_masks=3, reformer_noise=0.025, kappa_grid=(0, 10, 20, 30)))
+
+The registry imports no JAX (the CLIs read it before parsing). Checkpoints of a
+dataset live in ``<checkpoint root>/<name>/<component>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+
+DETECTOR_KINDS = ("L1", "L2", "JSD")
+
+
+def _frozen(mapping: Mapping | None) -> Mapping:
+    return types.MappingProxyType(dict(mapping or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSpec:
+    """One MagNet detector.
+
+    Attributes:
+      name: its label in results, e.g. "I-L2" or "JSD-T10".
+      autoencoder: the autoencoder it uses (a key of ``MagNetParams.autoencoders``).
+      kind: "L1" / "L2" reconstruction error, or "JSD" between softmaxes.
+      drop_rate: fraction of clean validation images it rejects (sets the threshold).
+      temperature: softmax temperature T (JSD only).
+    """
+
+    name: str
+    autoencoder: str
+    kind: str
+    drop_rate: float
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in DETECTOR_KINDS:
+            raise ValueError(f"kind must be one of {DETECTOR_KINDS}, got {self.kind!r}")
+        if not 0.0 < self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in (0, 1), got {self.drop_rate}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MagNetSetup:
+    """MagNet's baseline on one dataset.
+
+    Attributes:
+      autoencoders: name -> MagNet autoencoder structure (``MagNetAEConfig.structure``).
+      reformer: the autoencoder that reforms inputs.
+      detectors: the official detectors with their clean drop rates.
+      extra_detectors: detectors reported separately, as extras.
+    """
+
+    autoencoders: Mapping[str, tuple]
+    reformer: str
+    detectors: tuple[DetectorSpec, ...]
+    extra_detectors: tuple[DetectorSpec, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset's facts and the project's settings for it.
+
+    Attributes:
+      name: the registry key and ``--dataset`` value (also the data and checkpoint
+        folder name).
+      display_name: how tables and figures name it.
+      image_shape: (H, W, C).
+      num_classes: number of classes, labels 0..num_classes - 1.
+      n_masks: REMIX's mask count n.
+      reformer_noise: std of the Gaussian noise the reformer is trained to remove.
+      kappa_grid: CW / EAD confidences of the Fig. 2 sweep.
+      pgd_budgets: norm ("linf", "l2") -> the adaptive evaluation's epsilons.
+      detector_drop_rates: clean drop rates at which detectors are calibrated; the
+        first is the headline.
+      classifier: "package.module:Name" of the default classifier, a Flax module
+        ``Name(**fields)`` whose ``apply(variables, x)`` returns logits (a path, so
+        that the registry imports no JAX and every ``--help`` stays instant).
+      classifier_recipe: the default flags of ``train.classifier``.
+      magnet: MagNet's set-up, or None where the project has none.
+      tfds_name: tensorflow-datasets' name for it (None: local data only).
+    """
+
+    name: str
+    display_name: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    n_masks: int
+    reformer_noise: float
+    kappa_grid: tuple[float, ...]
+    pgd_budgets: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    detector_drop_rates: tuple[float, ...] = (0.01, 0.05)
+    classifier: str | None = None
+    classifier_recipe: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    magnet: MagNetSetup | None = None
+    tfds_name: str | None = None
+
+    def __post_init__(self):
+        shape = tuple(self.image_shape)
+        if len(shape) != 3 or min(shape) < 1 or shape[2] not in (1, 3):
+            raise ValueError(f"image_shape must be (H, W, 1 or 3), got {self.image_shape}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if not 2 <= self.n_masks <= shape[0] * shape[1]:
+            raise ValueError(f"n_masks must be in [2, H*W], got {self.n_masks}")
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(f"name must be a non-empty identifier, got {self.name!r}")
+        object.__setattr__(self, "image_shape", shape)
+        object.__setattr__(self, "kappa_grid", tuple(self.kappa_grid))
+        object.__setattr__(self, "pgd_budgets",
+                           _frozen({k: tuple(v) for k, v in self.pgd_budgets.items()}))
+        object.__setattr__(self, "classifier_recipe", _frozen(self.classifier_recipe))
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(H, W)."""
+        return self.image_shape[:2]
+
+    @property
+    def channels(self) -> int:
+        return self.image_shape[2]
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+    """Adds a dataset to the registry (``replace=True`` overwrites one of that name)."""
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"spec must be a DatasetSpec, got {type(spec).__name__}")
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"dataset {spec.name!r} is already registered (pass replace=True)")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Removes a dataset (tests register toy datasets and remove them)."""
+    get(name)
+    del _REGISTRY[name]
+
+
+def get(name: str) -> DatasetSpec:
+    """The spec of a registered dataset; ValueError naming the choices otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"dataset must be one of {names()}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    """The registered datasets, in registration order (the first is the CLIs' default)."""
+    return list(_REGISTRY)
+
+
+def default() -> str:
+    """The CLIs' default ``--dataset``: the first registered."""
+    return names()[0]
+
+
+def file_suffix(name: str) -> str:
+    """"" for the default dataset, "_<name>" for the others (result file names)."""
+    return "" if name == default() else f"_{get(name).name}"
+
+
+# MagNet as in its official MNIST code (train_defense.py / test_defense.py) and
+# Carlini's reconstruction of its CIFAR-10 set-up. "JSD-T10"/"JSD-T40" on MNIST are
+# extras (MagNet's MNIST code uses only I-L2 and II-L1); results report MagNet with
+# the official set and, separately, with the extras added.
+register(DatasetSpec(
+    name="mnist",
+    display_name="MNIST",
+    image_shape=(28, 28, 1),
+    num_classes=10,
+    n_masks=2,  # paper, Sec. IV
+    reformer_noise=0.1,  # MagNet's official code
+    kappa_grid=(0, 5, 10, 15, 20, 25, 30, 35, 40),
+    pgd_budgets={"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)},
+    detector_drop_rates=(0.001, 0.01, 0.05),  # MagNet's (Meng and Chen 2017)
+    classifier="remix_jax.models.classifiers:MNISTClassifier",
+    # MagNet's / Carlini's recipe
+    classifier_recipe=dict(epochs=50, batch_size=128, learning_rate=0.01, schedule="constant",
+                           weight_decay=0.0, label_smoothing=0.0, augment=False),
+    magnet=MagNetSetup(
+        autoencoders={"I": (3, "average", 3), "II": (3,)},
+        reformer="I",
+        detectors=(DetectorSpec("I-L2", "I", "L2", 0.001),
+                   DetectorSpec("II-L1", "II", "L1", 0.001)),
+        extra_detectors=(DetectorSpec("JSD-T10", "I", "JSD", 0.001, temperature=10.0),
+                         DetectorSpec("JSD-T40", "I", "JSD", 0.001, temperature=40.0)),
+    ),
+    tfds_name="mnist",
+))
+
+register(DatasetSpec(
+    name="cifar10",
+    display_name="CIFAR-10",
+    image_shape=(32, 32, 3),
+    num_classes=10,
+    n_masks=3,  # paper, Sec. IV
+    reformer_noise=0.025,  # MagNet's official code
+    kappa_grid=tuple(range(0, 101, 10)),
+    # RobustBench's 8/255 and 0.5, with a smaller and a larger one for the curve
+    pgd_budgets={"linf": (2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)},
+    detector_drop_rates=(0.005, 0.01, 0.05),  # MagNet's L1 detector's
+    classifier="remix_jax.models.classifiers:CIFARResNet",
+    # Page's fast ResNet-9 recipe without label smoothing (train/classifier.py says why)
+    classifier_recipe=dict(epochs=24, batch_size=512, learning_rate=0.4, schedule="onecycle",
+                           weight_decay=5e-4, label_smoothing=0.0, augment=True),
+    magnet=MagNetSetup(
+        autoencoders={"I": (3,)},
+        reformer="I",
+        detectors=(DetectorSpec("I-L1", "I", "L1", 0.005),
+                   DetectorSpec("JSD-T10", "I", "JSD", 0.01, temperature=10.0),
+                   DetectorSpec("JSD-T40", "I", "JSD", 0.01, temperature=40.0)),
+    ),
+    tfds_name="cifar10",
+))
