@@ -20,10 +20,8 @@ Writes results/bench/presets[_cifar10].json and .md (atomically) and prints the 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import re
 
 from bench.common import require_positive
 from remix_jax import datasets
@@ -44,31 +42,16 @@ def throughput(path: str) -> dict:
 
 def measured_crafting(cache_dir: str) -> list[dict]:
     """Per kappa: seconds spent crafting, on how many images, on which machines."""
-    import numpy as np
+    from remix_jax import adversarial_cache
 
     rows = []
-    for path in sorted(glob.glob(os.path.join(cache_dir, "kappa_*.npz"))):
-        match = re.fullmatch(r"kappa_([0-9.]+)\.npz", os.path.basename(path))
-        if not match:
-            continue  # an unfinished kappa's batch file
-        with np.load(path) as f:
-            if "part_seconds" not in f.files:
-                continue
-            seconds, sizes = f["part_seconds"], f["part_sizes"]
-            cpu = (f["part_cpu_seconds"] if "part_cpu_seconds" in f.files
-                   else np.full(seconds.shape, np.nan))
-            known = ~np.isnan(seconds)
-            if known.any():
-                rows.append({"confidence": float(match.group(1)),
-                             "seconds": round(float(seconds[known].sum()), 1),
-                             # CPU time of all threads: unlike wall time, it does not
-                             # count time the job was paused or starved by other jobs
-                             "cpu_seconds": (round(float(cpu[known].sum()), 1)
-                                             if not np.isnan(cpu[known]).any() else None),
-                             "images_timed": int(sizes[known].sum()),
-                             "images": int(sizes.sum()),
-                             "machines": sorted(set(f["part_machines"][known].tolist()))})
-    return sorted(rows, key=lambda r: r["confidence"])
+    for kappa, path in adversarial_cache.finished(cache_dir).items():
+        t = adversarial_cache.crafting_time(adversarial_cache.read(path)[0])
+        if t["images_timed"]:
+            rows.append({"confidence": kappa, "seconds": t["seconds"],
+                         "cpu_seconds": t["cpu_seconds"], "images_timed": t["images_timed"],
+                         "images": t["images"], "machines": t["machines_timed"]})
+    return rows
 
 
 def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:

@@ -9,10 +9,8 @@ crafted on another machine or at another precision (see results/mnist/preliminar
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import re
 import sys
 
 from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
@@ -35,14 +33,12 @@ def main(argv=None) -> None:
     import jax
     import numpy as np
 
-    from remix_jax import data, provenance
+    from remix_jax import adversarial_cache, data, provenance
     from remix_jax.attacks.common import margin
     from remix_jax.pretrained import load_pretrained
 
     folder = args.cache_dir or os.path.join("results", args.dataset, "cache", args.attack)
-    finished = [p for p in glob.glob(os.path.join(folder, "kappa_*.npz"))
-                if re.fullmatch(r"kappa_[\d.]+\.npz", os.path.basename(p))]  # not batch parts
-    paths = sorted(finished, key=lambda s: float(re.findall(r"kappa_([\d.]+)\.npz", s)[0]))
+    paths = list(adversarial_cache.finished(folder).values())
     if not paths:
         sys.exit(f"error: no kappa_*.npz in {folder}")
     try:
@@ -53,9 +49,8 @@ def main(argv=None) -> None:
     logits = jax.jit(pre.logits_fn)
     rows = []
     for path in paths:
-        with np.load(path) as f:
-            settings = json.loads(str(f["settings"]))
-            adversarial = f["adversarial"]
+        arrays, settings = adversarial_cache.read(path)
+        adversarial = arrays["adversarial"]
         kappa, targeted = settings["confidence"], settings.get("targeted", False)
         if targeted:
             sys.exit("error: targeted caches are not supported (the target labels are not stored)")

@@ -52,16 +52,11 @@ def main(argv=None) -> None:
 
     from remix_jax import components, data, evaluation, provenance
     from remix_jax import magnet as magnet_lib
-    from remix_jax.pretrained import load_magnet, load_pretrained, restore_autoencoder
+    from remix_jax.pretrained import load_magnet, load_pretrained
 
     try:
         split = data.load_split(args.dataset, "test", args.data_dir)
-        pre = load_pretrained(args.dataset, args.checkpoint_root)
-        if args.inpainter:
-            cfg, params, meta_cfg = restore_autoencoder(os.path.abspath(args.inpainter),
-                                                        data.DATASETS[args.dataset][:2])
-            pre = pre._replace(remix=pre.remix.replace(
-                inpainter=params, inpainter_config=cfg, n_masks=meta_cfg["n_masks"]))
+        pre = load_pretrained(args.dataset, args.checkpoint_root, inpainter=args.inpainter)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     trained_masks = pre.remix.n_masks
@@ -105,8 +100,12 @@ def main(argv=None) -> None:
         **provenance.stamp(),
     }
     out = args.out or os.path.join("results", args.dataset, "clean")
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     table = markdown(result)
+    if provenance.reproduces(f"{out}.json", result):
+        print(table)
+        print(f"{out}.json already holds these numbers: kept as committed")
+        return
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     for path, text in ((f"{out}.json", json.dumps(result, indent=2) + "\n"), (f"{out}.md", table)):
         with open(path + ".tmp", "w") as f:
             f.write(text)

@@ -61,8 +61,9 @@ def main(argv=None) -> None:
                    max_iterations=args.max_iterations, initial_const=args.initial_const)
     adv = np.asarray(result.adversarial)
     success = np.asarray(result.success)
-    print(f"  {time.time() - started:.0f} s; success {success.mean():.1%}, "
-          f"mean L2 {np.asarray(result.l2)[success].mean():.3f}")
+    mean_l2 = (f"mean L2 {np.asarray(result.l2)[success].mean():.3f}" if success.any()
+               else "no example found, so no mean L2")
+    print(f"  {time.time() - started:.0f} s; success {success.mean():.1%}, {mean_l2}")
     try:
         magnet = load_magnet(args.dataset, args.checkpoint_root)
     except FileNotFoundError:

@@ -22,17 +22,14 @@ validation, clean and adversarial images. Writes results/<dataset>/detector-<att
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import re
 import sys
 import time
 
-from remix_jax import datasets
+from remix_jax import adversarial_cache, datasets
 from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
-CACHE_FILE = re.compile(r"kappa_(\d+(?:\.\d+)?)\.npz")
 VARIANTS = {"REMIX": "reformer + mask-inpaint", "REMIX MI": "mask-inpaint only"}
 # plot: one colour per score, one line style per defense
 COLORS = {
@@ -126,29 +123,12 @@ def attack_name(args) -> str:
     return args.attack + ("-targeted" if args.targeted else "")
 
 
-def default_cache_dir(dataset: str, attack: str, preset: str) -> str:
-    """eval.sweep's cache folder: no suffix for the reference (paper) settings."""
-    return os.path.join(
-        "results", dataset, "cache", attack + ("" if preset == "paper" else f"-{preset}")
-    )
-
-
 def default_out(dataset: str, attack: str, preset: str, positives: str = "verified") -> str:
     """results/<dataset>/detector-<attack>[-<preset>][-misclassified]."""
     name = f"detector-{attack}" + ("" if preset == "paper" else f"-{preset}")
     return os.path.join(
         "results", dataset, name + ("" if positives == "verified" else "-" + positives)
     )
-
-
-def finished_caches(folder: str) -> dict[float, str]:
-    """kappa -> path of every finished ``kappa_<k>.npz`` (no ``.part_*`` or temp files)."""
-    found = {}
-    for path in glob.glob(os.path.join(folder, "kappa_*.npz")):
-        match = CACHE_FILE.fullmatch(os.path.basename(path))
-        if match:
-            found[float(match.group(1))] = path
-    return dict(sorted(found.items()))
 
 
 def spread(values) -> dict:
@@ -233,12 +213,12 @@ def main(argv=None) -> None:
 
     started = time.time()
     name = attack_name(args)
-    folder = args.cache_dir or default_cache_dir(args.dataset, name, args.preset)
-    caches = finished_caches(folder)
+    folder = args.cache_dir or adversarial_cache.default_folder(args.dataset, name, args.preset)
+    caches = adversarial_cache.finished(folder)
     if args.confidences is not None:
         caches = {k: v for k, v in caches.items() if k in set(args.confidences)}
     if not caches:
-        found = sorted(finished_caches(folder))
+        found = sorted(adversarial_cache.finished(folder))
         sys.exit(
             f"error: no finished kappa_<k>.npz in {folder}"
             + (f" for --confidences {' '.join(f'{k:g}' for k in args.confidences)} "
@@ -257,9 +237,8 @@ def main(argv=None) -> None:
 
     crafted, indices, settings = {}, None, None
     for kappa, path in caches.items():
-        with np.load(path) as f:
-            stored = json.loads(str(f["settings"]))
-            crafted[kappa] = {"adversarial": f["adversarial"], "success": f["success"]}
+        arrays, stored = adversarial_cache.read(path)
+        crafted[kappa] = {"adversarial": arrays["adversarial"], "success": arrays["success"]}
         if indices is None:
             indices = stored["indices"]
             settings = {k: v for k, v in stored.items() if k not in ("indices", "confidence")}
@@ -272,11 +251,8 @@ def main(argv=None) -> None:
     x_clean, y = x_all[indices], test.labels[indices]
     x_val = data.to_float(val_images)
     targeted = bool(settings.get("targeted", False))
-    if targeted:  # eval.sweep's target labels
-        shift = jax.random.randint(jax.random.key(1234), (len(y),), 1, 10)
-        attack_labels = (y + np.asarray(shift)) % 10
-    else:
-        attack_labels = y
+    attack_labels = adversarial_cache.attack_labels(
+        y, datasets.get(args.dataset).num_classes, targeted)
     verify = jax.jit(lambda a, t, k: is_success(pre.logits_fn(a), t, targeted, k))
     rows = []
     for kappa, c in crafted.items():

@@ -21,7 +21,6 @@ arithmetic), so caches crafted elsewhere are judged here.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -79,6 +78,9 @@ def parse(argv):
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
+    p.add_argument("--inpainter", default=None,
+                   help="score REMIX with this inpainter checkpoint folder instead of the "
+                   "shipped one (the caches do not depend on it; pass --out)")
     p.add_argument("--cache-dir", default=None,
                    help="adversarial examples per kappa (default: "
                    "results/<dataset>/cache/<attack>[-<preset>], -cpu for the cpu preset)")
@@ -98,6 +100,8 @@ def parse(argv):
         p.error("--iterations must be >= 1 (mask-inpaint rounds K)")
     if not (args.beta >= 0 and args.initial_const > 0):  # also false for NaN
         p.error("--beta must be >= 0 and --initial-const > 0")
+    if args.inpainter and not args.out:
+        p.error("--inpainter needs --out (the default results are the shipped defense's)")
     if args.craft_only and args.render_only:
         p.error("--craft-only and --render-only exclude each other")
     return args
@@ -137,13 +141,14 @@ def main(argv=None) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from remix_jax import components, data, evaluation, provenance
+    from remix_jax import adversarial_cache, components, data, evaluation, provenance
+    from remix_jax.adversarial_cache import AdversarialCache
     from remix_jax.attacks import cw_l2, ead
     from remix_jax.pretrained import load_magnet, load_pretrained
 
     skip_magnet = args.no_magnet or args.craft_only
     try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root)
+        pre = load_pretrained(args.dataset, args.checkpoint_root, inpainter=args.inpainter)
         magnet = None if skip_magnet else load_magnet(args.dataset, args.checkpoint_root)
         split = data.load_split(args.dataset, "test", args.data_dir)
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
@@ -153,155 +158,54 @@ def main(argv=None) -> None:
     kappas = args.confidences or list(datasets.get(args.dataset).kappa_grid)
     settings = attack_settings(args)
     name = args.attack + ("-targeted" if args.targeted else "")
-    # one cache per preset, so a CPU run never overwrites examples crafted elsewhere
-    # with the reference settings
-    suffix = "" if args.preset == "paper" else f"-{args.preset}"
-    cache_dir = args.cache_dir or os.path.join("results", args.dataset, "cache", name + suffix)
+    cache_dir = args.cache_dir or adversarial_cache.default_folder(args.dataset, name,
+                                                                    args.preset)
     os.makedirs(cache_dir, exist_ok=True)
 
     machine = provenance.machine()
     x_all = data.to_float(split.images)
     correct = np.flatnonzero(evaluation.predict(pre.logits_fn, x_all) == split.labels)
+    if len(correct) < args.num_examples:
+        sys.exit(f"error: --num-examples {args.num_examples}: the classifier gets only "
+                 f"{len(correct)} of the {len(x_all)} test images right")
     chosen = correct[: args.num_examples]
     x, y = x_all[chosen], split.labels[chosen]
-    if args.targeted:
-        shift = jax.random.randint(jax.random.key(1234), (len(y),), 1, 10)
-        attack_labels = (y + np.asarray(shift)) % 10
-    else:
-        attack_labels = y
+    attack_labels = adversarial_cache.attack_labels(
+        y, datasets.get(args.dataset).num_classes, args.targeted)
     attack = cw_l2 if args.attack == "cw" else ead
-    reference = {"indices": chosen.tolist(), **settings}
-
-    fields = ("adversarial", "success", "l1", "l2", "linf")
-    # how long each batch took and where (absent from parts made before this was kept)
-    timing = ("part_sizes", "part_seconds", "part_cpu_seconds", "part_machines")
-
-    def load_if_same(path, expected):
-        if os.path.isfile(path):
-            with np.load(path) as f:
-                stored = json.loads(str(f["settings"]))
-                if stored == expected:
-                    return {k: f[k] for k in fields + timing if k in f.files}
-                n, have = len(reference["indices"]), stored.get("indices", [])
-                if (len(have) > n and have[:n] == reference["indices"]
-                        and stored == {**expected, "indices": have}):
-                    # crafted for more images than asked: read the first ones, never
-                    # overwrite the larger file (its crafting time is not split)
-                    return {k: f[k][:n] for k in fields}
-            if not split_prefix(path, expected):
-                # never craft over examples made with other settings: they may be
-                # hours of work (a grown --num-examples is handled above)
-                refuse_other_settings(path, stored, expected)
-        return None
-
-    def refuse_other_settings(path, stored, expected):
-        differing = sorted(k for k in {*stored, *expected} - {"indices"}
-                           if stored.get(k) != expected.get(k))
-        if differing:
-            sys.exit(f"error: {path} holds examples crafted with other settings "
-                     f"({', '.join(differing)} differ); pass --cache-dir DIR to craft "
-                     "these settings elsewhere, or delete the file to replace them")
-        print(f"{path}: cached for other images or incomplete, crafting again")
-
-    def split_prefix(path, expected):
-        """A kappa finished for fewer images (a prefix of these): back into its batches.
-
-        So a sweep rerun with a larger --num-examples crafts only the new images.
-        Returns whether it did.
-        """
-        with np.load(path) as f:
-            stored = json.loads(str(f["settings"]))
-            n = len(stored.get("indices", []))
-            prefix = {**expected, "indices": reference["indices"][:n]}
-            if not (0 < n < len(reference["indices"]) and stored == prefix):
-                return False
-            arrays = {k: f[k] for k in fields + timing if k in f.files}
-        sizes = arrays.get("part_sizes", np.array([n]))
-        start = 0
-        for i, size in enumerate(sizes.tolist()):
-            part = {k: arrays[k][start:start + size] for k in fields}
-            for key, name in (("seconds", "part_seconds"), ("cpu_seconds", "part_cpu_seconds"),
-                              ("machine", "part_machines")):
-                if name in arrays:
-                    part[key] = arrays[name][i]
-            save(os.path.join(cache_dir, f"kappa_{expected['confidence']:g}.part_{start}.npz"),
-                 {**expected, "indices": reference["indices"][start:start + size]}, part)
-            start += size
-        print(f"{path}: reusing its {n} images, crafting the other {len(x) - n}")
-        return True
-
-    def load_part(path, expected, start):
-        """A finished batch that starts at `start`, whatever batch size made it."""
-        if not os.path.isfile(path):
-            return None
-        with np.load(path) as f:
-            stored = json.loads(str(f["settings"]))
-            n = len(stored.get("indices", []))
-            same = stored == {**expected, "indices": reference["indices"][start:start + n]}
-            if n and same and all(k in f.files and len(f[k]) == n for k in fields):
-                part = {k: f[k] for k in fields}
-                for k in ("seconds", "cpu_seconds"):
-                    part[k] = float(f[k]) if k in f.files else float("nan")
-                part["machine"] = str(f["machine"]) if "machine" in f.files else "not recorded"
-                return part
-        refuse_other_settings(path, stored, expected)
-        return None
-
-    def save(path, expected, arrays):
-        tmp = path + ".tmp.npz"
-        np.savez_compressed(tmp, settings=json.dumps(expected), **arrays)
-        os.replace(tmp, path)
+    cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), settings, log=tqdm.write)
 
     def craft(kappa):
-        path = os.path.join(cache_dir, f"kappa_{kappa:g}.npz")
-        expected = {**reference, "confidence": kappa}
-        cached = load_if_same(path, expected)
-        if cached is not None:
-            return cached
-        parts = []
         progress = tqdm(total=len(x), desc=f"{name} kappa={kappa:g}", unit="img", leave=False)
-        start = 0
-        while start < len(x):
-            # each finished batch is kept on disk, so a killed run resumes mid-kappa,
-            # even when it is resumed with another --batch-size
-            part_path = os.path.join(cache_dir, f"kappa_{kappa:g}.part_{start}.npz")
-            part = load_part(part_path, expected, start)
-            if part is None:
-                sl = slice(start, start + args.batch_size)
-                began, began_cpu = time.time(), time.process_time()
-                label = f"images {start}-{start + len(x[sl])}: search step"
-                steps = settings["binary_search_steps"]
+        steps = settings["binary_search_steps"]
 
-                def show_step(done, label=label, steps=steps):
-                    # one batch is tens of minutes on a CPU: say which search step
-                    progress.set_postfix_str(f"{label} {done}/{steps} done")
+        def attack_batch(sl):
+            label = f"images {sl.start}-{sl.start + len(x[sl])}: search step"
 
-                show_step(0)
-                res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
-                             on_step=show_step, **settings)
-                part = {k: np.asarray(getattr(res, k)) for k in fields}
-                # wall time, and CPU time of all threads (not counting time the
-                # process was stopped or starved by other jobs)
-                part["seconds"] = time.time() - began
-                part["cpu_seconds"] = time.process_time() - began_cpu
-                part["machine"] = machine
-                save(part_path, {**expected, "indices": reference["indices"][sl]}, part)
+            def show_step(done):
+                # one batch is tens of minutes on a CPU: say which search step
+                progress.set_postfix_str(f"{label} {done}/{steps} done")
+
+            show_step(0)
+            res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
+                         on_step=show_step, **settings)
+            return {k: getattr(res, k) for k in adversarial_cache.FIELDS}
+
+        def on_batch(start, part, crafted):
+            if crafted:
                 tqdm.write(f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
                            f": {part['seconds']:.0f} s wall, {part['cpu_seconds']:.0f} s CPU")
-            parts.append((part_path, part))
-            start += len(part["success"])
             progress.update(len(part["success"]))
-        progress.close()
-        out = {k: np.concatenate([p[k] for _, p in parts]) for k in fields}
-        out["part_sizes"] = np.array([len(p["success"]) for _, p in parts])
-        out["part_seconds"] = np.array([p["seconds"] for _, p in parts])
-        out["part_cpu_seconds"] = np.array([p["cpu_seconds"] for _, p in parts])
-        out["part_machines"] = np.array([p["machine"] for _, p in parts])
-        save(path, expected, out)
-        # also the leftovers of a run with another batch size
-        for part_path in glob.glob(os.path.join(cache_dir, f"kappa_{kappa:g}.part_*.npz")):
-            os.remove(part_path)
-        return out
+
+        try:
+            # each finished batch is kept on disk, so a killed run resumes mid-kappa,
+            # even when it is resumed with another --batch-size
+            return cache.craft(kappa, attack_batch, args.batch_size, machine=machine,
+                               on_batch=on_batch)
+        except adversarial_cache.SettingsMismatch as e:
+            sys.exit(f"error: {e}")
+        finally:
+            progress.close()
 
     from remix_jax.attacks.common import is_success
 
@@ -316,16 +220,9 @@ def main(argv=None) -> None:
 
     def crafting_time(c):
         """Seconds spent crafting the kappa, over the batches whose time was kept."""
-        if "part_seconds" not in c:
-            return {"craft_seconds": None, "craft_cpu_seconds": None, "craft_images_timed": 0,
-                    "craft_machines": []}
-        known = ~np.isnan(c["part_seconds"])
-        cpu = c["part_cpu_seconds"] if "part_cpu_seconds" in c else np.full(known.shape, np.nan)
-        return {"craft_seconds": round(float(c["part_seconds"][known].sum()), 1),
-                "craft_cpu_seconds": (round(float(cpu[known].sum()), 1)
-                                      if not np.isnan(cpu[known]).any() else None),
-                "craft_images_timed": int(c["part_sizes"][known].sum()),
-                "craft_machines": sorted(set(c["part_machines"].tolist()))}
+        t = adversarial_cache.crafting_time(c)
+        return {"craft_seconds": t["seconds"], "craft_cpu_seconds": t["cpu_seconds"],
+                "craft_images_timed": t["images_timed"], "craft_machines": t["machines"]}
 
     crafted = {}
     for kappa in tqdm(kappas, desc=f"{name} sweep"):
@@ -364,10 +261,15 @@ def main(argv=None) -> None:
     result = {"dataset": args.dataset, "attack": name, "settings": settings,
               "num_examples": len(y), "num_keys": args.num_keys, "clean": clean_rows,
               "rows": rows, "data_source": split.source,
+              **({"inpainter": args.inpainter} if args.inpainter else {}),
               "wall_seconds": round(time.time() - started, 1), **provenance.stamp()}
     out = args.out or os.path.join("results", args.dataset, name)
-    write_outputs(out, result, list(defenses))
-    print(f"-> {out}.json / .csv / .png")
+    if provenance.reproduces(out + ".json", result):
+        print(f"{out}.json already holds these numbers: kept as committed, with the "
+              "provenance of the run that made them")
+    else:
+        write_outputs(out, result, list(defenses))
+        print(f"-> {out}.json / .csv / .png")
 
 
 def write_outputs(out: str, result: dict, defenses: list[str]) -> None:

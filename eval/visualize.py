@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -187,10 +186,11 @@ def cached_adversarials(path: str, indices: np.ndarray) -> tuple[dict[int, np.nd
     """
     if not os.path.isfile(path):
         return {}, ""
-    with np.load(path) as f:
-        settings = json.loads(str(f["settings"]))
-        rows = {int(t): r for r, t in enumerate(settings["indices"])}
-        found = {int(i): f["adversarial"][rows[int(i)]] for i in indices if int(i) in rows}
+    from remix_jax import adversarial_cache
+
+    arrays, settings = adversarial_cache.read(path)
+    rows = {int(t): r for r, t in enumerate(settings["indices"])}
+    found = {int(i): arrays["adversarial"][rows[int(i)]] for i in indices if int(i) in rows}
     steps = f"{settings.get('binary_search_steps')} x {settings.get('max_iterations')} steps"
     beta = f", β {settings['beta']:g}" if "beta" in settings else ""
     return found, f"sweep cache {path} ({steps}{beta})"

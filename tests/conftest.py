@@ -1,4 +1,9 @@
-"""Strict JAX settings for the test suite: surface silent rank promotion and key misuse."""
+"""Strict JAX settings for the test suite: surface silent promotion and key misuse.
+
+Rank promotion raises (a (B,) array never broadcasts against (B, 1) by accident),
+dtype promotion is strict (no silent float64 or int -> float mixing), and a PRNG
+key used twice raises (every random draw must come from its own split or fold_in).
+"""
 
 import os
 
@@ -6,6 +11,8 @@ import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_debug_key_reuse", True)
 jax.config.update("jax_enable_checks", False)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,8 @@ def test_round_trip_is_exact_with_optimizer_state(tmp_path):
     params = tree()
     opt = optax.adam(1e-3)
     state = opt.init(params)
-    state = opt.update(params, state, params)[1]  # non-trivial moments and count
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes dtypes
+        state = opt.update(params, state, params)[1]  # non-trivial moments and count
     checkpoints.save(str(tmp_path), 7, params, state=state, metadata={"acc": 0.5})
     target_params = jax.tree.map(jnp.zeros_like, params)
     restored = checkpoints.restore(str(tmp_path), target_params, state_target=opt.init(params))

@@ -47,7 +47,7 @@ def images(b, channels=1, seed=0):
 def test_combined_copies_are_mask_inpaint_for_the_same_key(channels, n, per_channel):
     params = tiny_params(channels, reformer=False, n_masks=n, per_channel=per_channel)
     x, key = images(3, channels), jax.random.key(5)
-    copies, masks = jax.jit(detector.inpainted_copies)(params, key, x)
+    copies, masks = jax.jit(detector.inpainted_copies)(params, jax.random.clone(key), x)
     chex.assert_shape(copies, (n, 3, *HW, channels))
     chex.assert_shape(masks, (n, 3, *HW, channels if per_channel else 1))
     fn = autoencoder_fn(params.inpainter_config, params.inpainter)
@@ -71,7 +71,7 @@ def test_scores_are_finite_per_image_differentiable_and_batch_free():
     x, key = images(4), jax.random.key(2)
 
     def totals(x):  # (4,): each score summed over the batch, and the scores
-        scores = detector.detector_scores(params, toy_logits, key, x)
+        scores = detector.detector_scores(params, toy_logits, jax.random.clone(key), x)
         return jnp.stack([scores[name].sum() for name in detector.SCORES]), scores
 
     grads, scores = jax.jit(jax.jacrev(totals, has_aux=True))(x)
@@ -83,7 +83,8 @@ def test_scores_are_finite_per_image_differentiable_and_batch_free():
         assert bool(jnp.all(jnp.isfinite(scores[name])) & jnp.all(scores[name] >= 0)), name
         assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0, name
     # the same key gives the same scores, whatever the batch size
-    batched = detector.batched_scores(params, toy_logits, key, np.asarray(x), batch_size=2)
+    batched = detector.batched_scores(params, toy_logits, jax.random.clone(key), np.asarray(x),
+                                      batch_size=2)
     again = detector.batched_scores(params, toy_logits, key, np.asarray(x), batch_size=2)
     for name in detector.SCORES:
         np.testing.assert_array_equal(batched[name], again[name])
@@ -108,7 +109,8 @@ def test_inpaint_error_is_higher_on_salt_noise_than_on_smooth_images():
     phase = jax.random.uniform(jax.random.key(0), (16, 1, 1))
     smooth = (0.5 + 0.2 * jnp.sin(rows / 3 + 6 * phase) * jnp.cos(cols / 4 - 3 * phase))[..., None]
     k1, k2 = jax.random.split(jax.random.key(1))
-    salt = jax.random.bernoulli(k1, 0.3, smooth.shape) * jax.random.rademacher(k2, smooth.shape)
+    salt = jax.random.bernoulli(k1, 0.3, smooth.shape).astype(jnp.float32) * (
+        jax.random.rademacher(k2, smooth.shape, jnp.float32))
     noisy = jnp.clip(smooth + 0.3 * salt, 0.0, 1.0)
 
     @jax.jit
@@ -117,7 +119,8 @@ def test_inpaint_error_is_higher_on_salt_noise_than_on_smooth_images():
         return detector.scores_of_copies(toy_logits, x, copies, masks)
 
     key = jax.random.key(4)
-    clean, adversarial = scores(key, smooth)["inpaint-L2"], scores(key, noisy)["inpaint-L2"]
+    clean = scores(jax.random.clone(key), smooth)["inpaint-L2"]
+    adversarial = scores(key, noisy)["inpaint-L2"]
     assert bool(jnp.all(adversarial > clean)), (clean, adversarial)
     assert detector.roc_auc(clean, adversarial) == 1.0
 
@@ -150,7 +153,8 @@ def test_calibrate_rejects_the_drop_rate_of_validation_images():
     params = tiny_params(reformer=True, n_masks=3)  # as above: the same compiled batches
     x, key = np.asarray(images(40, seed=3)), jax.random.key(11)
     rates = {"inpaint-L2": 0.1, "copies-JSD": 0.05, "output-JSD": 0.3}
-    thresholds = detector.calibrate(params, toy_logits, key, x, rates, batch_size=2)
+    thresholds = detector.calibrate(params, toy_logits, jax.random.clone(key), x, rates,
+                                    batch_size=2)
     scores = detector.batched_scores(params, toy_logits, key, x, batch_size=2)
     assert set(thresholds) == set(rates)
     for name, rate in rates.items():
@@ -177,7 +181,7 @@ def test_bad_inputs_are_rejected_with_the_argument_named():
         detector.scores_of_copies(toy_logits, x, x[None], jnp.ones((1, 2, *HW, 1)))
 
 
-def test_cli_finds_only_finished_caches_and_names_outputs(tmp_path):
+def test_only_finished_caches_are_found_and_outputs_are_named(tmp_path):
     for name in (
         "kappa_0.npz",
         "kappa_5.npz",
@@ -187,13 +191,15 @@ def test_cli_finds_only_finished_caches_and_names_outputs(tmp_path):
         "settings.json",
     ):
         (tmp_path / name).write_bytes(b"")
-    found = cli.finished_caches(str(tmp_path))
+    from remix_jax import adversarial_cache
+
+    found = adversarial_cache.finished(str(tmp_path))
     assert list(found) == [0.0, 5.0, 12.5]
     assert found[5.0] == os.path.join(str(tmp_path), "kappa_5.npz")
-    assert cli.default_cache_dir("mnist", "cw", "cpu") == os.path.join(
+    assert adversarial_cache.default_folder("mnist", "cw", "cpu") == os.path.join(
         "results", "mnist", "cache", "cw-cpu"
     )
-    assert cli.default_cache_dir("mnist", "cw", "paper") == os.path.join(
+    assert adversarial_cache.default_folder("mnist", "cw", "paper") == os.path.join(
         "results", "mnist", "cache", "cw"
     )
     assert cli.default_out("mnist", "cw", "paper") == os.path.join(

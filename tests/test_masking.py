@@ -44,7 +44,7 @@ def test_each_pixel_is_uniform_over_the_sets():
 
 def test_pixel_mask_is_shared_across_channels_by_default():
     key = jax.random.key(1)
-    masks = batch_random_masks(key, 5, (8, 8, 3), 3)
+    masks = batch_random_masks(jax.random.clone(key), 5, (8, 8, 3), 3)
     chex.assert_shape(masks, (5, 3, 8, 8, 1))
     per_channel = random_masks(key, (8, 8, 3), 3, per_channel=True)
     chex.assert_shape(per_channel, (3, 8, 8, 3))

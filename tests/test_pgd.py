@@ -93,7 +93,8 @@ def test_stochastic_model_gets_a_fresh_key_each_step_and_is_reproducible(setup):
     first = run(jax.random.key(4))
     keys_first_run = list(seen)
     np.testing.assert_array_equal(run(jax.random.key(4)).adversarial, first.adversarial)
-    assert len(set(keys_first_run)) == len(keys_first_run)  # 4 steps + 2 final checks
+    # every call of the model saw its own key: 4 steps + 2 final checks
+    assert len(keys_first_run) == 6 and len(set(keys_first_run)) == 6
     assert float(jnp.abs(run(jax.random.key(5)).adversarial - first.adversarial).max()) > 0
 
 

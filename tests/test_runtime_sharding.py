@@ -116,7 +116,20 @@ def test_shard_batch_rejects_indivisible_batches():
 
     padded, size = sharding.pad_batch(np.arange(5.0)[:, None], 4)
     assert padded.shape == (8, 1) and size == 5 and padded[-1, 0] == 4.0
-    mesh = sharding.make_mesh()
-    if mesh.devices.size > 1:
-        with pytest.raises(ValueError, match="divisible"):
-            sharding.shard_batch(np.zeros((mesh.devices.size + 1, 2)), mesh)
+    # this process has one device: the refusal needs two, in a fresh process
+    code = textwrap.dedent("""
+        from remix_jax import runtime
+        runtime.configure(host_devices=2)
+        import numpy as np
+        from remix_jax import sharding
+        try:
+            sharding.shard_batch(np.zeros((3, 2)))
+        except ValueError as e:
+            print("refused:", e)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused:" in proc.stdout and "divisible" in proc.stdout

@@ -104,7 +104,8 @@ def test_autoencoder_tasks_reduce_their_loss():
         for i in range(30):
             (loss, _), grads = jax.value_and_grad(task.loss, has_aux=True)(
                 params, jax.random.key(i), jnp.asarray(images), jnp.asarray(labels))
-            updates, state = opt.update(grads, state)
+            with jax.numpy_dtype_promotion("standard"):  # optax's bias correction
+                updates, state = opt.update(grads, state)
             params = optax.apply_updates(params, updates)
             first = float(loss) if first is None else first
         assert float(loss) < 0.7 * first
@@ -159,7 +160,8 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path):
     assert meta["test"]["accuracy"] > 0.9
 
 
-def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, monkeypatch):
+def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, monkeypatch,
+                                                                     capsys):
     from remix_jax import data
     from remix_jax.pretrained import load_classifier
     from train import classifier as train_classifier
@@ -202,6 +204,31 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
     assert checkpoints.read_metadata(str(root / "cifar10" / "classifier")) == meta
     with pytest.raises(SystemExit):  # --width is the CIFAR-10 ResNet's
         train_classifier.main(["--dataset", "mnist", "--width", "4"])
+    # the same command on the finished run says so and leaves its files byte-identical
+    meta_file = root / "cifar10" / "classifier" / checkpoints.META_FILE
+    before = meta_file.read_bytes()
+    train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "3",
+                           "--batch-size", "50", "--validation-size", "100", "--no-progress",
+                           "--data-dir", str(tmp_path / "data"),
+                           "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+    assert "already holds the finished run" in capsys.readouterr().out
+    assert meta_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("component", ["reformer", "inpainter", "classifier"])
+def test_an_unusable_checkpoint_dir_fails_before_any_work(tmp_path, capsys, monkeypatch,
+                                                          component):
+    import importlib
+
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    trainer = importlib.import_module(f"train.{component}")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    started = time.time()
+    with pytest.raises(SystemExit) as info:
+        trainer.main(["--checkpoint-dir", str(not_a_folder), "--data-dir", str(tmp_path)])
+    assert info.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+    assert time.time() - started < 30  # before loading data or building anything
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
@@ -277,7 +304,7 @@ def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_cla
     images = jax.random.randint(jax.random.key(5), (4, 8, 8, 1), 0, 256).astype(jnp.uint8)
     key = jax.random.key(6)
     x = images.astype(jnp.float32) / 255
-    x_hat = mask_inpaint(autoencoder_fn(cfg, start), key, x, 2)
+    x_hat = mask_inpaint(autoencoder_fn(cfg, start), jax.random.clone(key), x, 2)
     mse = jnp.mean((x_hat - x) ** 2)
     ce = optax.softmax_cross_entropy_with_integer_labels(
         classify(x_hat), jnp.argmax(classify(x), -1)).mean()
@@ -286,13 +313,14 @@ def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_cla
                                                           init_params=start)
         params = task.init(jax.random.key(0))
         assert params is start  # fine-tuning starts from the given weights
-        loss, metrics = task.loss(params, key, images, None)
+        loss, metrics = task.loss(params, jax.random.clone(key), images, None)
         np.testing.assert_allclose(loss, mse + lam * ce, rtol=1e-5)
         np.testing.assert_allclose(metrics["mse_hidden"], mse, rtol=1e-5)
     # the classifier term moves the inpainter: its gradient differs from the MSE one's
-    grads = [jax.grad(lambda p, t=t: t.loss(p, key, images, None)[0])(start) for t in (
-        objectives.classifier_aware_inpainter_task(cfg, (8, 8), 2, classify, lam)
-        for lam in (0.0, 0.5))]
+    tasks = [objectives.classifier_aware_inpainter_task(cfg, (8, 8), 2, classify, lam)
+             for lam in (0.0, 0.5)]
+    grads = [jax.grad(lambda p, t=t: t.loss(p, jax.random.clone(key), images, None)[0])(start)
+             for t in tasks]
     assert not np.allclose(*(ravel_pytree(g)[0] for g in grads))
     sums = task.evaluate(start, images, jnp.zeros(4, jnp.int32))
     assert set(sums) == {"mse_hidden", "ce", "agreement", "accuracy"}

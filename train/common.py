@@ -39,7 +39,25 @@ def parser(
         help="use only the first N training/test images (quick checks)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the checkpoints in --checkpoint-dir and train from scratch")
     return p
+
+
+def prepare_checkpoint_dir(directory: str, fresh: bool) -> None:
+    """Fails at once (not after hours of training) on a folder that cannot take checkpoints."""
+    import shutil
+
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        fail(f"--checkpoint-dir {directory} is a file, not a folder")
+    if fresh and os.path.isdir(directory):
+        shutil.rmtree(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        fail(f"--checkpoint-dir {directory} cannot be created ({e.strerror})")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        fail(f"--checkpoint-dir {directory} is not writable")
 
 
 def add_architecture_flags(p: argparse.ArgumentParser) -> None:
@@ -155,10 +173,13 @@ def train_component(
 
     if args.epochs < 1 or args.batch_size < 1:
         fail("--epochs and --batch-size must be >= 1")
-    train, validation, (test_images, test_labels), source = splits(args)
     directory = os.path.abspath(
         args.checkpoint_dir or components.checkpoint_dir(args.dataset, component)
     )
+    prepare_checkpoint_dir(directory, args.fresh)
+    train, validation, (test_images, test_labels), source = splits(args)
+    if args.batch_size > len(train[0]):
+        fail(f"--batch-size {args.batch_size} exceeds the {len(train[0])} training images")
     meta = {
         "component": component,
         "dataset": args.dataset,
@@ -183,6 +204,12 @@ def train_component(
             fail(f"the run in {directory} was trained with other settings ("
                  + "; ".join(conflicts) + "): rerun with the original flags to resume it, "
                  "or pass another --checkpoint-dir")
+    total_steps = args.epochs * (len(train[0]) // args.batch_size)
+    if (done := checkpoints.latest_step(directory)) is not None and done >= total_steps:
+        print(f"{component} ({args.dataset}): {directory} already holds the finished run "
+              f"({done} steps); nothing to do. Train again with --fresh or another "
+              "--checkpoint-dir, or continue it with a larger --epochs.")
+        return checkpoints.read_metadata(directory)
     train_config = training.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, save_every=args.save_every
     )
@@ -214,6 +241,10 @@ def train_component(
         )
     except FloatingPointError as e:
         fail(f"{e} (checkpoints in {directory})")
+    except KeyboardInterrupt:  # fit saved before re-raising: no traceback, a way on
+        print(f"interrupted; saved in {directory}: rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)
     test = training.evaluate(task.evaluate, params, test_images, test_labels)
     meta["test"] = {**test, "images": len(test_images)}
     checkpoints.write_metadata(directory, meta)

@@ -66,6 +66,25 @@ def check_image_shape(name: str, x, *, channels=None, hw: Sequence[int] | None =
         raise ValueError(f"{name} must have spatial size {tuple(hw)}, got shape {tuple(x.shape)}")
 
 
+def check_key(name: str, key) -> None:
+    """A typed PRNG key (``jax.random.key(seed)``), a single one (tracers too)."""
+    if not (isinstance(key, jax.Array) and jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise TypeError(f"{name} must be a typed PRNG key from jax.random.key(seed), got "
+                        f"{getattr(key, 'dtype', type(key).__name__)}")
+    if key.shape != ():
+        raise ValueError(f"{name} must be a single key (shape ()), got shape {key.shape}")
+
+
+def fold_counter(key, counter):
+    """``fold_in(key, counter)`` for a key that is folded with many counters.
+
+    Folding one key with distinct counters gives independent streams, the way the
+    attacks and training derive a key per step; ``jax_debug_key_reuse`` would count
+    each fold as a reuse of ``key``, so the fold takes a clone (the same bits).
+    """
+    return jax.random.fold_in(jax.random.clone(key), counter)
+
+
 def check_int(name: str, value, *, low: int, high: int | None = None) -> int:
     """Checks that ``value`` is a Python int in [low, high] and returns it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

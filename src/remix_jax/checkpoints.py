@@ -144,9 +144,17 @@ def write_json(path: str, content: dict) -> None:
 
 
 def read_metadata(directory: str) -> dict:
-    """Reads ``<directory>/meta.json``; FileNotFoundError if absent."""
+    """Reads ``<directory>/meta.json``; FileNotFoundError if absent, ValueError naming
+    the file if it is not a JSON object."""
     path = os.path.join(directory, META_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {META_FILE} in {os.path.abspath(directory)}")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{os.path.abspath(path)} is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{os.path.abspath(path)} must hold a JSON object, "
+                         f"got {type(meta).__name__}")
+    return meta

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from remix_jax._checks import check_images, check_int
+from remix_jax._checks import check_images, check_int, check_key
 from remix_jax.masking import random_masks
 from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 
@@ -91,7 +91,16 @@ def mask_inpaint(
 
     Returns:
       (B, H, W, C) combined inpainted images, in the inpainter's dtype (float32).
+
+    Raises:
+      TypeError / ValueError: for a key that is not a typed PRNG key, images that are
+        not (B, H, W, C) floats in [0, 1] without NaN (values checked outside jit),
+        or n outside [2, positions].
     """
+    check_key("key", key)
+    check_images("x", x)
+    positions = x.shape[1] * x.shape[2] * (x.shape[3] if per_channel else 1)
+    n = check_int("n", n, low=2, high=positions)
     keys = jax.random.split(key, x.shape[0])
     return _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel)
 
@@ -141,6 +150,11 @@ def _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel):
 CPU_CHUNK = 32
 
 
+# Most mask-inpaint rounds that defend() unrolls on CPU; more run in a lax.scan, whose
+# program size does not grow with K (an unrolled K = 50 took 53 s to compile).
+MAX_UNROLLED_ROUNDS = 8
+ROUND_LOOPS = ("auto", "unroll", "scan")
+
 # Components whose backward pass ``defend(..., bpda=...)`` can replace by the identity.
 BPDA_COMPONENTS = ("reformer", "mask-inpaint")
 
@@ -153,7 +167,7 @@ def straight_through(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Arra
     return lambda x: x + jax.lax.stop_gradient(fn(x) - x)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
 def _defend(
     params: RemixParams,
     key: jax.Array,
@@ -161,6 +175,7 @@ def _defend(
     iterations: int,
     chunk: int | None,
     bpda: frozenset[str] = frozenset(),
+    unroll: bool = True,
 ) -> jax.Array:
     reform = (
         None if params.reformer is None
@@ -174,36 +189,48 @@ def _defend(
     keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(key, k), x.shape[0]))(
         jnp.arange(iterations)
     )
+    # moved around (sliced per round, chunked by lax.map) as raw key data and wrapped
+    # where each round consumes them: slicing one typed key array several times reads
+    # as reuse to jax_debug_key_reuse, though every slice holds other keys
+    impl = jax.random.key_impl(key)
+    key_data = jax.random.key_data(keys)  # (K, B, *impl shape) uint32
 
-    def run(images, image_keys):  # (b, H, W, C), (K, b, ...)
+    def run(images, image_key_data):  # (b, H, W, C), (K, b, ...)
         if reform is not None:
             images = reform(images)
 
-        def one_round(k, images):
+        def one_round(round_key_data, images):
+            round_keys = jax.random.wrap_key_data(round_key_data, impl=impl)
+
             def restore(images):
                 return _mask_inpaint_each(
-                    inpaint, image_keys[k], images, params.n_masks, params.per_channel
+                    inpaint, round_keys, images, params.n_masks, params.per_channel
                 )
 
             # identity backward for the whole round: the inpainter alone would give a
             # zero gradient (each output pixel comes from the copy that hid it)
             return (straight_through(restore) if "mask-inpaint" in bpda else restore)(images)
 
-        # K is static: unrolled, because XLA:CPU runs the backward pass of convolutions
-        # inside a loop body ~11x slower (gradient of the classifier through the MNIST
-        # defense, batch 100: 7.0 s in a fori_loop vs 0.63 s unrolled; forward equal)
+        # K is static. Unrolled (small K on CPU), because XLA:CPU runs the backward
+        # pass of convolutions inside a loop body ~11x slower (gradient of the
+        # classifier through the MNIST defense, batch 100: 7.0 s in a fori_loop vs
+        # 0.63 s unrolled; forward equal); a scan over the rounds' keys elsewhere,
+        # whose program size does not grow with K
+        if not unroll:
+            return jax.lax.scan(lambda imgs, kd: (one_round(kd, imgs), None),
+                                images, image_key_data)[0]
         for k in range(iterations):
-            images = one_round(k, images)
+            images = one_round(image_key_data[k], images)
         return images
 
     if chunk is None or chunk >= x.shape[0]:
-        return run(x, keys)
+        return run(x, key_data)
     # per image, so that lax.map can batch the images in chunks (and a remainder)
     def one(args):
-        image, image_keys = args
-        return run(image[None], image_keys[:, None])[0]
+        image, image_key_data = args
+        return run(image[None], image_key_data[:, None])[0]
 
-    return jax.lax.map(one, (x, jnp.swapaxes(keys, 0, 1)), batch_size=chunk)
+    return jax.lax.map(one, (x, jnp.swapaxes(key_data, 0, 1)), batch_size=chunk)
 
 
 def defend(
@@ -214,6 +241,7 @@ def defend(
     iterations: int | None = None,
     chunk: int | str | None = "auto",
     bpda: tuple[str, ...] | frozenset[str] = (),
+    loop: str = "auto",
 ) -> jax.Array:
     """REMIX: optional reformer, then K rounds of mask-inpaint with fresh masks.
 
@@ -238,14 +266,20 @@ def defend(
       bpda: components whose backward pass is the identity (BPDA, for adaptive
         attacks; the forward pass is unchanged): any of "reformer" and
         "mask-inpaint" (each round as a whole).
+      loop: how the K rounds run: "unroll" (one copy of the networks per round; the
+        fast backward pass on CPU), "scan" (a ``lax.scan`` over the rounds: constant
+        program size), or "auto": unrolled on CPU for K <= :data:`MAX_UNROLLED_ROUNDS`,
+        a scan otherwise. Both give the same output up to float rounding.
 
     Returns:
       (B, H, W, C) defended images in [0, 1], in the networks' dtype (float32).
     """
     if not isinstance(params, RemixParams):
         raise TypeError(f"params must be a RemixParams, got {type(params).__name__}")
+    check_key("key", key)
     check_images("x", x, channels=params.inpainter_config.channels)
-    n = check_int("params.n_masks", params.n_masks, low=1)
+    # one mask would hide every pixel: the output would be the inpainter's guess from nothing
+    n = check_int("params.n_masks", params.n_masks, low=2)
     num_positions = x.shape[1] * x.shape[2] * (x.shape[3] if params.per_channel else 1)
     if n > num_positions:
         raise ValueError(f"params.n_masks must be <= {num_positions} positions, got {n}")
@@ -258,4 +292,10 @@ def defend(
     unknown = set(bpda) - set(BPDA_COMPONENTS)
     if isinstance(bpda, str) or unknown:
         raise ValueError(f"bpda must be a collection of {BPDA_COMPONENTS}, got {bpda!r}")
-    return _defend(params, key, x, k, chunk, frozenset(bpda))
+    if loop not in ROUND_LOOPS:
+        raise ValueError(f"loop must be one of {ROUND_LOOPS}, got {loop!r}")
+    if loop == "auto":
+        unroll = jax.default_backend() == "cpu" and k <= MAX_UNROLLED_ROUNDS
+    else:
+        unroll = loop == "unroll"
+    return _defend(params, key, x, k, chunk, frozenset(bpda), unroll)

@@ -15,11 +15,15 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from remix_jax._checks import check_int
+from remix_jax._checks import check_int, check_key
 
 
 def _mask_shape(shape: Sequence[int], per_channel: bool) -> tuple[int, int, int]:
+    if isinstance(shape, str) or not isinstance(shape, Sequence) or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
+        raise TypeError(f"shape must be a tuple of ints (H, W) or (H, W, C), got {shape!r}")
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ValueError(f"shape must be (H, W) or (H, W, C) with positive sizes, got {shape}")
@@ -64,6 +68,7 @@ def random_masks(
       (n, H, W, 1) float32 in {0, 1} (or (n, H, W, C) with ``per_channel``):
       ``masks[i]`` is 0 exactly on the positions of set i.
     """
+    check_key("key", key)
     h, w, c = _mask_shape(shape, per_channel)
     n = check_int("n", n, low=1, high=h * w * c)
     ids = partition_ids(key, h * w * c, n).reshape(h, w, c)

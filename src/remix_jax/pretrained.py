@@ -136,13 +136,17 @@ def load_magnet(
                         detectors=tuple(detectors), reformer=setup.reformer)
 
 
-def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrained:
+def load_pretrained(
+    dataset: str = "mnist", root: str | None = None, *, inpainter: str | None = None
+) -> Pretrained:
     """Loads the shipped checkpoints of a registered ``dataset`` (e.g. "mnist").
 
     Args:
       dataset: which dataset's models.
       root: checkpoint folder (default: ``$REMIX_CHECKPOINT_DIR`` or the repo's
         ``checkpoints/``).
+      inpainter: an inpainter checkpoint folder to use instead of the shipped one
+        (a candidate or ablation); its n and mask layout come with it.
 
     Raises:
       FileNotFoundError: a component has not been trained (the message names it).
@@ -150,7 +154,11 @@ def load_pretrained(dataset: str = "mnist", root: str | None = None) -> Pretrain
     components.check_dataset(dataset)
     model, params = load_classifier(dataset, root)
     reformer_config, reformer, _ = load_autoencoder(dataset, "reformer", root)
-    inpainter_config, inpainter, trained_with = load_autoencoder(dataset, "inpainter", root)
+    if inpainter is None:
+        inpainter_config, inpainter, trained_with = load_autoencoder(dataset, "inpainter", root)
+    else:
+        inpainter_config, inpainter, trained_with = restore_autoencoder(
+            inpainter, datasets.get(dataset).hw)
     remix = RemixParams(
         inpainter=inpainter,
         reformer=reformer,

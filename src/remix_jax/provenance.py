@@ -89,3 +89,31 @@ def stamp() -> dict:
         "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+# Fields that describe a run, not its numbers: a rerun changes them and nothing else.
+RUN_FIELDS = ("command", "git_commit", "machine", "date", "wall_seconds")
+
+
+def reproduces(path: str, result: dict) -> bool:
+    """Whether the JSON result at ``path`` has the same numbers as ``result``.
+
+    Equal but for :data:`RUN_FIELDS`, after a JSON round trip. A command that
+    reproduces its committed result keeps the committed files (and so the provenance
+    of the run that made the numbers) byte-identical instead of rewriting them.
+    """
+    import json
+
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(old, dict):
+        return False
+    new = json.loads(json.dumps(result))
+
+    def numbers(d):
+        return {k: v for k, v in d.items() if k not in RUN_FIELDS}
+
+    return numbers(old) == numbers(new)

@@ -96,7 +96,10 @@ def _make_step(task: Task, optimizer: optax.GradientTransformation):
 
         trainable = _trainable(task, params)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        updates, opt_state = optimizer.update(grads, opt_state, trainable)
+        # optax's bias correction raises a Python float to an int32 count: standard
+        # promotion, so that the library also runs under jax_numpy_dtype_promotion=strict
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
         if task.stateful:
             params = {**params, **metrics.pop(MODEL_STATE), "params": trainable}
@@ -144,7 +147,8 @@ def fit(
             f"batch_size {config.batch_size} exceeds the {len(images)} training images"
         )
     total_steps = steps_per_epoch * config.epochs
-    init_key, order_key, step_key = jax.random.split(key, 3)
+    # a run's key is its identity, passed again to resume it: split a copy of it
+    init_key, order_key, step_key = jax.random.split(jax.random.clone(key), 3)
 
     params = task.init(init_key)
     opt_state = optimizer.init(_trainable(task, params))

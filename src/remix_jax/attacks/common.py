@@ -118,6 +118,10 @@ def finish(logits_fn: LogitsFn, x, labels, best_adv, found, const, targeted, con
     return AttackResult(adversarial=adversarial, success=found, const=const, **stats)
 
 
+# The most iterations per search step an attack accepts (the reference uses 10,000).
+MAX_ITERATIONS = 1_000_000
+
+
 def validate(
     x,
     labels,
@@ -134,13 +138,16 @@ def validate(
     if not clip_min < clip_max:
         raise ValueError(f"clip_min must be < clip_max, got {clip_min} and {clip_max}")
     check_images("x", x, low=clip_min, high=clip_max)
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one image, got an empty batch")
     if not hasattr(labels, "shape") or labels.shape != (x.shape[0],):
         got = getattr(labels, "shape", type(labels).__name__)
         raise ValueError(f"labels must have shape ({x.shape[0]},), got {got}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     check_int("binary_search_steps", binary_search_steps, low=1)
-    check_int("max_iterations", max_iterations, low=1)
+    # a bound, not a budget anyone runs: 10**9 iterations would run for years unasked
+    check_int("max_iterations", max_iterations, low=1, high=MAX_ITERATIONS)
     for name, value in (
         ("confidence", confidence),
         ("learning_rate", learning_rate),
@@ -150,15 +157,6 @@ def validate(
             raise ValueError(
                 f"{name} must be {'>= 0' if name == 'confidence' else '> 0'}, got {value}"
             )
-
-
-def check_key(name: str, key) -> None:
-    """A typed PRNG key (``jax.random.key(seed)``), a single one."""
-    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise TypeError(f"{name} must be a typed PRNG key from jax.random.key(seed), got "
-                        f"{getattr(key, 'dtype', type(key).__name__)}")
-    if key.shape != ():
-        raise ValueError(f"{name} must be a single key (shape ()), got shape {key.shape}")
 
 
 def check_label_range(labels, num_classes: int) -> None:

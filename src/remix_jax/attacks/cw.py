@@ -68,7 +68,9 @@ def _iterate(logits_fn, spec, hyper, x, labels, variables, const, i):
         return jnp.sum(per_example), (per_example, l2sq, logits, adv)
 
     grads, (per_example, l2sq, logits, adv) = jax.grad(loss, has_aux=True)(variables["w"])
-    updates, adam = optax.adam(hyper.learning_rate).update(grads, variables["adam"])
+    # optax's bias correction raises a Python float to an int32 count: standard promotion
+    with jax.numpy_dtype_promotion("standard"):
+        updates, adam = optax.adam(hyper.learning_rate).update(grads, variables["adam"])
     success = common.is_success(logits, labels, spec.targeted, hyper.confidence)
     # the candidate is the image before the update, the one the logits and loss belong to
     return Step({"w": variables["w"] + updates, "adam": adam}, adv, l2sq, success, per_example)

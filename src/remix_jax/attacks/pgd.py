@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax._checks import check_int
+from remix_jax._checks import check_int, check_key
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult
 
@@ -172,7 +172,7 @@ def pgd(
       own check is a noisy estimate); ``success``: its margin is >= 0 (wrong argmax)
       under a fresh draw; ``const`` is 0 (PGD has none).
     """
-    common.check_key("key", key)
+    check_key("key", key)
     check_int("steps", steps, low=1)
     common.validate(x, labels, confidence=0.0, binary_search_steps=1, max_iterations=steps,
                     learning_rate=1.0, initial_const=1.0, clip_min=0.0, clip_max=1.0)

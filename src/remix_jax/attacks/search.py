@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from remix_jax._checks import check_key, fold_counter
 from remix_jax.attacks import common
 
 
@@ -103,7 +104,7 @@ def _begin(algorithm, spec, hyper, x, search, outer):
         const = jnp.where(last, common.last_step_const(const, search["upper"]), const)
     batch = x.shape[0]
     if spec.stochastic:
-        search = {**search, "key": jax.random.fold_in(hyper.key, outer)}
+        search = {**search, "key": fold_counter(hyper.key, outer)}
     return {
         **search,
         "const": const,
@@ -117,7 +118,7 @@ def _begin(algorithm, spec, hyper, x, search, outer):
 def _iterate(algorithm, logits_fn, spec, hyper, x, labels, state, i):
     """One iteration for every example, with the shared bookkeeping."""
     if spec.stochastic:
-        logits_fn = _with_key(logits_fn, jax.random.fold_in(state["key"], i))
+        logits_fn = _with_key(logits_fn, fold_counter(state["key"], i))
     step = algorithm.iterate(
         logits_fn, spec, hyper, x, labels, state["variables"], state["const"], i
     )
@@ -150,8 +151,12 @@ def _iterate(algorithm, logits_fn, spec, hyper, x, labels, state, i):
 
 
 def _with_key(logits_fn, key):
-    """A randomized ``logits_fn(x, key)`` with its key fixed: ``fn(x)``."""
-    return lambda images: logits_fn(images, key)
+    """A randomized ``logits_fn(x, key)`` with its key fixed: ``fn(x)``.
+
+    Every call within one iteration sees the same draw (EAD evaluates the model at
+    two points per step); each gets a clone, so that jax_debug_key_reuse knows it.
+    """
+    return lambda images: logits_fn(images, jax.random.clone(key))
 
 
 def _per_example(flags, like):
@@ -175,7 +180,7 @@ def _end(state):
 def _result(logits_fn, spec, hyper, x, labels, search):
     found = search["best_score"] < common.NO_SUCCESS
     if spec.stochastic:
-        logits_fn = _with_key(logits_fn, jax.random.fold_in(hyper.key, spec.binary_search_steps))
+        logits_fn = _with_key(logits_fn, fold_counter(hyper.key, spec.binary_search_steps))
     return common.finish(
         logits_fn,
         x,
@@ -396,17 +401,20 @@ def launch(
         clip_max=clip_max,
     )
     if key is not None:
-        common.check_key("key", key)
+        check_key("key", key)
     model = logits_fn if key is None else _with_key(logits_fn, key)
     try:
-        classes = jax.eval_shape(model, x[:1]).shape[-1]
+        out = jax.eval_shape(model, x[:1])
     except TypeError as e:  # most often a model that does not take the key it is given
         hint = ("with key=, logits_fn is called as logits_fn(x, key); a deterministic "
                 "logits_fn(x) takes key=None" if key is not None else
                 "without key=, logits_fn is called as logits_fn(x); a randomized "
                 "logits_fn(x, key) needs key=")
         raise TypeError(f"{e} ({hint})") from e
-    common.check_label_range(labels, classes)
+    if len(out.shape) != 2 or out.shape[0] != 1 or out.shape[1] < 2:
+        raise ValueError(f"logits_fn must return logits of shape (B, num_classes >= 2); "
+                         f"on 1 image it returned shape {out.shape}")
+    common.check_label_range(labels, out.shape[1])
     hyper = Hyper(
         *(
             jnp.float32(v)

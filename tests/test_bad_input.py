@@ -1,0 +1,53 @@
+"""Bad input to the public API: a ValueError / TypeError naming the argument, never a
+hang, a late crash or a silently wrong answer (the reliability issue's classes)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from remix_jax import checkpoints
+from remix_jax.attacks import cw_l2, ead
+
+
+def linear_logits(x):
+    w = jnp.linspace(-1.0, 1.0, x[0].size * 3).reshape(-1, 3)
+    return x.reshape(x.shape[0], -1) @ w
+
+
+X = jnp.full((2, 4, 4, 1), 0.5)
+Y = jnp.array([0, 1])
+
+
+@pytest.mark.parametrize("attack", [cw_l2, ead])
+def test_attacks_name_empty_batches_flat_logits_and_absurd_budgets(attack):
+    with pytest.raises(ValueError, match="empty batch"):
+        attack(linear_logits, X[:0], Y[:0], max_iterations=5)
+    with pytest.raises(ValueError, match=r"logits_fn must return logits of shape \(B, "):
+        attack(lambda x: linear_logits(x)[:, 0], X, Y, max_iterations=5)
+    with pytest.raises(ValueError, match="max_iterations must be"):
+        attack(linear_logits, X, Y, max_iterations=10**9)
+
+
+@pytest.mark.parametrize("text, match", [("{not json", "not valid JSON"),
+                                         ("[1, 2]", "JSON object")])
+def test_a_malformed_meta_json_is_named(tmp_path, text, match):
+    (tmp_path / checkpoints.META_FILE).write_text(text)
+    with pytest.raises(ValueError, match=match) as info:
+        checkpoints.read_metadata(str(tmp_path))
+    assert str(tmp_path) in str(info.value)
+    (tmp_path / checkpoints.META_FILE).write_text(json.dumps({"ok": 1}))
+    assert checkpoints.read_metadata(str(tmp_path)) == {"ok": 1}
+
+
+def test_finite_checks_catch_nan_wherever_it_sits():
+    from remix_jax import mask_inpaint
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = rng.uniform(size=(2, 6, 6, 1)).astype(np.float32)
+        x[tuple(rng.integers(0, s) for s in x.shape)] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            mask_inpaint(lambda xm, m: xm, jax.random.key(0), x, 2)
