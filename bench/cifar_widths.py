@@ -19,15 +19,16 @@ from remix_jax.cli import HelpFormatter
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
-    p.add_argument("--widths", type=int, nargs="+", default=[16, 24, 32],
-                   help="ResNet-9 widths timed")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p.add_argument(
+        "--widths", type=int, nargs="+", default=[16, 24, 32], help="ResNet-9 widths timed"
+    )
     p.add_argument("--batch-size", type=int, default=512, help="training batch")
     p.add_argument("--attack-batch", type=int, default=500, help="input-gradient batch")
     p.add_argument("--repeats", type=int, default=5, help="timed runs (best kept)")
-    p.add_argument("--out", default=None, help="JSON path (default: results/bench/"
-                   "cifar_widths_<backend>.json)")
+    p.add_argument(
+        "--out", default=None, help="JSON path (default: results/bench/cifar_widths_<backend>.json)"
+    )
     args = p.parse_args(argv)
     require_positive(p, args, "widths", "batch_size", "attack_batch", "repeats")
 
@@ -85,8 +86,10 @@ def measure(width: int, args) -> dict:
     x = jnp.asarray(rng.uniform(size=(args.attack_batch, 32, 32, 3)).astype(np.float32))
     timed(train_step, variables, opt_state, jax.random.key(0), images, labels)  # compile
     timed(input_gradient, variables, x)
-    train = min(timed(train_step, variables, opt_state, jax.random.key(i), images, labels)[1]
-                for i in range(args.repeats))
+    train = min(
+        timed(train_step, variables, opt_state, jax.random.key(i), images, labels)[1]
+        for i in range(args.repeats)
+    )
     grad = min(timed(input_gradient, variables, x)[1] for _ in range(args.repeats))
     return {
         "width": width,

@@ -16,14 +16,14 @@ from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--steps", type=int, default=1500, help="training steps per initialiser")
     p.add_argument("--every", type=int, default=250, help="validation loss every N steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--out", default=None, help="JSON path (default: results/bench/"
-                   "magnet_init_<backend>.json)")
+    p.add_argument(
+        "--out", default=None, help="JSON path (default: results/bench/magnet_init_<backend>.json)"
+    )
     args = p.parse_args(argv)
     require_positive(p, args, "steps", "every")
 

@@ -48,9 +48,16 @@ def measured_crafting(cache_dir: str) -> list[dict]:
     for kappa, path in adversarial_cache.finished(cache_dir).items():
         t = adversarial_cache.crafting_time(adversarial_cache.read(path)[0])
         if t["images_timed"]:
-            rows.append({"confidence": kappa, "seconds": t["seconds"],
-                         "cpu_seconds": t["cpu_seconds"], "images_timed": t["images_timed"],
-                         "images": t["images"], "machines": t["machines_timed"]})
+            rows.append(
+                {
+                    "confidence": kappa,
+                    "seconds": t["seconds"],
+                    "cpu_seconds": t["cpu_seconds"],
+                    "images_timed": t["images_timed"],
+                    "images": t["images"],
+                    "machines": t["machines_timed"],
+                }
+            )
     return rows
 
 
@@ -65,8 +72,13 @@ def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
 
     algorithm = CW_L2 if attack == "cw" else EAD
     hyper = Hyper(*(jnp.float32(v) for v in (0.0, 1e-2, 1e-3, beta, 0.0, 1.0)))
-    spec = Spec(targeted=False, binary_search_steps=9, max_iterations=1000,
-                abort_early=True, decision_rule="EN")
+    spec = Spec(
+        targeted=False,
+        binary_search_steps=9,
+        max_iterations=1000,
+        abort_early=True,
+        decision_rule="EN",
+    )
     variables = algorithm.reset(x, hyper)
     const = jnp.full(x.shape[0], 1e-3, jnp.float32)
 
@@ -79,8 +91,7 @@ def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--num-examples", type=int, default=1000)
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
@@ -101,18 +112,26 @@ def main(argv=None) -> None:
     pre, x, y = setup(args.dataset, 100, args.data_dir)  # FLOPs per image do not depend on N
     suffix = datasets.file_suffix(args.dataset)
     args.out = args.out or f"results/bench/presets{suffix}"
-    rates = {platform: throughput(os.path.join(args.bench_dir,
-                                               f"attacks_throughput_{platform}{suffix}.json"))
-             for platform in ("cpu", "gpu")}
+    rates = {
+        platform: throughput(
+            os.path.join(args.bench_dir, f"attacks_throughput_{platform}{suffix}.json")
+        )
+        for platform in ("cpu", "gpu")
+    }
     rows = []
     for attack in ("cw", "ead"):
         per_image = iteration_flops(attack, pre.logits_fn, x, y, args.beta) / len(x)
         for preset, grid in PRESETS.items():
             work = grid["binary_search_steps"] * grid["max_iterations"] * args.num_examples
-            row = {"attack": attack, "preset": preset, **grid, "images": args.num_examples,
-                   "flops_per_iteration_image": round(per_image),
-                   "iteration_images_per_kappa": work,
-                   "tflop_per_kappa": round(work * per_image / 1e12, 2)}
+            row = {
+                "attack": attack,
+                "preset": preset,
+                **grid,
+                "images": args.num_examples,
+                "flops_per_iteration_image": round(per_image),
+                "iteration_images_per_kappa": work,
+                "tflop_per_kappa": round(work * per_image / 1e12, 2),
+            }
             for platform, by_attack in rates.items():
                 if attack in by_attack:
                     rate, machine = by_attack[attack]
@@ -121,7 +140,8 @@ def main(argv=None) -> None:
             row["h100_fp32_peak_bound_seconds"] = round(work * per_image / H100_FP32_PEAK, 1)
             suffix = "" if preset == "paper" else f"-{preset}"
             row["measured"] = measured_crafting(
-                os.path.join("results", args.dataset, "cache", attack + suffix))
+                os.path.join("results", args.dataset, "cache", attack + suffix)
+            )
             rows.append(row)
     payload = {"dataset": args.dataset, "rows": rows, **provenance.stamp()}
     write_json(args.out + ".json", payload)
@@ -153,16 +173,22 @@ def markdown(payload: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in payload["rows"]:
-        measured = "; ".join(
-            f"{m['confidence']:g}: {_hours(m['seconds'])} wall"
-            + (f" / {_hours(m['cpu_seconds'])} CPU" if m.get("cpu_seconds") else "")
-            + f", {m['images_timed']}" for m in r["measured"]) or "-"
+        measured = (
+            "; ".join(
+                f"{m['confidence']:g}: {_hours(m['seconds'])} wall"
+                + (f" / {_hours(m['cpu_seconds'])} CPU" if m.get("cpu_seconds") else "")
+                + f", {m['images_timed']}"
+                for m in r["measured"]
+            )
+            or "-"
+        )
         lines.append(
             f"| {r['attack']} | {r['preset']} ({r['binary_search_steps']} x "
             f"{r['max_iterations']}) | {r['iteration_images_per_kappa']:.2e} | "
             f"{r['flops_per_iteration_image'] / 1e6:.1f} M | {r['tflop_per_kappa']} | "
             f"{_hours(r.get('cpu_bound_seconds'))} | {_hours(r.get('gpu_bound_seconds'))} | "
-            f"{_hours(r['h100_fp32_peak_bound_seconds'])} | {measured} |")
+            f"{_hours(r['h100_fp32_peak_bound_seconds'])} | {measured} |"
+        )
     return "\n".join(lines) + "\n"
 
 

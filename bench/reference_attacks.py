@@ -58,10 +58,28 @@ from bench.common import require_positive
 from remix_jax import datasets
 from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
-IMPLEMENTATIONS = ("ours-cw", "foolbox-cw", "advertorch-cw", "foolboxtorch-cw",
-                   "ours-ead", "foolbox-ead", "advertorch-ead", "foolboxtorch-ead")
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "foolbox", "eagerpy", "scipy",
-            "torch", "advertorch")
+IMPLEMENTATIONS = (
+    "ours-cw",
+    "foolbox-cw",
+    "advertorch-cw",
+    "foolboxtorch-cw",
+    "ours-ead",
+    "foolbox-ead",
+    "advertorch-ead",
+    "foolboxtorch-ead",
+)
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "numpy",
+    "foolbox",
+    "eagerpy",
+    "scipy",
+    "torch",
+    "advertorch",
+)
 PORT_TOLERANCE = 1e-4  # max |logit difference| allowed between the Flax and torch models
 
 
@@ -90,6 +108,7 @@ def _import_advertorch():
     try:
         import torchvision  # noqa: F401
     except Exception:  # noqa: BLE001 - missing, or a wheel that cannot load
+
         class _Unavailable:
             def __call__(self, *args, **kwargs):
                 raise RuntimeError("torchvision stand-in: not available in this bench")
@@ -101,6 +120,7 @@ def _import_advertorch():
     # sys.modules' entry: the attribute torch.autograd.gradcheck is the function
     gradcheck = importlib.import_module("torch.autograd.gradcheck")
     if not hasattr(gradcheck, "zero_gradients"):
+
         def zero_gradients(x):
             if isinstance(x, __import__("torch").Tensor):
                 if x.grad is not None:
@@ -144,8 +164,9 @@ def torch_port_cifar(variables, logit_scale: float):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.convs = nn.ModuleList([nn.Conv2d(k.shape[2], k.shape[3], 3, padding=1,
-                                                  bias=False) for k in kernels])
+            self.convs = nn.ModuleList(
+                [nn.Conv2d(k.shape[2], k.shape[3], 3, padding=1, bias=False) for k in kernels]
+            )
             self.norms = nn.ModuleList([nn.BatchNorm2d(k.shape[3], eps=1e-5) for k in kernels])
             self.dense = nn.Linear(dense["kernel"].shape[0], 10)
 
@@ -190,10 +211,12 @@ def torch_port_mnist(params):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.convs = nn.ModuleList([nn.Conv2d(i, o, 3) for i, o in
-                                        ((1, 32), (32, 32), (32, 64), (64, 64))])
-            self.dense = nn.ModuleList([nn.Linear(1024, 200), nn.Linear(200, 200),
-                                        nn.Linear(200, 10)])
+            self.convs = nn.ModuleList(
+                [nn.Conv2d(i, o, 3) for i, o in ((1, 32), (32, 32), (32, 64), (64, 64))]
+            )
+            self.dense = nn.ModuleList(
+                [nn.Linear(1024, 200), nn.Linear(200, 200), nn.Linear(200, 10)]
+            )
 
         def forward(self, x):  # (B, 28, 28, 1)
             h = x.permute(0, 3, 1, 2)
@@ -211,8 +234,7 @@ def torch_port_mnist(params):
     dense = [params[f"Dense_{i}"] for i in range(3)]
     with torch.no_grad():
         for mod, p in zip(net.convs, convs, strict=True):  # HWIO -> OIHW
-            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1)
-                                              .copy()))
+            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1).copy()))
             mod.bias.copy_(torch.from_numpy(np.array(p["bias"])))
         for mod, p in zip(net.dense, dense, strict=True):  # (in, out) -> (out, in)
             mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).T.copy()))
@@ -244,12 +266,13 @@ def judge(logits_fn, x, y, adv, kappa, batch=500):
     from remix_jax.attacks import common
 
     adv = np.asarray(adv, np.float32)
-    in_box = (adv.reshape(len(adv), -1).min(1) >= -1e-6) & (adv.reshape(len(adv), -1).max(1)
-                                                           <= 1 + 1e-6)
+    in_box = (adv.reshape(len(adv), -1).min(1) >= -1e-6) & (
+        adv.reshape(len(adv), -1).max(1) <= 1 + 1e-6
+    )
     margins, wrong = [], []
     for s in range(0, len(adv), batch):
-        logits = np.asarray(logits_fn(adv[s:s + batch]))
-        lab = y[s:s + batch]
+        logits = np.asarray(logits_fn(adv[s : s + batch]))
+        lab = y[s : s + batch]
         margins.append(np.asarray(common.margin(logits, lab, False)))
         wrong.append(logits.argmax(-1) != lab)
     margin = np.concatenate(margins)
@@ -279,8 +302,12 @@ def summarise(verdict, beta) -> dict:
     import numpy as np
 
     ok = verdict["success"]
-    row = {"n": int(len(ok)), "successes": int(ok.sum()), "success_rate": float(ok.mean()),
-           "zero_sentinel_returned": int(verdict["zero_sentinel"].sum())}
+    row = {
+        "n": int(len(ok)),
+        "successes": int(ok.sum()),
+        "success_rate": float(ok.mean()),
+        "zero_sentinel_returned": int(verdict["zero_sentinel"].sum()),
+    }
     for k in ("l0", "l1", "l2", "linf"):
         row[f"mean_{k}"] = float(verdict[k][ok].mean()) if ok.any() else None
     row["median_l2"] = float(np.median(verdict["l2"][ok])) if ok.any() else None
@@ -295,9 +322,11 @@ def paired(ours, ref, beta, rtol=1e-3) -> dict:
     import numpy as np
 
     both = ours["success"] & ref["success"]
-    out = {"both": int(both.sum()),
-           "ours_only": int((ours["success"] & ~ref["success"]).sum()),
-           "ref_only": int((~ours["success"] & ref["success"]).sum())}
+    out = {
+        "both": int(both.sum()),
+        "ours_only": int((ours["success"] & ~ref["success"]).sum()),
+        "ref_only": int((~ours["success"] & ref["success"]).sum()),
+    }
     for k in ("l2", "l1", "en"):
         if k == "en":
             a, b = (v["l2"][both] ** 2 + beta * v["l1"][both] for v in (ours, ref))
@@ -311,44 +340,68 @@ def paired(ours, ref, beta, rtol=1e-3) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--num-examples", type=int, default=100, help="images attacked")
     p.add_argument("--binary-search-steps", type=int, default=5, help="search steps on c")
-    p.add_argument("--max-iterations", type=int, default=1000,
-                   help="iterations per search step")
-    p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 10.0],
-                   help="kappa values")
-    p.add_argument("--learning-rate", type=float, default=1e-2,
-                   help="Adam lr (CW), initial FISTA step (EAD)")
+    p.add_argument("--max-iterations", type=int, default=1000, help="iterations per search step")
+    p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 10.0], help="kappa values")
+    p.add_argument(
+        "--learning-rate", type=float, default=1e-2, help="Adam lr (CW), initial FISTA step (EAD)"
+    )
     p.add_argument("--initial-const", type=float, default=1e-3, help="first c")
     p.add_argument("--beta", type=float, default=1e-2, help="EAD's L1 weight (both)")
-    p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN",
-                   help="EAD's choice of best example (both)")
-    p.add_argument("--warm", action="store_true",
-                   help="run each of our attacks once untimed first, so its time excludes "
-                        "compilation (every batch size the compaction meets is compiled)")
-    p.add_argument("--no-abort-early", dest="abort_early", action="store_false",
-                   help="turn every implementation's early abort off (a diagnostic)")
-    p.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None,
-                   help="default: ours and every reference whose package is installed")
-    p.add_argument("--ours-budgets", nargs="*", default=[], metavar="STEPSxITERATIONS",
-                   help="also run each of our attacks with these smaller budgets (e.g. "
-                        "5x500), labelled ours-cw@5x500: the time at which ours reaches "
-                        "a reference's success and distortion")
+    p.add_argument(
+        "--decision-rule",
+        choices=["EN", "L1"],
+        default="EN",
+        help="EAD's choice of best example (both)",
+    )
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="run each of our attacks once untimed first, so its time excludes "
+        "compilation (every batch size the compaction meets is compiled)",
+    )
+    p.add_argument(
+        "--no-abort-early",
+        dest="abort_early",
+        action="store_false",
+        help="turn every implementation's early abort off (a diagnostic)",
+    )
+    p.add_argument(
+        "--implementations",
+        nargs="+",
+        choices=IMPLEMENTATIONS,
+        default=None,
+        help="default: ours and every reference whose package is installed",
+    )
+    p.add_argument(
+        "--ours-budgets",
+        nargs="*",
+        default=[],
+        metavar="STEPSxITERATIONS",
+        help="also run each of our attacks with these smaller budgets (e.g. "
+        "5x500), labelled ours-cw@5x500: the time at which ours reaches "
+        "a reference's success and distortion",
+    )
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--out", default=None,
-                   help="output path without extension (.json and .md are written; default "
-                        "results/bench/reference_attacks, _cifar10 appended for CIFAR-10)")
-    p.add_argument("--render-only", action="store_true",
-                   help="recompute the tables of <out>.json from its per-example numbers "
-                        "and rewrite <out>.json/.md, running no attack")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output path without extension (.json and .md are written; default "
+        "results/bench/reference_attacks, _cifar10 appended for CIFAR-10)",
+    )
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="recompute the tables of <out>.json from its per-example numbers "
+        "and rewrite <out>.json/.md, running no attack",
+    )
     args = p.parse_args(argv)
     require_positive(p, args, "num_examples", "binary_search_steps", "max_iterations")
     if args.out is None:
-        args.out = "results/bench/reference_attacks" + (
-            datasets.file_suffix(args.dataset))
+        args.out = "results/bench/reference_attacks" + (datasets.file_suffix(args.dataset))
     if args.render_only:
         render_only(args.out)
         return
@@ -369,12 +422,18 @@ def main(argv=None) -> None:
     except ValueError:
         sys.exit(f"error: --ours-budgets must look like 5x500, got {args.ours_budgets}")
     if args.implementations is None:
-        args.implementations = [i for i in IMPLEMENTATIONS if not i.startswith("foolboxtorch")
-                                and (i.startswith("ours") or _available(i.split("-")[0]))]
+        args.implementations = [
+            i
+            for i in IMPLEMENTATIONS
+            if not i.startswith("foolboxtorch")
+            and (i.startswith("ours") or _available(i.split("-")[0]))
+        ]
     for package in ("foolbox", "advertorch"):
         if any(i.startswith(package) for i in args.implementations) and not _available(package):
-            sys.exit(f"error: {package} is not installed in this interpreter "
-                     "(install it in a separate venv, see --help)")
+            sys.exit(
+                f"error: {package} is not installed in this interpreter "
+                "(install it in a separate venv, see --help)"
+            )
     if any(i.startswith("foolbox") for i in args.implementations):
         import foolbox as fb
 
@@ -384,44 +443,82 @@ def main(argv=None) -> None:
     if len(x) < args.num_examples:
         sys.exit(f"error: only {len(x)} correctly classified images found")
     logits_fn = jax.jit(pre.logits_fn)
-    common_settings = dict(binary_search_steps=args.binary_search_steps,
-                           max_iterations=args.max_iterations,
-                           learning_rate=args.learning_rate,
-                           initial_const=args.initial_const)
-    settings = {**common_settings, "beta": args.beta, "decision_rule": args.decision_rule,
-                "abort_early": args.abort_early, "targeted": False, "dataset": args.dataset,
-                "ours_warm": args.warm,
-                "num_examples": len(x), "confidences": args.confidences}
+    common_settings = dict(
+        binary_search_steps=args.binary_search_steps,
+        max_iterations=args.max_iterations,
+        learning_rate=args.learning_rate,
+        initial_const=args.initial_const,
+    )
+    settings = {
+        **common_settings,
+        "beta": args.beta,
+        "decision_rule": args.decision_rule,
+        "abort_early": args.abort_early,
+        "targeted": False,
+        "dataset": args.dataset,
+        "ours_warm": args.warm,
+        "num_examples": len(x),
+        "confidences": args.confidences,
+    }
 
     def run_ours_cw(kappa, **budget):
-        r = cw_l2(pre.logits_fn, x, y, confidence=kappa, abort_early=args.abort_early,
-                  **{**common_settings, **budget})
+        r = cw_l2(
+            pre.logits_fn,
+            x,
+            y,
+            confidence=kappa,
+            abort_early=args.abort_early,
+            **{**common_settings, **budget},
+        )
         return np.asarray(jax.block_until_ready(r.adversarial))
 
     def run_ours_ead(kappa, **budget):
-        r = ead(pre.logits_fn, x, y, confidence=kappa, abort_early=args.abort_early, beta=args.beta,
-                decision_rule=args.decision_rule, **{**common_settings, **budget})
+        r = ead(
+            pre.logits_fn,
+            x,
+            y,
+            confidence=kappa,
+            abort_early=args.abort_early,
+            beta=args.beta,
+            decision_rule=args.decision_rule,
+            **{**common_settings, **budget},
+        )
         return np.asarray(jax.block_until_ready(r.adversarial))
 
     def run_foolbox(kappa, which, on_torch=False):
-        model = (fb.PyTorchModel(net.eval(), bounds=(0, 1)) if on_torch
-                 else fb.JAXModel(logits_fn, bounds=(0, 1)))
+        model = (
+            fb.PyTorchModel(net.eval(), bounds=(0, 1))
+            if on_torch
+            else fb.JAXModel(logits_fn, bounds=(0, 1))
+        )
         if which == "cw":
             attack = fb.attacks.L2CarliniWagnerAttack(
-                binary_search_steps=args.binary_search_steps, steps=args.max_iterations,
-                stepsize=args.learning_rate, confidence=kappa,
-                initial_const=args.initial_const, abort_early=args.abort_early)
+                binary_search_steps=args.binary_search_steps,
+                steps=args.max_iterations,
+                stepsize=args.learning_rate,
+                confidence=kappa,
+                initial_const=args.initial_const,
+                abort_early=args.abort_early,
+            )
         else:
             attack = fb.attacks.EADAttack(
-                binary_search_steps=args.binary_search_steps, steps=args.max_iterations,
-                initial_stepsize=args.learning_rate, confidence=kappa,
-                initial_const=args.initial_const, regularization=args.beta,
-                decision_rule=args.decision_rule, abort_early=args.abort_early)
+                binary_search_steps=args.binary_search_steps,
+                steps=args.max_iterations,
+                initial_stepsize=args.learning_rate,
+                confidence=kappa,
+                initial_const=args.initial_const,
+                regularization=args.beta,
+                decision_rule=args.decision_rule,
+                abort_early=args.abort_early,
+            )
         if on_torch:
             import torch
 
-            adv = attack.run(model, torch.from_numpy(x.copy()),
-                             fb.criteria.Misclassification(torch.from_numpy(y.astype(np.int64))))
+            adv = attack.run(
+                model,
+                torch.from_numpy(x.copy()),
+                fb.criteria.Misclassification(torch.from_numpy(y.astype(np.int64))),
+            )
             return adv.detach().numpy().astype(np.float32)
         adv = attack.run(model, jnp.asarray(x), fb.criteria.Misclassification(jnp.asarray(y)))
         return np.asarray(jax.block_until_ready(adv))
@@ -438,52 +535,76 @@ def main(argv=None) -> None:
         with torch.no_grad():
             theirs = net(torch.from_numpy(check)).numpy()
         diff = float(np.abs(theirs - np.asarray(logits_fn(check))).max())
-        port = {"max_abs_logit_diff": diff, "images_checked": len(check),
-                "torch_threads": torch.get_num_threads()}
+        port = {
+            "max_abs_logit_diff": diff,
+            "images_checked": len(check),
+            "torch_threads": torch.get_num_threads(),
+        }
         print(f"torch port: max |logit diff| {diff:.2e} on {len(check)} images", flush=True)
         if not diff <= PORT_TOLERANCE:
-            sys.exit(f"error: the torch port differs from the Flax model by {diff:.2e} "
-                     f"> {PORT_TOLERANCE:g}")
+            sys.exit(
+                f"error: the torch port differs from the Flax model by {diff:.2e} "
+                f"> {PORT_TOLERANCE:g}"
+            )
 
     def run_advertorch(kappa, which):
-        kw = dict(num_classes=10, confidence=kappa, targeted=False,
-                  learning_rate=args.learning_rate,
-                  binary_search_steps=args.binary_search_steps,
-                  max_iterations=args.max_iterations, abort_early=args.abort_early,
-                  initial_const=args.initial_const, clip_min=0.0, clip_max=1.0)
+        kw = dict(
+            num_classes=10,
+            confidence=kappa,
+            targeted=False,
+            learning_rate=args.learning_rate,
+            binary_search_steps=args.binary_search_steps,
+            max_iterations=args.max_iterations,
+            abort_early=args.abort_early,
+            initial_const=args.initial_const,
+            clip_min=0.0,
+            clip_max=1.0,
+        )
         if which == "cw":
             attack = at.CarliniWagnerL2Attack(net, **kw)
         else:
-            attack = at.ElasticNetL1Attack(net, beta=args.beta,
-                                           decision_rule=args.decision_rule, **kw)
+            attack = at.ElasticNetL1Attack(
+                net, beta=args.beta, decision_rule=args.decision_rule, **kw
+            )
         adv = attack.perturb(torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64)))
         return adv.detach().numpy().astype(np.float32)
 
-    runners = {"ours-cw": run_ours_cw, "ours-ead": run_ours_ead,
-               "foolbox-cw": lambda k: run_foolbox(k, "cw"),
-               "foolbox-ead": lambda k: run_foolbox(k, "ead"),
-               "advertorch-cw": lambda k: run_advertorch(k, "cw"),
-               "advertorch-ead": lambda k: run_advertorch(k, "ead"),
-               "foolboxtorch-cw": lambda k: run_foolbox(k, "cw", on_torch=True),
-               "foolboxtorch-ead": lambda k: run_foolbox(k, "ead", on_torch=True)}
+    runners = {
+        "ours-cw": run_ours_cw,
+        "ours-ead": run_ours_ead,
+        "foolbox-cw": lambda k: run_foolbox(k, "cw"),
+        "foolbox-ead": lambda k: run_foolbox(k, "ead"),
+        "advertorch-cw": lambda k: run_advertorch(k, "cw"),
+        "advertorch-ead": lambda k: run_advertorch(k, "ead"),
+        "foolboxtorch-cw": lambda k: run_foolbox(k, "cw", on_torch=True),
+        "foolboxtorch-ead": lambda k: run_foolbox(k, "ead", on_torch=True),
+    }
 
     implementations = list(args.implementations)
     for steps, iterations in budgets:
         for impl in args.implementations:
             if impl.startswith("ours-"):
                 name = f"{impl}@{steps}x{iterations}"
-                runners[name] = (lambda k, run=runners[impl], s=steps, i=iterations:
-                                 run(k, binary_search_steps=s, max_iterations=i))
+                runners[name] = lambda k, run=runners[impl], s=steps, i=iterations: run(
+                    k, binary_search_steps=s, max_iterations=i
+                )
                 implementations.insert(implementations.index(impl) + 1, name)
     rows, per_example, verdicts = [], {}, {}
 
     def save():
         pairs = _pairs(verdicts, args.beta)
-        payload = {"settings": settings, "implementations": implementations,
-                   "torch_port": port or None, "rows": rows, "paired": pairs,
-                   "to_quality": to_quality(rows, args.decision_rule),
-                   "versions": _versions(), "per_example": per_example,
-                   "labels": y.tolist(), **provenance.stamp()}
+        payload = {
+            "settings": settings,
+            "implementations": implementations,
+            "torch_port": port or None,
+            "rows": rows,
+            "paired": pairs,
+            "to_quality": to_quality(rows, args.decision_rule),
+            "versions": _versions(),
+            "per_example": per_example,
+            "labels": y.tolist(),
+            **provenance.stamp(),
+        }
         write_json(args.out + ".json", payload)
         _write_text(args.out + ".md", _markdown(payload))
         return payload
@@ -498,15 +619,23 @@ def main(argv=None) -> None:
             seconds = time.perf_counter() - start
             v = judge(logits_fn, x, y, adv, kappa)
             verdicts[(impl, kappa)] = v
-            row = {"implementation": impl, "attack": impl.split("-")[1].split("@")[0],
-                   "confidence": kappa,
-                   **summarise(v, args.beta), "seconds": round(seconds, 1)}
+            row = {
+                "implementation": impl,
+                "attack": impl.split("-")[1].split("@")[0],
+                "confidence": kappa,
+                **summarise(v, args.beta),
+                "seconds": round(seconds, 1),
+            }
             rows.append(row)
             per_example[f"{impl}@{kappa:g}"] = {
                 k: v[k].tolist() if v[k].dtype == bool else [round(float(a), 5) for a in v[k]]
-                for k in ("success", "zero_sentinel", "margin", "l0", "l1", "l2", "linf")}
-            print(f"  success {row['success_rate']:.3f}  mean L2 {_f(row['mean_l2'])}  "
-                  f"mean L1 {_f(row['mean_l1'])}  {seconds:.1f}s", flush=True)
+                for k in ("success", "zero_sentinel", "margin", "l0", "l1", "l2", "linf")
+            }
+            print(
+                f"  success {row['success_rate']:.3f}  mean L2 {_f(row['mean_l2'])}  "
+                f"mean L1 {_f(row['mean_l1'])}  {seconds:.1f}s",
+                flush=True,
+            )
             payload = save()
     print(_markdown(payload))
 
@@ -535,19 +664,31 @@ def to_quality(rows: list, decision_rule: str = "EN") -> list:
         if ref["implementation"].startswith("ours") or ref.get(metric[ref["attack"]]) is None:
             continue
         key = metric[ref["attack"]]
-        matching = [r for r in rows
-                    if r["implementation"].startswith("ours") and r["attack"] == ref["attack"]
-                    and r["confidence"] == ref["confidence"]
-                    and r["successes"] >= ref["successes"]
-                    and r.get(key) is not None and r[key] <= ref[key]]
+        matching = [
+            r
+            for r in rows
+            if r["implementation"].startswith("ours")
+            and r["attack"] == ref["attack"]
+            and r["confidence"] == ref["confidence"]
+            and r["successes"] >= ref["successes"]
+            and r.get(key) is not None
+            and r[key] <= ref[key]
+        ]
         best = min(matching, key=lambda r: r["seconds"], default=None)
-        out.append({"attack": ref["attack"], "confidence": ref["confidence"],
-                    "reference": ref["implementation"], "ref_seconds": ref["seconds"],
-                    "metric": key, "ref_value": ref[key],
-                    "ours": best and best["implementation"],
-                    "ours_seconds": best and best["seconds"],
-                    "ours_value": best and best[key],
-                    "speedup": best and round(ref["seconds"] / best["seconds"], 2)})
+        out.append(
+            {
+                "attack": ref["attack"],
+                "confidence": ref["confidence"],
+                "reference": ref["implementation"],
+                "ref_seconds": ref["seconds"],
+                "metric": key,
+                "ref_value": ref[key],
+                "ours": best and best["implementation"],
+                "ours_seconds": best and best["seconds"],
+                "ours_value": best and best[key],
+                "speedup": best and round(ref["seconds"] / best["seconds"], 2),
+            }
+        )
     return out
 
 
@@ -559,8 +700,9 @@ def _pairs(verdicts, beta) -> list:
         family = impl.split("-")[1]
         mine = verdicts.get((f"ours-{family}", kappa))
         if mine is not None:
-            pairs.append({"attack": family, "confidence": kappa, "reference": impl,
-                          **paired(mine, v, beta)})
+            pairs.append(
+                {"attack": family, "confidence": kappa, "reference": impl, **paired(mine, v, beta)}
+            )
     return pairs
 
 
@@ -580,12 +722,20 @@ def render_only(path: str) -> None:
     verdicts, rows = {}, []
     for old in payload["rows"]:
         key = f"{old['implementation']}@{old['confidence']:g}"
-        v = {k: np.asarray(a, bool if k in ("success", "zero_sentinel") else np.float64)
-             for k, a in payload["per_example"][key].items()}
+        v = {
+            k: np.asarray(a, bool if k in ("success", "zero_sentinel") else np.float64)
+            for k, a in payload["per_example"][key].items()
+        }
         verdicts[(old["implementation"], old["confidence"])] = v
-        rows.append({"implementation": old["implementation"], "attack": old["attack"],
-                     "confidence": old["confidence"], **summarise(v, beta),
-                     "seconds": old["seconds"]})
+        rows.append(
+            {
+                "implementation": old["implementation"],
+                "attack": old["attack"],
+                "confidence": old["confidence"],
+                **summarise(v, beta),
+                "seconds": old["seconds"],
+            }
+        )
     payload["rows"], payload["paired"] = rows, _pairs(verdicts, beta)
     payload["to_quality"] = to_quality(rows, payload["settings"]["decision_rule"])
     payload["rendered"] = provenance.stamp()
@@ -611,18 +761,23 @@ def _markdown(payload) -> str:
         f"EAD beta {s['beta']:g}, decision rule {s['decision_rule']}. "
         "Success judged identically for all (margin >= kappa, argmax wrong, in box); "
         "distortions averaged over successes only. Seconds include compilation"
-        + (" (ours: not; each of our attacks ran once before it was timed)."
-           if s.get("ours_warm") else "."),
+        + (
+            " (ours: not; each of our attacks ran once before it was timed)."
+            if s.get("ours_warm")
+            else "."
+        ),
         "",
         "| attack | kappa | implementation | success | mean L2 | median L2 | mean L1 "
         "| mean L0 | mean Linf | mean EN | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in payload["rows"]:
-        lines.append(f"| {r['attack']} | {r['confidence']:g} | {r['implementation']} | "
-                     f"{r['successes']}/{r['n']} | {_f(r['mean_l2'])} | {_f(r['median_l2'])} | "
-                     f"{_f(r['mean_l1'])} | {_f(r['mean_l0'], 1)} | {_f(r['mean_linf'])} | "
-                     f"{_f(r.get('mean_en'))} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['attack']} | {r['confidence']:g} | {r['implementation']} | "
+            f"{r['successes']}/{r['n']} | {_f(r['mean_l2'])} | {_f(r['median_l2'])} | "
+            f"{_f(r['mean_l1'])} | {_f(r['mean_l0'], 1)} | {_f(r['mean_linf'])} | "
+            f"{_f(r.get('mean_en'))} | {r['seconds']:.1f} |"
+        )
     if payload.get("paired"):
         lines += [
             "",
@@ -639,7 +794,8 @@ def _markdown(payload) -> str:
                 f"{_f(q['ref_mean_l2'])} | {q['ours_le_ref_l2']}/{q['both']} | "
                 f"{_f(q['ours_mean_l1'])} | {_f(q['ref_mean_l1'])} | "
                 f"{q['ours_le_ref_l1']}/{q['both']} | {_f(q.get('ours_mean_en'))} | "
-                f"{_f(q.get('ref_mean_en'))} | {q.get('ours_le_ref_en', '-')}/{q['both']} |")
+                f"{_f(q.get('ref_mean_en'))} | {q.get('ours_le_ref_en', '-')}/{q['both']} |"
+            )
     if payload.get("to_quality"):
         lines += [
             "",
@@ -653,10 +809,16 @@ def _markdown(payload) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for q in payload["to_quality"]:
-            ours = (f"{q['ours']} | {q['ours_seconds']:.1f} | {q['ours_value']:.6f} | "
-                    f"{q['speedup']:.2f}x" if q["ours"] else "none matches | - | - | -")
-            lines.append(f"| {q['attack']} | {q['confidence']:g} | {q['reference']} | "
-                         f"{q['ref_seconds']:.1f} | {q['ref_value']:.6f} | {ours} |")
+            ours = (
+                f"{q['ours']} | {q['ours_seconds']:.1f} | {q['ours_value']:.6f} | "
+                f"{q['speedup']:.2f}x"
+                if q["ours"]
+                else "none matches | - | - | -"
+            )
+            lines.append(
+                f"| {q['attack']} | {q['confidence']:g} | {q['reference']} | "
+                f"{q['ref_seconds']:.1f} | {q['ref_value']:.6f} | {ours} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -109,14 +109,18 @@ def torch_ead_steps(net, x, y, iterations, *, beta=0.1, confidence=0.0, const=1.
             real = (logits * onehot).sum(1)
             other = (logits - 1e4 * onehot).max(1).values
             loss = ((slack - x) ** 2).sum() + const * torch.clamp(
-                real - other + confidence, min=0).sum()
+                real - other + confidence, min=0
+            ).sum()
             (grad,) = torch.autograd.grad(loss, slack)
             with torch.no_grad():
                 rate = lr * (1 - k / iterations) ** 0.5
                 z = slack - rate * grad
                 diff = z - x
-                shrunk = torch.where(diff > beta, torch.clamp(z - beta, max=1.0),
-                                     torch.where(diff < -beta, torch.clamp(z + beta, min=0.0), x))
+                shrunk = torch.where(
+                    diff > beta,
+                    torch.clamp(z - beta, max=1.0),
+                    torch.where(diff < -beta, torch.clamp(z + beta, min=0.0), x),
+                )
                 slack = shrunk + k / (k + 3) * (shrunk - current)
                 current = shrunk
                 # judge the new iterate (EN rule), keep the best success
@@ -185,23 +189,37 @@ def part_step(args, pre, x, y) -> list[dict]:
 
     net = torch_port(pre).to(memory_format=torch.channels_last)
     xs, ys = np.asarray(x), np.asarray(y)
-    settings = dict(binary_search_steps=1, max_iterations=args.iterations, abort_early=False,
-                    initial_const=1.0)
-    ours = {"cw": lambda: cw_l2(pre.logits_fn, x, y, **settings),
-            "ead": lambda: ead(pre.logits_fn, x, y, beta=args.beta, **settings)}
-    theirs = {"cw": torch_cw_steps(net, xs, ys, args.iterations),
-              "ead": torch_ead_steps(net, xs, ys, args.iterations, beta=args.beta)}
+    settings = dict(
+        binary_search_steps=1, max_iterations=args.iterations, abort_early=False, initial_const=1.0
+    )
+    ours = {
+        "cw": lambda: cw_l2(pre.logits_fn, x, y, **settings),
+        "ead": lambda: ead(pre.logits_fn, x, y, beta=args.beta, **settings),
+    }
+    theirs = {
+        "cw": torch_cw_steps(net, xs, ys, args.iterations),
+        "ead": torch_ead_steps(net, xs, ys, args.iterations, beta=args.beta),
+    }
     rows = []
     for name in args.attacks:
         t_ours = best_time(ours[name], args.repeats)
         t_torch = best_time(theirs[name], args.repeats)
         work = args.iterations * len(xs)
-        rows.append({"attack": name, "batch": len(xs), "iterations": args.iterations,
-                     "ours_iteration_images_per_s": round(work / t_ours, 1),
-                     "torch_iteration_images_per_s": round(work / t_torch, 1),
-                     "speedup": round(t_torch / t_ours, 3)})
-        print(f"{name} step: ours {work / t_ours:,.0f}, torch {work / t_torch:,.0f} "
-              f"iteration-images/s -> {t_torch / t_ours:.2f}x", flush=True)
+        rows.append(
+            {
+                "attack": name,
+                "batch": len(xs),
+                "iterations": args.iterations,
+                "ours_iteration_images_per_s": round(work / t_ours, 1),
+                "torch_iteration_images_per_s": round(work / t_torch, 1),
+                "speedup": round(t_torch / t_ours, 3),
+            }
+        )
+        print(
+            f"{name} step: ours {work / t_ours:,.0f}, torch {work / t_torch:,.0f} "
+            f"iteration-images/s -> {t_torch / t_ours:.2f}x",
+            flush=True,
+        )
     return rows
 
 
@@ -223,8 +241,13 @@ def part_defend(args, pre, x) -> list[dict]:
     matmul = jax.jit(jnp.matmul)
     t = best_time(lambda: matmul(a, a), args.repeats)
     ceiling = 2 * 2048**3 / t / 1e9
-    rows.append({"what": "matmul 2048x2048 float32 (ceiling)", "seconds": t,
-                 "gflop_per_s": round(ceiling, 1)})
+    rows.append(
+        {
+            "what": "matmul 2048x2048 float32 (ceiling)",
+            "seconds": t,
+            "gflop_per_s": round(ceiling, 1),
+        }
+    )
 
     run = jax.jit(lambda v: defend(remix, key, v))  # chunk="auto", what users get
     # FLOPs of the one-pass program: XLA counts a loop's body once, not per chunk
@@ -233,14 +256,25 @@ def part_defend(args, pre, x) -> list[dict]:
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost["flops"])
     for chunk in ["auto", *args.chunks]:
-        fn = run if chunk == "auto" else jax.jit(
-            lambda v, chunk=chunk: defend(remix, key, v, chunk=None if chunk == 0 else chunk))
+        fn = (
+            run
+            if chunk == "auto"
+            else jax.jit(
+                lambda v, chunk=chunk: defend(remix, key, v, chunk=None if chunk == 0 else chunk)
+            )
+        )
         t = best_time(lambda fn=fn: fn(x), args.repeats)
         label = {"auto": f"auto = {CPU_CHUNK} on CPU", 0: "None: whole batch"}.get(chunk, chunk)
-        rows.append({"what": f"defend (reformer + {remix.n_masks} masks, K=1), chunk {label}",
-                     "seconds": t, "images_per_s": round(len(x) / t, 1),
-                     "flops_per_image": flops / len(x), "gflop_per_s": round(flops / t / 1e9, 1),
-                     "fraction_of_ceiling": round(flops / t / 1e9 / ceiling, 3)})
+        rows.append(
+            {
+                "what": f"defend (reformer + {remix.n_masks} masks, K=1), chunk {label}",
+                "seconds": t,
+                "images_per_s": round(len(x) / t, 1),
+                "flops_per_image": flops / len(x),
+                "gflop_per_s": round(flops / t / 1e9, 1),
+                "fraction_of_ceiling": round(flops / t / 1e9 / ceiling, 3),
+            }
+        )
 
     # the layers defend is made of, alone, at the same batch
     h, w, c = x.shape[1:]
@@ -253,12 +287,21 @@ def part_defend(args, pre, x) -> list[dict]:
     for what, (cin, cout) in layers.items():
         inp = jax.random.uniform(key, (len(x), h, w, cin))
         kernel = jax.random.normal(key, (3, 3, cin, cout)) * 0.1
-        conv = jax.jit(lambda v, k: jax.lax.conv_general_dilated(
-            v, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        conv = jax.jit(
+            lambda v, k: jax.lax.conv_general_dilated(
+                v, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        )
         t = best_time(lambda inp=inp, kernel=kernel, conv=conv: conv(inp, kernel), args.repeats)
         layer_flops = 2 * len(x) * h * w * 9 * cin * cout
-        rows.append({"what": what, "seconds": t, "gflop_per_s": round(layer_flops / t / 1e9, 1),
-                     "fraction_of_ceiling": round(layer_flops / t / 1e9 / ceiling, 3)})
+        rows.append(
+            {
+                "what": what,
+                "seconds": t,
+                "gflop_per_s": round(layer_flops / t / 1e9, 1),
+                "fraction_of_ceiling": round(layer_flops / t / 1e9 / ceiling, 3),
+            }
+        )
 
     # the same defense in torch, with our masks
     masks = batch_random_masks(jax.random.fold_in(key, 0), len(x), (h, w, c), remix.n_masks)
@@ -279,10 +322,16 @@ def part_defend(args, pre, x) -> list[dict]:
     if gap > TORCH_TOLERANCE:
         sys.exit(f"error: the torch defense differs from ours by {gap:.2e}")
     t = best_time(torch_defend, args.repeats)
-    rows.append({"what": "defend in torch (same weights and masks)", "seconds": t,
-                 "images_per_s": round(len(x) / t, 1), "gflop_per_s": round(flops / t / 1e9, 1),
-                 "fraction_of_ceiling": round(flops / t / 1e9 / ceiling, 3),
-                 "max_abs_difference_to_ours": gap})
+    rows.append(
+        {
+            "what": "defend in torch (same weights and masks)",
+            "seconds": t,
+            "images_per_s": round(len(x) / t, 1),
+            "gflop_per_s": round(flops / t / 1e9, 1),
+            "fraction_of_ceiling": round(flops / t / 1e9 / ceiling, 3),
+            "max_abs_difference_to_ours": gap,
+        }
+    )
     for row in rows:
         row["seconds"] = round(row["seconds"], 4)
         print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
@@ -299,36 +348,58 @@ def part_overhead(args, pre, x, y) -> list[dict]:
     weights = jnp.arange(10.0)
     gradient = jax.jit(jax.grad(lambda v: jnp.sum(pre.logits_fn(v) * weights)))
     t_net = best_time(lambda: gradient(x), args.repeats)
-    settings = dict(binary_search_steps=1, max_iterations=args.iterations, abort_early=False,
-                    initial_const=1.0)
-    ours = {"cw": lambda: cw_l2(pre.logits_fn, x, y, **settings),
-            "ead": lambda: ead(pre.logits_fn, x, y, beta=args.beta, **settings)}
-    rows = [{"what": "classifier forward + input gradient, one jitted call",
-             "seconds_per_step": round(t_net, 4)}]
+    settings = dict(
+        binary_search_steps=1, max_iterations=args.iterations, abort_early=False, initial_const=1.0
+    )
+    ours = {
+        "cw": lambda: cw_l2(pre.logits_fn, x, y, **settings),
+        "ead": lambda: ead(pre.logits_fn, x, y, beta=args.beta, **settings),
+    }
+    rows = [
+        {
+            "what": "classifier forward + input gradient, one jitted call",
+            "seconds_per_step": round(t_net, 4),
+        }
+    ]
     for name in args.attacks:
         t = best_time(ours[name], args.repeats) / args.iterations
-        rows.append({"what": f"{name} iteration inside the attack", "seconds_per_step": round(t, 4),
-                     "relative_to_network_gradient": round(t / t_net, 3)})
-        print(f"{name}: {t * 1e3:.0f} ms per iteration vs {t_net * 1e3:.0f} ms for the "
-              f"network's gradient alone ({t / t_net:.2f}x)", flush=True)
+        rows.append(
+            {
+                "what": f"{name} iteration inside the attack",
+                "seconds_per_step": round(t, 4),
+                "relative_to_network_gradient": round(t / t_net, 3),
+            }
+        )
+        print(
+            f"{name}: {t * 1e3:.0f} ms per iteration vs {t_net * 1e3:.0f} ms for the "
+            f"network's gradient alone ({t / t_net:.2f}x)",
+            flush=True,
+        )
     return rows
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--part", choices=["step", "defend", "overhead"], required=True)
     add_dataset_flag(p)
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
     p.add_argument("--batch", type=int, default=1000, help="images per step / defend call")
     p.add_argument("--iterations", type=int, default=50, help="timed attack iterations")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
-    p.add_argument("--chunks", type=int, nargs="*", default=[0, 64, 128],
-                   help="defend's chunk sizes timed besides the default (0 = whole batch)")
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs="*",
+        default=[0, 64, 128],
+        help="defend's chunk sizes timed besides the default (0 = whole batch)",
+    )
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--out", default=None,
-                   help="JSON path (default: results/bench/speed_<part>_<backend>[_cifar10].json)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default: results/bench/speed_<part>_<backend>[_cifar10].json)",
+    )
     args = p.parse_args(argv)
     try:
         import torch
@@ -352,11 +423,20 @@ def main(argv=None) -> None:
         rows = (part_step if args.part == "step" else part_overhead)(args, pre, x, y)
     suffix = datasets.file_suffix(args.dataset)
     out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}{suffix}.json"
-    write_json(out, {"part": args.part, "dataset": args.dataset, "batch": len(x),
-                     "iterations": args.iterations,
-                     "repeats": args.repeats, "torch": torch.__version__,
-                     "torch_threads": torch.get_num_threads(), "rows": rows,
-                     **provenance.stamp()})
+    write_json(
+        out,
+        {
+            "part": args.part,
+            "dataset": args.dataset,
+            "batch": len(x),
+            "iterations": args.iterations,
+            "repeats": args.repeats,
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "rows": rows,
+            **provenance.stamp(),
+        },
+    )
     print(f"-> {out}")
 
 

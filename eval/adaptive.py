@@ -59,22 +59,28 @@ PENALTY = "hinge(score/threshold - 0.5)"
 LEGACY_THRESHOLD_FROM = {"detector_drop_rate": 0.001, "validation_size": 5000}
 
 
-
-
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--attack", choices=["pgd", "cw", "ead"], required=True)
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="PGD's ball")
-    p.add_argument("--budgets", type=float, nargs="+", default=None,
-                   help="PGD: epsilons (default MNIST linf 0.05 0.1 0.2 0.3, l2 1 2 3; "
-                        "CIFAR-10 linf 2/255 4/255 8/255, l2 0.25 0.5 1); "
-                        "CW/EAD: confidences kappa (default 0)")
+    p.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=None,
+        help="PGD: epsilons (default MNIST linf 0.05 0.1 0.2 0.3, l2 1 2 3; "
+        "CIFAR-10 linf 2/255 4/255 8/255, l2 0.25 0.5 1); "
+        "CW/EAD: confidences kappa (default 0)",
+    )
     p.add_argument("--defenses", nargs="+", choices=DEFENSES, default=["reformer + mask-inpaint"])
     p.add_argument("--threats", nargs="+", choices=THREATS, default=["oblivious", "eot"])
-    p.add_argument("--num-examples", type=int, default=100,
-                   help="first N test images the bare classifier gets right")
+    p.add_argument(
+        "--num-examples",
+        type=int,
+        default=100,
+        help="first N test images the bare classifier gets right",
+    )
     p.add_argument("--samples", type=int, default=4, help="EOT: mask draws per step (R)")
     p.add_argument("--steps", type=int, default=100, help="PGD steps")
     # margin, not cross-entropy: the MNIST classifier's logits (gaps of 20+) saturate the
@@ -90,21 +96,46 @@ def parse(argv):
     p.add_argument("--num-keys", type=int, default=10, help="evaluation keys per defense")
     p.add_argument("--seed", type=int, default=0, help="attacker randomness")
     p.add_argument("--sanity", action="store_true", help="add the sanity-check runs")
-    p.add_argument("--sanity-budget", type=float, default=None,
-                   help="budget of the samples/steps checks (default: the second budget)")
-    p.add_argument("--large-budget", type=float, default=None,
-                   help="the large-budget check (default linf 0.5, l2 8, kappa: none)")
-    p.add_argument("--detector", choices=DETECTOR_SCORES, default=None,
-                   help="score and attack REMIX's detector with this score")
-    p.add_argument("--detector-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0],
-                   help="weight of max(score / threshold - 1/2, 0) in detector-aware runs")
-    p.add_argument("--detector-drop-rate", type=float, default=None,
-                   help="share of clean validation images the detector rejects (default: "
-                   "MagNet's headline rate for the dataset, as eval.detector: "
-                   + "; ".join(f"{d} {datasets.get(d).detector_drop_rates[0]:g}"
-                               for d in datasets.names()) + ")")
-    p.add_argument("--validation-size", type=int, default=5000,
-                   help="last N training images: the detector's clean calibration set")
+    p.add_argument(
+        "--sanity-budget",
+        type=float,
+        default=None,
+        help="budget of the samples/steps checks (default: the second budget)",
+    )
+    p.add_argument(
+        "--large-budget",
+        type=float,
+        default=None,
+        help="the large-budget check (default linf 0.5, l2 8, kappa: none)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=DETECTOR_SCORES,
+        default=None,
+        help="score and attack REMIX's detector with this score",
+    )
+    p.add_argument(
+        "--detector-weights",
+        type=float,
+        nargs="+",
+        default=[1.0, 10.0, 100.0],
+        help="weight of max(score / threshold - 1/2, 0) in detector-aware runs",
+    )
+    p.add_argument(
+        "--detector-drop-rate",
+        type=float,
+        default=None,
+        help="share of clean validation images the detector rejects (default: "
+        "MagNet's headline rate for the dataset, as eval.detector: "
+        + "; ".join(f"{d} {datasets.get(d).detector_drop_rates[0]:g}" for d in datasets.names())
+        + ")",
+    )
+    p.add_argument(
+        "--validation-size",
+        type=int,
+        default=5000,
+        help="last N training images: the detector's clean calibration set",
+    )
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--cache-dir", default=None)
@@ -112,8 +143,14 @@ def parse(argv):
     args = p.parse_args(argv)
     if args.detector_drop_rate is None:
         args.detector_drop_rate = datasets.get(args.dataset).detector_drop_rates[0]
-    for name in ("num_examples", "samples", "steps", "num_keys", "binary_search_steps",
-                 "max_iterations"):
+    for name in (
+        "num_examples",
+        "samples",
+        "steps",
+        "num_keys",
+        "binary_search_steps",
+        "max_iterations",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 < args.detector_drop_rate < 1 or min(args.detector_weights) <= 0:
@@ -126,7 +163,8 @@ def parse(argv):
         budgets = datasets.get(args.dataset).pgd_budgets[args.norm]
         args.budgets = list(budgets) if args.attack == "pgd" else [0.0]
     if not all(0 <= b < float("inf") for b in args.budgets) or (
-            args.attack == "pgd" and min(args.budgets) == 0):
+        args.attack == "pgd" and min(args.budgets) == 0
+    ):
         p.error("--budgets must be finite and > 0 (PGD) or >= 0 (kappa)")
     if args.attack == "pgd" and args.norm == "linf" and max(args.budgets) >= 1:
         p.error("an L-inf budget >= 1 allows any image in [0, 1]: --budgets must be < 1")
@@ -139,15 +177,23 @@ def plan(args) -> list[dict]:
     """The runs: (group, defense, threat, budget, samples, steps) in evaluation order."""
     pgd = args.attack == "pgd"
 
-    def run(group, defense, threat, budget, samples=args.samples, steps=args.steps,
-            weight=None):
+    def run(group, defense, threat, budget, samples=args.samples, steps=args.steps, weight=None):
         if threat in ("oblivious", "fixed"):
             samples = 1
-        extra = {} if weight is None else {"detector": args.detector, "detector_weight": weight,
-                                           "detector_penalty": PENALTY}
-        return {"group": group, "defense": defense if threat != "oblivious" else "none",
-                "threat": threat, "budget": budget, "samples": samples,
-                "steps": steps if pgd else None, **extra}
+        extra = (
+            {}
+            if weight is None
+            else {"detector": args.detector, "detector_weight": weight, "detector_penalty": PENALTY}
+        )
+        return {
+            "group": group,
+            "defense": defense if threat != "oblivious" else "none",
+            "threat": threat,
+            "budget": budget,
+            "samples": samples,
+            "steps": steps if pgd else None,
+            **extra,
+        }
 
     runs = []
     for budget in args.budgets:
@@ -186,11 +232,19 @@ def run_settings(args, indices: list, attack_settings: dict, run: dict) -> dict:
     values every run used before they were part of it (0.001, 5000 images), so that
     the committed caches keep their names and their attacker keys.
     """
-    settings = {"dataset": args.dataset, "attack": args.attack, "indices": indices,
-                "iterations": args.iterations, "seed": args.seed, **attack_settings,
-                **{k: v for k, v in run.items() if k != "group"}}
-    threshold_from = {"detector_drop_rate": args.detector_drop_rate,
-                      "validation_size": args.validation_size}
+    settings = {
+        "dataset": args.dataset,
+        "attack": args.attack,
+        "indices": indices,
+        "iterations": args.iterations,
+        "seed": args.seed,
+        **attack_settings,
+        **{k: v for k, v in run.items() if k != "group"},
+    }
+    threshold_from = {
+        "detector_drop_rate": args.detector_drop_rate,
+        "validation_size": args.validation_size,
+    }
     if "detector_weight" in run and threshold_from != LEGACY_THRESHOLD_FROM:
         settings.update(threshold_from)
     return settings
@@ -226,19 +280,25 @@ def main(argv=None) -> None:
     cache_dir = args.cache_dir or os.path.join("results", args.dataset, "cache", "adaptive")
     os.makedirs(cache_dir, exist_ok=True)
 
-    attack_settings = ({"norm": args.norm, "loss": args.loss} if args.attack == "pgd" else
-                       {"binary_search_steps": args.binary_search_steps,
-                        "max_iterations": args.max_iterations,
-                        "initial_const": args.initial_const,
-                        **({"beta": args.beta} if args.attack == "ead" else {})})
+    attack_settings = (
+        {"norm": args.norm, "loss": args.loss}
+        if args.attack == "pgd"
+        else {
+            "binary_search_steps": args.binary_search_steps,
+            "max_iterations": args.max_iterations,
+            "initial_const": args.initial_const,
+            **({"beta": args.beta} if args.attack == "ead" else {}),
+        }
+    )
     models = {}  # one logits function per (defense, threat, samples): compiled once
 
     def model(r):
         bpda = ("reformer", "mask-inpaint") if r["threat"] == "bpda" else ()
         name = (r["defense"], bpda, r["samples"])
         if name not in models:
-            models[name] = adaptive.defended_logits(pre.logits_fn, remix[r["defense"]],
-                                                    samples=r["samples"], bpda=bpda, chunk=None)
+            models[name] = adaptive.defended_logits(
+                pre.logits_fn, remix[r["defense"]], samples=r["samples"], bpda=bpda, chunk=None
+            )
         return models[name]
 
     def identity(r):
@@ -256,8 +316,14 @@ def main(argv=None) -> None:
                     return {k: f[k] for k in ("adversarial", "success", "seconds")}
         start = {}
         if r["threat"] == "eot-warm":  # crafted (or loaded) first: not timed with this run
-            transfer = {"group": None, "defense": "none", "threat": "oblivious",
-                        "budget": r["budget"], "samples": 1, "steps": r["steps"]}
+            transfer = {
+                "group": None,
+                "defense": "none",
+                "threat": "oblivious",
+                "budget": r["budget"],
+                "samples": 1,
+                "steps": r["steps"],
+            }
             start = {"start": craft(transfer)["adversarial"]}
         began = time.time()
         if r["threat"] == "oblivious":
@@ -270,13 +336,26 @@ def main(argv=None) -> None:
         if args.attack == "pgd":
             if r.get("detector_weight"):
                 kwargs["penalty"] = penalty(r["defense"], r["detector_weight"])
-            res = pgd(fn, x, y, key=key, epsilon=r["budget"], steps=r["steps"],
-                      norm=args.norm, loss=args.loss, **start, **kwargs)
+            res = pgd(
+                fn,
+                x,
+                y,
+                key=key,
+                epsilon=r["budget"],
+                steps=r["steps"],
+                norm=args.norm,
+                loss=args.loss,
+                **start,
+                **kwargs,
+            )
         else:
             attack = cw_l2 if args.attack == "cw" else ead
             res = attack(fn, x, y, confidence=r["budget"], **attack_settings, **kwargs)
-        out = {"adversarial": np.asarray(res.adversarial), "success": np.asarray(res.success),
-               "seconds": np.float64(time.time() - began)}
+        out = {
+            "adversarial": np.asarray(res.adversarial),
+            "success": np.asarray(res.success),
+            "seconds": np.float64(time.time() - began),
+        }
         tmp = path + ".tmp.npz"
         np.savez_compressed(tmp, settings=json.dumps(settings), **out)
         os.replace(tmp, path)
@@ -287,10 +366,14 @@ def main(argv=None) -> None:
     def threshold(defense):
         if defense not in thresholds:
             train = data.load_split(args.dataset, "train", args.data_dir)
-            x_val = data.to_float(train.images[-args.validation_size:])
+            x_val = data.to_float(train.images[-args.validation_size :])
             thresholds[defense] = detector_lib.calibrate(
-                remix[defense], pre.logits_fn, jax.random.key(CALIBRATION_KEY), x_val,
-                {args.detector: args.detector_drop_rate})[args.detector]
+                remix[defense],
+                pre.logits_fn,
+                jax.random.key(CALIBRATION_KEY),
+                x_val,
+                {args.detector: args.detector_drop_rate},
+            )[args.detector]
         return thresholds[defense]
 
     def penalty(defense, weight):
@@ -307,13 +390,15 @@ def main(argv=None) -> None:
         """Per key: (N,) bool, the classifier is right behind the defense."""
         if defense == "none":
             return [evaluation.predict(pre.logits_fn, adv) == y]
-        return [evaluation.remix_predict(pre.logits_fn, remix[defense], k, adv) == y
-                for k in keys]
+        return [evaluation.remix_predict(pre.logits_fn, remix[defense], k, adv) == y for k in keys]
 
     def rejected(defense, adv, keys):
         """Per key: (N,) bool, the detector rejects the input."""
-        return [detector_lib.batched_scores(remix[defense], pre.logits_fn, k, adv)[
-            args.detector] >= threshold(defense) for k in keys]
+        return [
+            detector_lib.batched_scores(remix[defense], pre.logits_fn, k, adv)[args.detector]
+            >= threshold(defense)
+            for k in keys
+        ]
 
     def accuracy(defense, adv, keys):
         return evaluation.summarize([np.mean(r) for r in right(defense, adv, keys)])
@@ -323,8 +408,10 @@ def main(argv=None) -> None:
         passed and right if clean."""
         caught, ok = rejected(defense, adv, keys), right(defense, adv, keys)
         handled = [(c | o) if adversarial else (~c & o) for c, o in zip(caught, ok, strict=True)]
-        return {"rejected": evaluation.summarize([np.mean(c) for c in caught]),
-                "accuracy": evaluation.summarize([np.mean(h) for h in handled])}
+        return {
+            "rejected": evaluation.summarize([np.mean(c) for c in caught]),
+            "accuracy": evaluation.summarize([np.mean(h) for h in handled]),
+        }
 
     eval_keys = [jax.random.key(EVAL_KEY_BASE + s) for s in range(args.num_keys)]
     rows = []
@@ -336,44 +423,80 @@ def main(argv=None) -> None:
         hits = {d: right(d, c["adversarial"], eval_keys) for d in scored}
         for d in scored[1:]:
             survived.setdefault((r["budget"], d), []).append(hits[d])
-        row = {**r, "attacker_success": float(c["success"].mean() * 100),
-               "mean_l2": float(np.sqrt((delta**2).sum(1)).mean()),
-               "mean_linf": float(np.abs(delta).max(1).mean()),
-               "craft_seconds": round(float(c["seconds"]), 1),
-               "accuracy": {d: evaluation.summarize([np.mean(h) for h in hits[d]])
-                            for d in scored}}
+        row = {
+            **r,
+            "attacker_success": float(c["success"].mean() * 100),
+            "mean_l2": float(np.sqrt((delta**2).sum(1)).mean()),
+            "mean_linf": float(np.abs(delta).max(1).mean()),
+            "craft_seconds": round(float(c["seconds"]), 1),
+            "accuracy": {d: evaluation.summarize([np.mean(h) for h in hits[d]]) for d in scored},
+        }
         if args.detector:
-            row["with_detector"] = {d: detection(d, c["adversarial"], eval_keys)
-                                    for d in row["accuracy"] if d != "none"}
+            row["with_detector"] = {
+                d: detection(d, c["adversarial"], eval_keys) for d in row["accuracy"] if d != "none"
+            }
         if r["threat"] == "fixed":  # the attacker's own draw: the check that it works
             own = defend(remix[r["defense"]], identity(r)[2], c["adversarial"])
             row["accuracy_attacker_key"] = float(
-                np.mean(evaluation.predict(pre.logits_fn, np.asarray(own)) == y) * 100)
+                np.mean(evaluation.predict(pre.logits_fn, np.asarray(own)) == y) * 100
+            )
         rows.append(row)
-        tqdm.write(f"{r['group']} {r['defense']} {r['threat']} budget {r['budget']:g} "
-                   f"R={r['samples']} steps={r['steps']}: accuracy "
-                   + ", ".join(f"{d} {a['mean']:.1f}" for d, a in row["accuracy"].items()))
+        tqdm.write(
+            f"{r['group']} {r['defense']} {r['threat']} budget {r['budget']:g} "
+            f"R={r['samples']} steps={r['steps']}: accuracy "
+            + ", ".join(f"{d} {a['mean']:.1f}" for d, a in row["accuracy"].items())
+        )
     clean = {d: accuracy(d, x, eval_keys) for d in ["none", *args.defenses]}
     # an image survives a budget under a key only if it survives every attack run there
-    worst = [{"budget": b, "defense": d, "attacks": len(runs), "accuracy": evaluation.summarize(
-        [np.mean(np.logical_and.reduce([run[k] for run in runs])) for k in range(len(eval_keys))])}
-        for (b, d), runs in sorted(survived.items())]
+    worst = [
+        {
+            "budget": b,
+            "defense": d,
+            "attacks": len(runs),
+            "accuracy": evaluation.summarize(
+                [
+                    np.mean(np.logical_and.reduce([run[k] for run in runs]))
+                    for k in range(len(eval_keys))
+                ]
+            ),
+        }
+        for (b, d), runs in sorted(survived.items())
+    ]
     detector_info = None
     if args.detector:
-        detector_info = {"score": args.detector, "drop_rate": args.detector_drop_rate,
-                         "validation": f"last {args.validation_size} training images",
-                         "thresholds": {d: threshold(d) for d in args.defenses},
-                         "clean": {d: detection(d, x, eval_keys, adversarial=False)
-                                   for d in args.defenses}}
-    result = {"dataset": args.dataset, "attack": args.attack, "settings": {
-        **attack_settings, "samples": args.samples, "steps": args.steps if args.attack == "pgd"
-        else None, "iterations": args.iterations, "n_masks": pre.remix.n_masks,
-        "seed": args.seed}, "num_examples": len(y), "num_keys": args.num_keys, "clean": clean,
-        "rows": rows, "worst_case": worst, "detector": detector_info,
+        detector_info = {
+            "score": args.detector,
+            "drop_rate": args.detector_drop_rate,
+            "validation": f"last {args.validation_size} training images",
+            "thresholds": {d: threshold(d) for d in args.defenses},
+            "clean": {d: detection(d, x, eval_keys, adversarial=False) for d in args.defenses},
+        }
+    result = {
+        "dataset": args.dataset,
+        "attack": args.attack,
+        "settings": {
+            **attack_settings,
+            "samples": args.samples,
+            "steps": args.steps if args.attack == "pgd" else None,
+            "iterations": args.iterations,
+            "n_masks": pre.remix.n_masks,
+            "seed": args.seed,
+        },
+        "num_examples": len(y),
+        "num_keys": args.num_keys,
+        "clean": clean,
+        "rows": rows,
+        "worst_case": worst,
+        "detector": detector_info,
         "data_source": split.source,
-        "wall_seconds": round(time.time() - started, 1), **provenance.stamp()}
-    out = args.out or os.path.join("results", args.dataset, f"adaptive-{args.attack}"
-                                   + (f"-{args.norm}" if args.attack == "pgd" else ""))
+        "wall_seconds": round(time.time() - started, 1),
+        **provenance.stamp(),
+    }
+    out = args.out or os.path.join(
+        "results",
+        args.dataset,
+        f"adaptive-{args.attack}" + (f"-{args.norm}" if args.attack == "pgd" else ""),
+    )
     write_outputs(out, result)
     print(markdown(result))
     print(f"-> {out}.json / .md / .png")
@@ -382,11 +505,13 @@ def main(argv=None) -> None:
 def label(defense: str, threat: str) -> str:
     if defense == "none":
         return "no defense" if threat == "oblivious" else "no defense (on these examples)"
-    return {"oblivious": f"{defense}: oblivious (crafted on the bare classifier)",
-            "eot": f"{defense}: adaptive, EOT + exact gradients",
-            "bpda": f"{defense}: adaptive, EOT + BPDA",
-            "eot-warm": f"{defense}: adaptive, EOT from the oblivious example",
-            "fixed": f"{defense}: one fixed mask draw, fresh keys"}[threat]
+    return {
+        "oblivious": f"{defense}: oblivious (crafted on the bare classifier)",
+        "eot": f"{defense}: adaptive, EOT + exact gradients",
+        "bpda": f"{defense}: adaptive, EOT + BPDA",
+        "eot-warm": f"{defense}: adaptive, EOT from the oblivious example",
+        "fixed": f"{defense}: one fixed mask draw, fresh keys",
+    }[threat]
 
 
 def curves(result: dict) -> dict[str, list[tuple[float, dict]]]:
@@ -402,7 +527,8 @@ def curves(result: dict) -> dict[str, list[tuple[float, dict]]]:
     for w in result.get("worst_case", []):
         if len([v for v in result["worst_case"] if v["defense"] == w["defense"]]) > 1:
             lines.setdefault(f"{w['defense']}: worst case over every attack", []).append(
-                (w["budget"], w["accuracy"]))
+                (w["budget"], w["accuracy"])
+            )
     if result["attack"] == "pgd":
         for name, points in lines.items():
             defense = "none" if name == "no defense" else name.split(":")[0]
@@ -412,58 +538,107 @@ def curves(result: dict) -> dict[str, list[tuple[float, dict]]]:
 
 def markdown(result: dict) -> str:
     """The result as a Markdown table (accuracy: mean +- std over evaluation keys)."""
-    budget = {"pgd": f"epsilon ({result['settings'].get('norm', '')})"}.get(result["attack"],
-                                                                          "kappa")
+    budget = {"pgd": f"epsilon ({result['settings'].get('norm', '')})"}.get(
+        result["attack"], "kappa"
+    )
     settings = ", ".join(f"{k} {v}" for k, v in result["settings"].items() if v is not None)
-    lines = [f"# {result['dataset']}: REMIX under adaptive {result['attack'].upper()}", "",
-             f"`{result['command']}` on {result['machine']} (commit "
-             f"{result['git_commit'][:10]}, {result['date']}, {result['wall_seconds']:.0f} s); "
-             f"data: {result['data_source']}; {result['num_examples']} images; {settings}; "
-             f"robust accuracy over {result['num_keys']} evaluation keys the attacker never "
-             "saw (mean +- std).", "",
-             "Clean accuracy on these images: " + ", ".join(
-                 f"{d} {a['mean']:.1f}" for d, a in result["clean"].items()) + ".", "",
-             ]
+    lines = [
+        f"# {result['dataset']}: REMIX under adaptive {result['attack'].upper()}",
+        "",
+        f"`{result['command']}` on {result['machine']} (commit "
+        f"{result['git_commit'][:10]}, {result['date']}, {result['wall_seconds']:.0f} s); "
+        f"data: {result['data_source']}; {result['num_examples']} images; {settings}; "
+        f"robust accuracy over {result['num_keys']} evaluation keys the attacker never "
+        "saw (mean +- std).",
+        "",
+        "Clean accuracy on these images: "
+        + ", ".join(f"{d} {a['mean']:.1f}" for d, a in result["clean"].items())
+        + ".",
+        "",
+    ]
     detector = result.get("detector")
     extra = []
     if detector:
-        lines += [f"Detector: REMIX {detector['score']}, threshold at drop rate "
-                  f"{detector['drop_rate']} of the {detector['validation']}; on these clean "
-                  "images it rejects " + ", ".join(
-                      f"{d} {v['rejected']['mean']:.1f}%" for d, v in detector["clean"].items())
-                  + " (accuracy with it: " + ", ".join(
-                      f"{d} {v['accuracy']['mean']:.1f}" for d, v in detector["clean"].items())
-                  + "). Detector-aware runs pay weight x max(score / threshold - 1/2, 0).",
-                  ""]
+        lines += [
+            f"Detector: REMIX {detector['score']}, threshold at drop rate "
+            f"{detector['drop_rate']} of the {detector['validation']}; on these clean "
+            "images it rejects "
+            + ", ".join(f"{d} {v['rejected']['mean']:.1f}%" for d, v in detector["clean"].items())
+            + " (accuracy with it: "
+            + ", ".join(f"{d} {v['accuracy']['mean']:.1f}" for d, v in detector["clean"].items())
+            + "). Detector-aware runs pay weight x max(score / threshold - 1/2, 0).",
+            "",
+        ]
         extra = ["weight", "rejected by the detector", "accuracy with the detector"]
-    header = ["check", "defense attacked", "threat", budget, "R", "steps", *extra[:1],
-              "attacker success", "mean L2", "mean Linf", "accuracy, no defense",
-              "accuracy behind REMIX", *extra[1:]]
+    header = [
+        "check",
+        "defense attacked",
+        "threat",
+        budget,
+        "R",
+        "steps",
+        *extra[:1],
+        "attacker success",
+        "mean L2",
+        "mean Linf",
+        "accuracy, no defense",
+        "accuracy behind REMIX",
+        *extra[1:],
+    ]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in result["rows"]:
-        behind = "; ".join(f"{d}: {a['mean']:.1f} +- {a['std']:.1f}"
-                           for d, a in row["accuracy"].items() if d != "none")
+        behind = "; ".join(
+            f"{d}: {a['mean']:.1f} +- {a['std']:.1f}"
+            for d, a in row["accuracy"].items()
+            if d != "none"
+        )
         if "accuracy_attacker_key" in row:
             behind += f" (attacker's own draw: {row['accuracy_attacker_key']:.1f})"
         weight = [f"{row['detector_weight']:g}" if "detector_weight" in row else "-"]
         detected = []
         if detector:
-            detected = ["; ".join(f"{d}: {v[k]['mean']:.1f} +- {v[k]['std']:.1f}"
-                                  for d, v in row["with_detector"].items())
-                        for k in ("rejected", "accuracy")]
-        lines.append("| " + " | ".join([
-            row["group"], row["defense"], row["threat"], f"{row['budget']:g}",
-            str(row["samples"]), "-" if row["steps"] is None else str(row["steps"]),
-            *(weight if detector else []), f"{row['attacker_success']:.1f}",
-            f"{row['mean_l2']:.3f}", f"{row['mean_linf']:.3f}",
-            f"{row['accuracy']['none']['mean']:.1f}", behind, *detected]) + " |")
+            detected = [
+                "; ".join(
+                    f"{d}: {v[k]['mean']:.1f} +- {v[k]['std']:.1f}"
+                    for d, v in row["with_detector"].items()
+                )
+                for k in ("rejected", "accuracy")
+            ]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["group"],
+                    row["defense"],
+                    row["threat"],
+                    f"{row['budget']:g}",
+                    str(row["samples"]),
+                    "-" if row["steps"] is None else str(row["steps"]),
+                    *(weight if detector else []),
+                    f"{row['attacker_success']:.1f}",
+                    f"{row['mean_l2']:.3f}",
+                    f"{row['mean_linf']:.3f}",
+                    f"{row['accuracy']['none']['mean']:.1f}",
+                    behind,
+                    *detected,
+                ]
+            )
+            + " |"
+        )
     if result.get("worst_case"):
-        lines += ["", "Worst case over every attack run at a budget (an image counts as "
-                  "defended under an evaluation key only if it survives all of them):", "",
-                  f"| {budget} | defense | attacks | accuracy |", "|---|---|---|---|"]
-        lines += [f"| {w['budget']:g} | {w['defense']} | {w['attacks']} | "
-                  f"{w['accuracy']['mean']:.1f} +- {w['accuracy']['std']:.1f} |"
-                  for w in result["worst_case"]]
+        lines += [
+            "",
+            "Worst case over every attack run at a budget (an image counts as "
+            "defended under an evaluation key only if it survives all of them):",
+            "",
+            f"| {budget} | defense | attacks | accuracy |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {w['budget']:g} | {w['defense']} | {w['attacks']} | "
+            f"{w['accuracy']['mean']:.1f} +- {w['accuracy']['std']:.1f} |"
+            for w in result["worst_case"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -475,24 +650,35 @@ def write_outputs(out: str, result: dict) -> None:
     import matplotlib.pyplot as plt
 
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"),
-                         (".md", markdown(result))):
+    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
         with open(out + suffix + ".tmp", "w") as f:
             f.write(text)
         os.replace(out + suffix + ".tmp", out + suffix)
     fig, ax = plt.subplots(figsize=(9.6, 3.8))
     for name, points in curves(result).items():
         points = sorted(points, key=lambda p: p[0])
-        ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
-                    yerr=[p[1]["std"] for p in points], marker="o", ms=3, capsize=2,
-                    label=name, linestyle="--" if "oblivious" in name else "-",
-                    **({"color": "black", "linewidth": 2} if "worst case" in name else {}))
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1]["mean"] for p in points],
+            yerr=[p[1]["std"] for p in points],
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=name,
+            linestyle="--" if "oblivious" in name else "-",
+            **({"color": "black", "linewidth": 2} if "worst case" in name else {}),
+        )
     norm = result["settings"].get("norm", "")
-    ax.set_xlabel({"linf": "$L_\\infty$ budget $\\epsilon$",
-                   "l2": "$L_2$ budget $\\epsilon$"}.get(norm, "confidence $\\kappa$"))
+    ax.set_xlabel(
+        {"linf": "$L_\\infty$ budget $\\epsilon$", "l2": "$L_2$ budget $\\epsilon$"}.get(
+            norm, "confidence $\\kappa$"
+        )
+    )
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{result['dataset']}: {result['attack'].upper()} {norm}, "
-                 f"{result['num_examples']} images", fontsize=10)
+    ax.set_title(
+        f"{result['dataset']}: {result['attack'].upper()} {norm}, {result['num_examples']} images",
+        fontsize=10,
+    )
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)

@@ -17,8 +17,7 @@ from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--attack", default="cw", help="cache folder name (cw, ead, cw-targeted)")
     add_dataset_flag(p)
     p.add_argument("--cache-dir", default=None, help="default: results/<dataset>/cache/<attack>")
@@ -55,20 +54,31 @@ def main(argv=None) -> None:
         if targeted:
             sys.exit("error: targeted caches are not supported (the target labels are not stored)")
         y = split.labels[np.asarray(settings["indices"])]
-        m = np.concatenate([np.asarray(margin(logits(adversarial[i:i + 1000]), y[i:i + 1000],
-                                              False)) for i in range(0, len(y), 1000)])
+        m = np.concatenate(
+            [
+                np.asarray(margin(logits(adversarial[i : i + 1000]), y[i : i + 1000], False))
+                for i in range(0, len(y), 1000)
+            ]
+        )
         q = np.quantile(m - kappa, [0.0, 0.01, 0.5, 0.99, 1.0])
-        rows.append({"confidence": kappa, "images": len(y),
-                     "fraction_at_or_above_kappa": float(np.mean(m >= kappa)),
-                     "fraction_misclassified": float(np.mean(m > 0)),
-                     "margin_minus_kappa_quantiles": dict(zip(
-                         ["min", "p01", "median", "p99", "max"], map(float, q), strict=True))})
-        print(f"kappa={kappa:g}: {rows[-1]['fraction_at_or_above_kappa']:.1%} reach kappa, "
-              f"{rows[-1]['fraction_misclassified']:.1%} misclassified, margin - kappa in "
-              f"[{q[0]:+.4f}, {q[-1]:+.4f}], median {q[2]:+.4f}")
+        rows.append(
+            {
+                "confidence": kappa,
+                "images": len(y),
+                "fraction_at_or_above_kappa": float(np.mean(m >= kappa)),
+                "fraction_misclassified": float(np.mean(m > 0)),
+                "margin_minus_kappa_quantiles": dict(
+                    zip(["min", "p01", "median", "p99", "max"], map(float, q), strict=True)
+                ),
+            }
+        )
+        print(
+            f"kappa={kappa:g}: {rows[-1]['fraction_at_or_above_kappa']:.1%} reach kappa, "
+            f"{rows[-1]['fraction_misclassified']:.1%} misclassified, margin - kappa in "
+            f"[{q[0]:+.4f}, {q[-1]:+.4f}], median {q[2]:+.4f}"
+        )
     if args.out:
-        result = {"cache": folder, "rows": rows, "data_source": split.source,
-                  **provenance.stamp()}
+        result = {"cache": folder, "rows": rows, "data_source": split.source, **provenance.stamp()}
         with open(args.out + ".tmp", "w") as f:
             json.dump(result, f, indent=2)
         os.replace(args.out + ".tmp", args.out)

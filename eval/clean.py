@@ -20,18 +20,29 @@ from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, ad
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
-    p.add_argument("--inpainter", default=None,
-                   help="use this inpainter checkpoint folder instead of the shipped one")
+    p.add_argument(
+        "--inpainter",
+        default=None,
+        help="use this inpainter checkpoint folder instead of the shipped one",
+    )
     p.add_argument("--num-keys", type=int, default=5, help="keys per randomized row")
-    p.add_argument("--iterations", type=int, nargs="+", default=[1, 2, 3],
-                   help="mask-inpaint rounds K to score (one row each)")
-    p.add_argument("--num-masks", type=int, default=None,
-                   help="masks per round (default: what the inpainter was trained with)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        help="mask-inpaint rounds K to score (one row each)",
+    )
+    p.add_argument(
+        "--num-masks",
+        type=int,
+        default=None,
+        help="masks per round (default: what the inpainter was trained with)",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--out", default=None, help="default: results/<dataset>/clean")
@@ -62,27 +73,37 @@ def main(argv=None) -> None:
     trained_masks = pre.remix.n_masks
     if args.num_masks is not None:
         pre = pre._replace(remix=pre.remix.replace(n_masks=args.num_masks))
-    x = data.to_float(split.images[:args.limit])
-    y = split.labels[:args.limit]
+    x = data.to_float(split.images[: args.limit])
+    y = split.labels[: args.limit]
     started = time.time()
 
     try:
         magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
     except FileNotFoundError as e:
         sys.exit(f"error: {e} (or leave MagNet out with --no-magnet)")
-    suite = evaluation.defense_suite(pre.logits_fn, pre.remix, magnet,
-                                     components.magnet_official_names(args.dataset),
-                                     args.iterations)
+    suite = evaluation.defense_suite(
+        pre.logits_fn,
+        pre.remix,
+        magnet,
+        components.magnet_official_names(args.dataset),
+        args.iterations,
+    )
     rows = []
     for name, defense in tqdm(suite.items(), desc="defenses"):
         keys = range(args.num_keys) if defense.randomized else [0]
         accs = [float(np.mean(defense.correct(jax.random.key(s), x, y, False))) for s in keys]
         name = name.replace("mask-inpaint", f"mask-inpaint n={pre.remix.n_masks}")
-        row = ({"defense": name, **evaluation.summarize(accs)} if defense.randomized
-               else {"defense": name, "accuracy": accs[0] * 100})
+        row = (
+            {"defense": name, **evaluation.summarize(accs)}
+            if defense.randomized
+            else {"defense": name, "accuracy": accs[0] * 100}
+        )
         if name.startswith("MagNet") and name != "MagNet reformer":
-            m = magnet if name == "MagNet + JSD" else magnet.select(
-                components.magnet_official_names(args.dataset))
+            m = (
+                magnet
+                if name == "MagNet + JSD"
+                else magnet.select(components.magnet_official_names(args.dataset))
+            )
             rejected = magnet_lib.outcomes(m, pre.logits_fn, x, y)["rejected"]
             row["rejected"] = float(rejected.mean() * 100)
         rows.append(row)
@@ -114,18 +135,24 @@ def main(argv=None) -> None:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Clean test accuracy, {result['dataset']}, {result['images']} test images "
-             f"(`{result['command']}`; {result['machine']})", "",
-             "| defense | accuracy (%) | spread over keys | clean images rejected (%) |",
-             "|---|---|---|---|"]
+    lines = [
+        f"Clean test accuracy, {result['dataset']}, {result['images']} test images "
+        f"(`{result['command']}`; {result['machine']})",
+        "",
+        "| defense | accuracy (%) | spread over keys | clean images rejected (%) |",
+        "|---|---|---|---|",
+    ]
     for row in result["rows"]:
         rejected = f"{row['rejected']:.2f}" if "rejected" in row else ""
         if "mean" in row:
-            lines.append(f"| {row['defense']} | {row['mean']:.2f} | ± {row['std']:.2f} (min "
-                         f"{row['min']:.2f}, max {row['max']:.2f}, {row['runs']} keys) | |")
+            lines.append(
+                f"| {row['defense']} | {row['mean']:.2f} | ± {row['std']:.2f} (min "
+                f"{row['min']:.2f}, max {row['max']:.2f}, {row['runs']} keys) | |"
+            )
         else:
-            lines.append(f"| {row['defense']} | {row['accuracy']:.2f} | deterministic | "
-                         f"{rejected} |")
+            lines.append(
+                f"| {row['defense']} | {row['accuracy']:.2f} | deterministic | {rejected} |"
+            )
     return "\n".join(lines) + "\n"
 
 

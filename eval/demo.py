@@ -17,21 +17,20 @@ from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist"], default="mnist")
     p.add_argument("--num-examples", type=int, default=100, help="test images attacked")
     p.add_argument("--confidence", type=float, default=0.0, help="CW's kappa")
     p.add_argument("--binary-search-steps", type=int, default=3, help="search steps on c")
-    p.add_argument("--max-iterations", type=int, default=1000,
-                   help="Adam iterations per search step")
+    p.add_argument(
+        "--max-iterations", type=int, default=1000, help="Adam iterations per search step"
+    )
     p.add_argument("--initial-const", type=float, default=1.0, help="first c")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     args = p.parse_args(argv)
     if min(args.num_examples, args.binary_search_steps, args.max_iterations) < 1:
-        sys.exit("error: --num-examples, --binary-search-steps and --max-iterations must be "
-                 ">= 1")
+        sys.exit("error: --num-examples, --binary-search-steps and --max-iterations must be >= 1")
     if not (0 <= args.confidence < float("inf") and args.initial_const > 0):
         sys.exit("error: --confidence must be finite and >= 0, --initial-const > 0")
 
@@ -53,26 +52,40 @@ def main(argv=None) -> None:
     x = data.to_float(images[: 4 * args.num_examples])
     right = evaluation.predict(pre.logits_fn, x) == labels[: len(x)]
     x, y = x[right][: args.num_examples], labels[: len(x)][right][: args.num_examples]
-    print(f"CW-L2 (kappa={args.confidence}, {args.binary_search_steps} x "
-          f"{args.max_iterations} iterations) on {len(x)} correctly classified test images ...")
+    print(
+        f"CW-L2 (kappa={args.confidence}, {args.binary_search_steps} x "
+        f"{args.max_iterations} iterations) on {len(x)} correctly classified test images ..."
+    )
     started = time.time()
-    result = cw_l2(pre.logits_fn, x, y, confidence=args.confidence,
-                   binary_search_steps=args.binary_search_steps,
-                   max_iterations=args.max_iterations, initial_const=args.initial_const)
+    result = cw_l2(
+        pre.logits_fn,
+        x,
+        y,
+        confidence=args.confidence,
+        binary_search_steps=args.binary_search_steps,
+        max_iterations=args.max_iterations,
+        initial_const=args.initial_const,
+    )
     adv = np.asarray(result.adversarial)
     success = np.asarray(result.success)
-    mean_l2 = (f"mean L2 {np.asarray(result.l2)[success].mean():.3f}" if success.any()
-               else "no example found, so no mean L2")
+    mean_l2 = (
+        f"mean L2 {np.asarray(result.l2)[success].mean():.3f}"
+        if success.any()
+        else "no example found, so no mean L2"
+    )
     print(f"  {time.time() - started:.0f} s; success {success.mean():.1%}, {mean_l2}")
     try:
         magnet = load_magnet(args.dataset, args.checkpoint_root)
     except FileNotFoundError:
         magnet = None
         print("  (MagNet checkpoints not found: its rows are left out)")
-    suite = evaluation.defense_suite(pre.logits_fn, pre.remix, magnet,
-                                     components.magnet_official_names(args.dataset))
-    print(f"accuracy on the {len(x)} adversarial images (failed attacks left as clean; "
-          "MagNet: rejected counts as defended):")
+    suite = evaluation.defense_suite(
+        pre.logits_fn, pre.remix, magnet, components.magnet_official_names(args.dataset)
+    )
+    print(
+        f"accuracy on the {len(x)} adversarial images (failed attacks left as clean; "
+        "MagNet: rejected counts as defended):"
+    )
     for name, defense in suite.items():
         right = defense.correct(jax.random.key(0), adv, y, True)
         print(f"  {name:32s} {np.mean(right):6.1%}")

@@ -53,9 +53,7 @@ STYLES = {"REMIX": "-", "REMIX MI": "--", "MagNet": ":"}
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--attack", choices=["cw", "ead"], required=True)
     add_dataset_flag(p)
     p.add_argument(
@@ -82,8 +80,10 @@ def parse(argv):
         nargs="+",
         default=None,
         help="clean validation rejection rates; the first is the headline (default: "
-        + "; ".join(f"{d} {' '.join(map(str, datasets.get(d).detector_drop_rates))}"
-                    for d in datasets.names())
+        + "; ".join(
+            f"{d} {' '.join(map(str, datasets.get(d).detector_drop_rates))}"
+            for d in datasets.names()
+        )
         + ")",
     )
     p.add_argument("--temperature", type=float, default=10.0, help="T of the JSD scores")
@@ -221,8 +221,12 @@ def main(argv=None) -> None:
         found = sorted(adversarial_cache.finished(folder))
         sys.exit(
             f"error: no finished kappa_<k>.npz in {folder}"
-            + (f" for --confidences {' '.join(f'{k:g}' for k in args.confidences)} "
-               f"(finished: {' '.join(f'{k:g}' for k in found)})" if found else "")
+            + (
+                f" for --confidences {' '.join(f'{k:g}' for k in args.confidences)} "
+                f"(finished: {' '.join(f'{k:g}' for k in found)})"
+                if found
+                else ""
+            )
             + f" (run python -m eval.sweep --attack {args.attack} --preset {args.preset} "
             "--craft-only first)"
         )
@@ -252,7 +256,8 @@ def main(argv=None) -> None:
     x_val = data.to_float(val_images)
     targeted = bool(settings.get("targeted", False))
     attack_labels = adversarial_cache.attack_labels(
-        y, datasets.get(args.dataset).num_classes, targeted)
+        y, datasets.get(args.dataset).num_classes, targeted
+    )
     verify = jax.jit(lambda a, t, k: is_success(pre.logits_fn(a), t, targeted, k))
     rows = []
     for kappa, c in crafted.items():

@@ -33,8 +33,7 @@ def find_panels(root: str, datasets: list[str], attacks: list[str]) -> tuple[lis
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--root", default="results", help="folder holding <dataset>/<attack>.json")
     add_dataset_flag(p, many=True)
     p.add_argument("--attacks", nargs="+", default=["cw", "ead"])
@@ -56,8 +55,12 @@ def main(argv=None) -> None:
 
     datasets = [d for d in args.datasets if any(f[0] == d for f in found)]
     attacks = [a for a in args.attacks if any(f[1] == a for f in found)]
-    fig, axes = plt.subplots(len(datasets), len(attacks), squeeze=False,
-                             figsize=(4.6 * len(attacks), 3.4 * len(datasets) + 0.8))
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(attacks),
+        squeeze=False,
+        figsize=(4.6 * len(attacks), 3.4 * len(datasets) + 0.8),
+    )
     panels = {(d, a): r for d, a, r in found}
     labels = {}
     for i, dataset in enumerate(datasets):
@@ -75,8 +78,14 @@ def main(argv=None) -> None:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
-    fig.legend([handles[k] for k in labels], list(labels), loc="lower center",
-               ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.legend(
+        [handles[k] for k in labels],
+        list(labels),
+        loc="lower center",
+        ncol=min(4, len(labels)),
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0.12 if len(labels) > 4 else 0.07, 1, 1))
     out = args.out or os.path.join(args.root, "fig2.png")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

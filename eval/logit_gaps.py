@@ -30,15 +30,20 @@ def gaps(logits, labels):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p, many=True)
-    p.add_argument("--classifier", nargs="*", default=[], metavar="DATASET=FOLDER",
-                   help="extra classifier checkpoints, e.g. cifar10=checkpoints/cifar10/ablation/x")
+    p.add_argument(
+        "--classifier",
+        nargs="*",
+        default=[],
+        metavar="DATASET=FOLDER",
+        help="extra classifier checkpoints, e.g. cifar10=checkpoints/cifar10/ablation/x",
+    )
     p.add_argument("--limit", type=int, default=1000, help="first N test images")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--out", default="results/logit-gaps",
-                   help="output path without extension (.json and .md)")
+    p.add_argument(
+        "--out", default="results/logit-gaps", help="output path without extension (.json and .md)"
+    )
     args = p.parse_args(argv)
     if args.limit < 1:
         sys.exit("error: --limit must be >= 1")
@@ -67,29 +72,45 @@ def main(argv=None) -> None:
             images, labels = data.load(dataset, "test", args.data_dir)
         except (FileNotFoundError, ValueError) as e:
             sys.exit(f"error: {e}")
-        logits = np.asarray(jax.jit(model.apply)(as_variables(weights),
-                                                 data.to_float(images[:args.limit])))
-        top2, margin = gaps(logits, labels[:args.limit])
+        logits = np.asarray(
+            jax.jit(model.apply)(as_variables(weights), data.to_float(images[: args.limit]))
+        )
+        top2, margin = gaps(logits, labels[: args.limit])
         right = margin > 0
-        rows.append({"dataset": dataset, "classifier": os.path.relpath(folder),
-                     "images": len(top2), "accuracy": float(right.mean() * 100),
-                     **{f"top2_gap_p{q}": float(np.percentile(top2, q)) for q in (10, 50, 90)},
-                     "top2_gap_max": float(top2.max()),
-                     "true_margin_median_if_right": float(np.median(margin[right]))})
+        rows.append(
+            {
+                "dataset": dataset,
+                "classifier": os.path.relpath(folder),
+                "images": len(top2),
+                "accuracy": float(right.mean() * 100),
+                **{f"top2_gap_p{q}": float(np.percentile(top2, q)) for q in (10, 50, 90)},
+                "top2_gap_max": float(top2.max()),
+                "true_margin_median_if_right": float(np.median(margin[right])),
+            }
+        )
     result = {"rows": rows, **provenance.stamp()}
-    lines = ["# Logit gaps of the classifiers", "",
-             f"`{result['command']}` on {result['machine']} (commit "
-             f"{result['git_commit'][:10]}). Gap = top-1 minus top-2 logit on the first "
-             f"test images; CW/EAD's kappa is such a margin.", "",
-             "| dataset | classifier | images | accuracy (%) | gap p10 | gap median | gap p90 "
-             "| gap max |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Logit gaps of the classifiers",
+        "",
+        f"`{result['command']}` on {result['machine']} (commit "
+        f"{result['git_commit'][:10]}). Gap = top-1 minus top-2 logit on the first "
+        f"test images; CW/EAD's kappa is such a margin.",
+        "",
+        "| dataset | classifier | images | accuracy (%) | gap p10 | gap median | gap p90 "
+        "| gap max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['classifier']} | {r['images']} | "
-                     f"{r['accuracy']:.1f} | {r['top2_gap_p10']:.2f} | {r['top2_gap_p50']:.2f} | "
-                     f"{r['top2_gap_p90']:.2f} | {r['top2_gap_max']:.2f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['classifier']} | {r['images']} | "
+            f"{r['accuracy']:.1f} | {r['top2_gap_p10']:.2f} | {r['top2_gap_p50']:.2f} | "
+            f"{r['top2_gap_p90']:.2f} | {r['top2_gap_max']:.2f} |"
+        )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    for path, text in ((args.out + ".json", json.dumps(result, indent=2) + "\n"),
-                       (args.out + ".md", "\n".join(lines) + "\n")):
+    for path, text in (
+        (args.out + ".json", json.dumps(result, indent=2) + "\n"),
+        (args.out + ".md", "\n".join(lines) + "\n"),
+    ):
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)

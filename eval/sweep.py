@@ -39,54 +39,98 @@ PRESETS = {
     "cpu": {"binary_search_steps": 9, "max_iterations": 1000},
 }
 # plot labels that say whose component a row is
-LEGEND = {"none": "no defense", "reformer": "REMIX reformer",
-          "MagNet": "MagNet (detectors + reformer)"}
+LEGEND = {
+    "none": "no defense",
+    "reformer": "REMIX reformer",
+    "MagNet": "MagNet (detectors + reformer)",
+}
 # one colour per defense in every plot, whichever defenses a sweep scored
-COLORS = {"none": "tab:gray", "reformer": "tab:orange", "MagNet reformer": "tab:green",
-          "MagNet": "tab:red", "MagNet + JSD": "tab:purple",
-          "mask-inpaint K=1": "tab:brown", "reformer + mask-inpaint K=1": "tab:pink",
-          "mask-inpaint K=2": "tab:olive", "reformer + mask-inpaint K=2": "tab:cyan",
-          "mask-inpaint K=3": "tab:blue", "reformer + mask-inpaint K=3": "black"}
+COLORS = {
+    "none": "tab:gray",
+    "reformer": "tab:orange",
+    "MagNet reformer": "tab:green",
+    "MagNet": "tab:red",
+    "MagNet + JSD": "tab:purple",
+    "mask-inpaint K=1": "tab:brown",
+    "reformer + mask-inpaint K=1": "tab:pink",
+    "mask-inpaint K=2": "tab:olive",
+    "reformer + mask-inpaint K=2": "tab:cyan",
+    "mask-inpaint K=3": "tab:blue",
+    "reformer + mask-inpaint K=3": "black",
+}
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--attack", choices=["cw", "ead"], required=True)
     add_dataset_flag(p)
-    p.add_argument("--num-examples", type=int, default=1000,
-                   help="first N test images the bare classifier gets right")
-    p.add_argument("--confidences", type=float, nargs="+", default=None,
-                   help="kappa grid (default: the paper's for the dataset)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                   help="attack budget: " + "; ".join(
-                       f"{k} {v['binary_search_steps']} x {v['max_iterations']}"
-                       for k, v in sorted(PRESETS.items())))
+    p.add_argument(
+        "--num-examples",
+        type=int,
+        default=1000,
+        help="first N test images the bare classifier gets right",
+    )
+    p.add_argument(
+        "--confidences",
+        type=float,
+        nargs="+",
+        default=None,
+        help="kappa grid (default: the paper's for the dataset)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="attack budget: "
+        + "; ".join(
+            f"{k} {v['binary_search_steps']} x {v['max_iterations']}"
+            for k, v in sorted(PRESETS.items())
+        ),
+    )
     p.add_argument("--binary-search-steps", type=int, default=None, help="overrides --preset")
     p.add_argument("--max-iterations", type=int, default=None, help="overrides --preset")
     p.add_argument("--initial-const", type=float, default=1e-3, help="first c of the search")
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight (paper: 0.1)")
-    p.add_argument("--decision-rule", choices=["EN", "L1"], default="EN",
-                   help="EAD: which distortion picks the best example (EN = L2 + beta L1)")
-    p.add_argument("--targeted", action="store_true",
-                   help="random wrong target labels from a fixed key")
+    p.add_argument(
+        "--decision-rule",
+        choices=["EN", "L1"],
+        default="EN",
+        help="EAD: which distortion picks the best example (EN = L2 + beta L1)",
+    )
+    p.add_argument(
+        "--targeted", action="store_true", help="random wrong target labels from a fixed key"
+    )
     p.add_argument("--batch-size", type=int, default=1000, help="images per attack call")
     p.add_argument("--num-keys", type=int, default=10, help="keys per randomized defense")
-    p.add_argument("--iterations", type=int, nargs="+", default=[1],
-                   help="REMIX mask-inpaint rounds K to score")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="REMIX mask-inpaint rounds K to score",
+    )
     p.add_argument("--craft-only", action="store_true", help="fill the cache, score nothing")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
-    p.add_argument("--inpainter", default=None,
-                   help="score REMIX with this inpainter checkpoint folder instead of the "
-                   "shipped one (the caches do not depend on it; pass --out)")
-    p.add_argument("--cache-dir", default=None,
-                   help="adversarial examples per kappa (default: "
-                   "results/<dataset>/cache/<attack>[-<preset>], -cpu for the cpu preset)")
+    p.add_argument(
+        "--inpainter",
+        default=None,
+        help="score REMIX with this inpainter checkpoint folder instead of the "
+        "shipped one (the caches do not depend on it; pass --out)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="adversarial examples per kappa (default: "
+        "results/<dataset>/cache/<attack>[-<preset>], -cpu for the cpu preset)",
+    )
     p.add_argument("--out", default=None, help="default: results/<dataset>/<attack>")
-    p.add_argument("--render-only", action="store_true",
-                   help="rewrite the CSV, Markdown and plot from the existing <out>.json")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the CSV, Markdown and plot from the existing <out>.json",
+    )
     args = p.parse_args(argv)
     for name in ("num_examples", "batch_size", "num_keys"):
         if getattr(args, name) < 1:
@@ -124,8 +168,9 @@ def attack_settings(args) -> dict:
 def main(argv=None) -> None:
     args = parse(argv)
     if args.render_only:
-        out = args.out or os.path.join("results", args.dataset, args.attack
-                                       + ("-targeted" if args.targeted else ""))
+        out = args.out or os.path.join(
+            "results", args.dataset, args.attack + ("-targeted" if args.targeted else "")
+        )
         if not os.path.isfile(out + ".json"):
             sys.exit(f"error: --render-only needs {out}.json")
         with open(out + ".json") as f:
@@ -158,20 +203,22 @@ def main(argv=None) -> None:
     kappas = args.confidences or list(datasets.get(args.dataset).kappa_grid)
     settings = attack_settings(args)
     name = args.attack + ("-targeted" if args.targeted else "")
-    cache_dir = args.cache_dir or adversarial_cache.default_folder(args.dataset, name,
-                                                                    args.preset)
+    cache_dir = args.cache_dir or adversarial_cache.default_folder(args.dataset, name, args.preset)
     os.makedirs(cache_dir, exist_ok=True)
 
     machine = provenance.machine()
     x_all = data.to_float(split.images)
     correct = np.flatnonzero(evaluation.predict(pre.logits_fn, x_all) == split.labels)
     if len(correct) < args.num_examples:
-        sys.exit(f"error: --num-examples {args.num_examples}: the classifier gets only "
-                 f"{len(correct)} of the {len(x_all)} test images right")
+        sys.exit(
+            f"error: --num-examples {args.num_examples}: the classifier gets only "
+            f"{len(correct)} of the {len(x_all)} test images right"
+        )
     chosen = correct[: args.num_examples]
     x, y = x_all[chosen], split.labels[chosen]
     attack_labels = adversarial_cache.attack_labels(
-        y, datasets.get(args.dataset).num_classes, args.targeted)
+        y, datasets.get(args.dataset).num_classes, args.targeted
+    )
     attack = cw_l2 if args.attack == "cw" else ead
     cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), settings, log=tqdm.write)
 
@@ -187,21 +234,30 @@ def main(argv=None) -> None:
                 progress.set_postfix_str(f"{label} {done}/{steps} done")
 
             show_step(0)
-            res = attack(pre.logits_fn, x[sl], attack_labels[sl], confidence=kappa,
-                         on_step=show_step, **settings)
+            res = attack(
+                pre.logits_fn,
+                x[sl],
+                attack_labels[sl],
+                confidence=kappa,
+                on_step=show_step,
+                **settings,
+            )
             return {k: getattr(res, k) for k in adversarial_cache.FIELDS}
 
         def on_batch(start, part, crafted):
             if crafted:
-                tqdm.write(f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
-                           f": {part['seconds']:.0f} s wall, {part['cpu_seconds']:.0f} s CPU")
+                tqdm.write(
+                    f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
+                    f": {part['seconds']:.0f} s wall, {part['cpu_seconds']:.0f} s CPU"
+                )
             progress.update(len(part["success"]))
 
         try:
             # each finished batch is kept on disk, so a killed run resumes mid-kappa,
             # even when it is resumed with another --batch-size
-            return cache.craft(kappa, attack_batch, args.batch_size, machine=machine,
-                               on_batch=on_batch)
+            return cache.craft(
+                kappa, attack_batch, args.batch_size, machine=machine, on_batch=on_batch
+            )
         except adversarial_cache.SettingsMismatch as e:
             sys.exit(f"error: {e}")
         finally:
@@ -213,60 +269,93 @@ def main(argv=None) -> None:
 
     def verified(kappa, c):
         """Success re-checked here: cached examples may come from another machine."""
-        here = np.concatenate([
-            np.asarray(verify(c["adversarial"][i:i + 1000], attack_labels[i:i + 1000], kappa))
-            for i in range(0, len(y), 1000)])
+        here = np.concatenate(
+            [
+                np.asarray(
+                    verify(c["adversarial"][i : i + 1000], attack_labels[i : i + 1000], kappa)
+                )
+                for i in range(0, len(y), 1000)
+            ]
+        )
         return {**c, "success_crafted": c["success"], "success": c["success"] & here}
 
     def crafting_time(c):
         """Seconds spent crafting the kappa, over the batches whose time was kept."""
         t = adversarial_cache.crafting_time(c)
-        return {"craft_seconds": t["seconds"], "craft_cpu_seconds": t["cpu_seconds"],
-                "craft_images_timed": t["images_timed"], "craft_machines": t["machines"]}
+        return {
+            "craft_seconds": t["seconds"],
+            "craft_cpu_seconds": t["cpu_seconds"],
+            "craft_images_timed": t["images_timed"],
+            "craft_machines": t["machines"],
+        }
 
     crafted = {}
     for kappa in tqdm(kappas, desc=f"{name} sweep"):
         crafted[kappa] = verified(kappa, craft(kappa))
         ok = crafted[kappa]["success"]
-        tqdm.write(f"{name} kappa={kappa:g}: success {ok.mean():.1%}, mean L2 "
-                   f"{crafted[kappa]['l2'][ok].mean() if ok.any() else float('nan'):.3f}")
+        tqdm.write(
+            f"{name} kappa={kappa:g}: success {ok.mean():.1%}, mean L2 "
+            f"{crafted[kappa]['l2'][ok].mean() if ok.any() else float('nan'):.3f}"
+        )
     if args.craft_only:
         return
 
     defenses = evaluation.defense_suite(
-        pre.logits_fn, pre.remix, magnet, components.magnet_official_names(args.dataset),
-        args.iterations)
+        pre.logits_fn,
+        pre.remix,
+        magnet,
+        components.magnet_official_names(args.dataset),
+        args.iterations,
+    )
     rows = []
     clean_rows = {}
     for d, defense in defenses.items():
         keys = range(args.num_keys) if defense.randomized else [0]
         clean_rows[d] = evaluation.summarize(
-            [np.mean(defense.correct(jax.random.key(10_000 + s), x, y, False)) for s in keys])
+            [np.mean(defense.correct(jax.random.key(10_000 + s), x, y, False)) for s in keys]
+        )
     for kappa in tqdm(kappas, desc="scoring"):
         c = crafted[kappa]
         ok = c["success"]
-        row = {"confidence": kappa, "attack_success": float(ok.mean() * 100),
-               "attack_success_where_crafted": float(c["success_crafted"].mean() * 100),
-               "fooled": int(ok.sum()), "images": len(y),
-               **{f"mean_{n}": float(c[n][ok].mean()) if ok.any() else None
-                  for n in ("l1", "l2", "linf")},
-               **crafting_time(c)}
+        row = {
+            "confidence": kappa,
+            "attack_success": float(ok.mean() * 100),
+            "attack_success_where_crafted": float(c["success_crafted"].mean() * 100),
+            "fooled": int(ok.sum()),
+            "images": len(y),
+            **{
+                f"mean_{n}": float(c[n][ok].mean()) if ok.any() else None
+                for n in ("l1", "l2", "linf")
+            },
+            **crafting_time(c),
+        }
         for d, defense in defenses.items():
             keys = range(args.num_keys) if defense.randomized else [0]
             right = [defense.correct(jax.random.key(s), c["adversarial"], y, True) for s in keys]
             row[f"{d} | all"] = evaluation.summarize([r.mean() for r in right])
-            row[f"{d} | fooled"] = (evaluation.summarize([r[ok].mean() for r in right])
-                                    if ok.any() else None)
+            row[f"{d} | fooled"] = (
+                evaluation.summarize([r[ok].mean() for r in right]) if ok.any() else None
+            )
         rows.append(row)
-    result = {"dataset": args.dataset, "attack": name, "settings": settings,
-              "num_examples": len(y), "num_keys": args.num_keys, "clean": clean_rows,
-              "rows": rows, "data_source": split.source,
-              **({"inpainter": args.inpainter} if args.inpainter else {}),
-              "wall_seconds": round(time.time() - started, 1), **provenance.stamp()}
+    result = {
+        "dataset": args.dataset,
+        "attack": name,
+        "settings": settings,
+        "num_examples": len(y),
+        "num_keys": args.num_keys,
+        "clean": clean_rows,
+        "rows": rows,
+        "data_source": split.source,
+        **({"inpainter": args.inpainter} if args.inpainter else {}),
+        "wall_seconds": round(time.time() - started, 1),
+        **provenance.stamp(),
+    }
     out = args.out or os.path.join("results", args.dataset, name)
     if provenance.reproduces(out + ".json", result):
-        print(f"{out}.json already holds these numbers: kept as committed, with the "
-              "provenance of the run that made them")
+        print(
+            f"{out}.json already holds these numbers: kept as committed, with the "
+            "provenance of the run that made them"
+        )
     else:
         write_outputs(out, result, list(defenses))
         print(f"-> {out}.json / .csv / .png")
@@ -291,8 +380,9 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
         cells = []
         for h in header:
             v = row[h]
-            cells.append("" if v is None else f"{v['mean']:.2f}" if isinstance(v, dict)
-                         else f"{v:.4g}")
+            cells.append(
+                "" if v is None else f"{v['mean']:.2f}" if isinstance(v, dict) else f"{v:.4g}"
+            )
         lines.append(",".join(cells))
     with open(out + ".csv.tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -334,24 +424,48 @@ def markdown(result: dict, defenses: list[str] | None = None) -> str:
         "",
     ]
     # examples crafted elsewhere may pass the success test there and not here
-    elsewhere = any(r["attack_success_where_crafted"] != r["attack_success"]
-                    for r in result["rows"])
+    elsewhere = any(
+        r["attack_success_where_crafted"] != r["attack_success"] for r in result["rows"]
+    )
     extra = ["success where crafted"] if elsewhere else []
     header = ["kappa", "attack success", *extra, "mean L2", *(LEGEND.get(d, d) for d in defenses)]
-    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
-              "| clean | - | " + "- | " * len(extra) + "- | "
-              + " | ".join(cell(result["clean"][d]) for d in defenses) + " |"]
+    lines += [
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+        "| clean | - | "
+        + "- | " * len(extra)
+        + "- | "
+        + " | ".join(cell(result["clean"][d]) for d in defenses)
+        + " |",
+    ]
     for row in result["rows"]:
         l2 = "-" if row["mean_l2"] is None else f"{row['mean_l2']:.3f}"
         crafted = [f"{row['attack_success_where_crafted']:.1f}"] if elsewhere else []
-        lines.append("| " + " | ".join([f"{row['confidence']:g}",
-                                         f"{row['attack_success']:.1f}", *crafted, l2,
-                                         *(cell(row[f"{d} | all"]) for d in defenses)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"{row['confidence']:g}",
+                    f"{row['attack_success']:.1f}",
+                    *crafted,
+                    l2,
+                    *(cell(row[f"{d} | all"]) for d in defenses),
+                ]
+            )
+            + " |"
+        )
     timed = [r for r in result["rows"] if r.get("craft_seconds")]
     if timed:
-        lines += ["", "Crafting time per kappa: " + "; ".join(
-            f"{r['confidence']:g}: {r['craft_seconds'] / 60:.0f} min "
-            f"({r['craft_images_timed']} images timed)" for r in timed) + "."]
+        lines += [
+            "",
+            "Crafting time per kappa: "
+            + "; ".join(
+                f"{r['confidence']:g}: {r['craft_seconds'] / 60:.0f} min "
+                f"({r['craft_images_timed']} images timed)"
+                for r in timed
+            )
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -366,12 +480,22 @@ def plot_panel(ax, result: dict, defenses: list[str] | None = None) -> None:
     for d in defenses or defenses_of(result):
         means = [r[f"{d} | all"]["mean"] for r in result["rows"]]
         stds = [r[f"{d} | all"]["std"] for r in result["rows"]]
-        ax.errorbar(kappas, means, yerr=stds, marker="o", ms=3, capsize=2,
-                    label=LEGEND.get(d, d), color=COLORS.get(d))
+        ax.errorbar(
+            kappas,
+            means,
+            yerr=stds,
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=LEGEND.get(d, d),
+            color=COLORS.get(d),
+        )
     ax.set_xlabel("confidence $\\kappa$")
     ax.set_ylabel("accuracy on adversarial examples (%)")
-    ax.set_title(f"{result['dataset']}, {result['attack']}: all {result['num_examples']} "
-                 "crafted examples", fontsize=10)
+    ax.set_title(
+        f"{result['dataset']}, {result['attack']}: all {result['num_examples']} crafted examples",
+        fontsize=10,
+    )
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
 

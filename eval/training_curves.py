@@ -18,8 +18,11 @@ import sys
 from remix_jax.cli import CHECKPOINT_ROOT_HELP, HelpFormatter, add_dataset_flag
 
 # what each panel plots from a history entry
-PANEL_METRICS = {"classifier": ("accuracy",), "reformer": ("mse_noisy", "mse_clean"),
-                 "inpainter": ("mse_hidden",)}
+PANEL_METRICS = {
+    "classifier": ("accuracy",),
+    "reformer": ("mse_noisy", "mse_clean"),
+    "inpainter": ("mse_hidden",),
+}
 MAGNET_METRICS = ("mse_noisy", "mse_clean")
 
 
@@ -42,13 +45,17 @@ def find_runs(root: str) -> list[tuple[str, dict]]:
 
 
 def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
-    lines = [f"# Training runs of the shipped {dataset} models",
-             "", "`python -m eval.training_curves --dataset " + dataset + "` (from each "
-             "checkpoint's meta.json; validation = held-out training images, test = the "
-             "test split).", "",
-             "| component | command | epochs done/planned | train time | machine "
-             "| last validation | test |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Training runs of the shipped {dataset} models",
+        "",
+        "`python -m eval.training_curves --dataset " + dataset + "` (from each "
+        "checkpoint's meta.json; validation = held-out training images, test = the "
+        "test split).",
+        "",
+        "| component | command | epochs done/planned | train time | machine "
+        "| last validation | test |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, meta in runs:
         last = {k: v for k, v in meta["history"][-1].items() if k not in ("epoch", "step")}
         test = {k: v for k, v in meta.get("test", {}).items() if k != "images"}
@@ -59,13 +66,13 @@ def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
             f"/{meta.get('train', {}).get('epochs', '?')} | "
             f"{minutes:.1f} min | {meta.get('machine', '?')} | "
             f"{fmt(f'{k} {v:.4g}' for k, v in last.items())} | "
-            f"{fmt(f'{k} {v:.4g}' for k, v in test.items())} |")
+            f"{fmt(f'{k} {v:.4g}' for k, v in test.items())} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
     p.add_argument("--out", default=None, help="default: results/<dataset>/training")
@@ -87,8 +94,12 @@ def main(argv=None) -> None:
         metrics = PANEL_METRICS.get(name, MAGNET_METRICS)
         epochs = [h["epoch"] for h in meta["history"]]
         for metric in metrics:
-            ax.plot(epochs, [h.get(metric, float("nan")) for h in meta["history"]],
-                    marker=".", label=metric)
+            ax.plot(
+                epochs,
+                [h.get(metric, float("nan")) for h in meta["history"]],
+                marker=".",
+                label=metric,
+            )
         if name != "classifier":
             ax.set_yscale("log")
         ax.set_title(name)

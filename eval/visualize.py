@@ -63,13 +63,13 @@ class Column:
 
 def parse(argv) -> argparse.Namespace:
     """The command line, checked; argparse exits with a message on bad values."""
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--attack", choices=["cw", "ead"], default="cw")
     p.add_argument(
-        "--confidence", type=float, default=30.0,
+        "--confidence",
+        type=float,
+        default=30.0,
         help="kappa (MNIST sweep caches exist for 5..40; at 30 the reformer alone fails)",
     )
     p.add_argument(
@@ -96,8 +96,7 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument(
         "--cache-dir",
         default=None,
-        help="sweep cache folder (default: results/<dataset>/cache/<attack>, "
-        "then <attack>-cpu)",
+        help="sweep cache folder (default: results/<dataset>/cache/<attack>, then <attack>-cpu)",
     )
     p.add_argument("--no-cache", action="store_true", help="always craft on the fly")
     # settings of on-the-fly crafting: fast, not the paper's 9 x 10000
@@ -220,9 +219,14 @@ def adversarial_images(args, logits_fn, indices, x, y) -> tuple[np.ndarray, str]
       ((B, H, W, C) adversarial images, a line saying where they came from).
     """
     # the reference-settings cache first, then the CPU preset's (see eval.sweep)
-    folders = ([args.cache_dir] if args.cache_dir else
-               [os.path.join("results", args.dataset, "cache", args.attack + suffix)
-                for suffix in ("", "-cpu")])
+    folders = (
+        [args.cache_dir]
+        if args.cache_dir
+        else [
+            os.path.join("results", args.dataset, "cache", args.attack + suffix)
+            for suffix in ("", "-cpu")
+        ]
+    )
     found, cache_note = {}, ""
     for folder in [] if args.no_cache else folders:
         path = os.path.join(folder, f"kappa_{args.confidence:g}.npz")
@@ -270,7 +274,8 @@ def remix_stages(pre, key, x_adv: np.ndarray, iterations: int):
     reformed = reform(jnp.asarray(x_adv))
     keys = jax.random.split(jax.random.fold_in(key, 0), reformed.shape[0])
     inpainted, masks = jax.jit(inpaint_copies, static_argnums=(0, 3, 4))(
-        inpaint_fn, keys, reformed, remix.n_masks, remix.per_channel)
+        inpaint_fn, keys, reformed, remix.n_masks, remix.per_channel
+    )
     masked = masks * reformed[None]
     combined = combine_copies(inpainted, masks)
     stages = {

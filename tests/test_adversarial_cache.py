@@ -22,8 +22,13 @@ class FakeAttack:
             raise KeyboardInterrupt  # a kill between batches
         idx = self.indices[sl]
         self.calls.append((sl.start, len(idx)))
-        return {"adversarial": np.repeat(idx[:, None, None, None], 2, 1).astype(np.float32),
-                "success": idx % 2 == 0, "l1": idx * 1.0, "l2": idx * 2.0, "linf": idx * 3.0}
+        return {
+            "adversarial": np.repeat(idx[:, None, None, None], 2, 1).astype(np.float32),
+            "success": idx % 2 == 0,
+            "l1": idx * 1.0,
+            "l2": idx * 2.0,
+            "linf": idx * 3.0,
+        }
 
 
 def make(folder, indices, settings=SETTINGS):
@@ -43,8 +48,9 @@ def test_crafts_once_then_reads_and_resumes_after_a_kill(tmp_path):
     assert out["part_sizes"].tolist() == [3, 3, 4]
     assert sorted(os.listdir(tmp_path)) == ["kappa_5.npz"]  # parts folded in
     again = FakeAttack(indices)
-    np.testing.assert_array_equal(make(tmp_path, indices).craft(5, again, 4, machine="m")["l1"],
-                                  out["l1"])
+    np.testing.assert_array_equal(
+        make(tmp_path, indices).craft(5, again, 4, machine="m")["l1"], out["l1"]
+    )
     assert again.calls == []
     assert list(adversarial_cache.finished(str(tmp_path))) == [5.0]
     t = adversarial_cache.crafting_time(out)

@@ -86,8 +86,15 @@ def test_success_means_margin_at_least_kappa_and_failures_come_back_unchanged():
     targets = jnp.array([0, 1, 0, 2, 2, 2])  # the last three targets are impossible
     kappa = 1.0
     for attack in (cw_l2, ead):
-        result = attack(logits_fn, x, targets, targeted=True, confidence=kappa,
-                        binary_search_steps=6, max_iterations=200)
+        result = attack(
+            logits_fn,
+            x,
+            targets,
+            targeted=True,
+            confidence=kappa,
+            binary_search_steps=6,
+            max_iterations=200,
+        )
         m = np.asarray(margin(logits_fn(result.adversarial), targets, targeted=True))
         success = np.asarray(result.success)
         np.testing.assert_array_equal(success, [True] * 3 + [False] * 3)
@@ -232,13 +239,11 @@ def test_compacting_finished_examples_changes_nothing(monkeypatch):
     labels = jnp.argmax(logits_fn(x), axis=-1)
     # 1000 iterations: the abort (every 100) stops examples at different times, so
     # the host loop compacts, possibly several times per search step
-    settings = dict(confidence=1.0, binary_search_steps=3, max_iterations=1000,
-                    initial_const=10.0)
+    settings = dict(confidence=1.0, binary_search_steps=3, max_iterations=1000, initial_const=10.0)
     assert search._bucket(3, 16) == 8 and search._bucket(9, 16) == 16
     gathers = []
     original = search._gather
-    monkeypatch.setattr(search, "_gather",
-                        lambda *a, **k: gathers.append(1) or original(*a, **k))
+    monkeypatch.setattr(search, "_gather", lambda *a, **k: gathers.append(1) or original(*a, **k))
     for attack in (cw_l2, ead):
         plain = attack(logits_fn, x, labels, loop="host", compact=False, **settings)
         assert not gathers
@@ -260,8 +265,7 @@ def mnist_cnn(data_dir):
     from remix_jax.models.classifiers import as_variables
     from remix_jax.pretrained import load_classifier
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "checkpoints")
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
     if not os.path.isdir(os.path.join(root, "mnist", "classifier")):
         pytest.skip("no committed MNIST classifier")
     model, params = load_classifier("mnist", root)
@@ -301,7 +305,6 @@ def test_a_key_mismatch_says_how_the_model_is_called(linear_setup):
         return logits_fn(images + 0.0 * jax.random.uniform(key, images.shape))
 
     with pytest.raises(TypeError, match="deterministic logits_fn\\(x\\) takes key=None"):
-        cw_l2(logits_fn, x, labels, max_iterations=1, binary_search_steps=1,
-              key=jax.random.key(0))
+        cw_l2(logits_fn, x, labels, max_iterations=1, binary_search_steps=1, key=jax.random.key(0))
     with pytest.raises(TypeError, match="needs key="):
         cw_l2(randomized, x, labels, max_iterations=1, binary_search_steps=1)

@@ -31,8 +31,9 @@ def test_attacks_name_empty_batches_flat_logits_and_absurd_budgets(attack):
         attack(linear_logits, X, Y, max_iterations=10**9)
 
 
-@pytest.mark.parametrize("text, match", [("{not json", "not valid JSON"),
-                                         ("[1, 2]", "JSON object")])
+@pytest.mark.parametrize(
+    "text, match", [("{not json", "not valid JSON"), ("[1, 2]", "JSON object")]
+)
 def test_a_malformed_meta_json_is_named(tmp_path, text, match):
     (tmp_path / checkpoints.META_FILE).write_text(text)
     with pytest.raises(ValueError, match=match) as info:

@@ -9,41 +9,64 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _row(impl, seconds, successes=100, l2=1.0, en=2.0, attack="cw"):
-    return {"implementation": impl, "attack": attack, "confidence": 0.0,
-            "successes": successes, "mean_l2": l2, "mean_l1": 9.0, "mean_en": en,
-            "seconds": seconds}
+    return {
+        "implementation": impl,
+        "attack": attack,
+        "confidence": 0.0,
+        "successes": successes,
+        "mean_l2": l2,
+        "mean_l1": 9.0,
+        "mean_en": en,
+        "seconds": seconds,
+    }
 
 
 def test_fastest_strictly_matching_run_of_ours_is_chosen():
-    rows = [_row("ours-cw", 100.0, l2=0.90),
-            _row("ours-cw@5x300", 20.0, l2=1.01),            # worse: never counts
-            _row("ours-cw@5x500", 40.0, l2=1.00),            # equal: counts
-            _row("ours-cw@5x400", 30.0, successes=99, l2=0.5),  # fewer successes
-            _row("advertorch-cw", 80.0, l2=1.00)]
+    rows = [
+        _row("ours-cw", 100.0, l2=0.90),
+        _row("ours-cw@5x300", 20.0, l2=1.01),  # worse: never counts
+        _row("ours-cw@5x500", 40.0, l2=1.00),  # equal: counts
+        _row("ours-cw@5x400", 30.0, successes=99, l2=0.5),  # fewer successes
+        _row("advertorch-cw", 80.0, l2=1.00),
+    ]
     (q,) = reference_attacks.to_quality(rows)
     assert q["reference"] == "advertorch-cw" and q["ours"] == "ours-cw@5x500"
     assert q["speedup"] == 2.0 and q["metric"] == "mean_l2"
 
 
 def test_ead_is_judged_by_its_decision_rule_and_no_match_is_reported():
-    rows = [_row("ours-ead", 10.0, attack="ead", l2=0.1, en=3.0),
-            _row("foolbox-ead", 50.0, attack="ead", l2=5.0, en=2.9)]
+    rows = [
+        _row("ours-ead", 10.0, attack="ead", l2=0.1, en=3.0),
+        _row("foolbox-ead", 50.0, attack="ead", l2=5.0, en=2.9),
+    ]
     (q,) = reference_attacks.to_quality(rows, "EN")
     assert q["metric"] == "mean_en" and q["ours"] is None and q["speedup"] is None
     assert "none matches" in reference_attacks._markdown(
-        {"settings": {"num_examples": 100, "binary_search_steps": 5, "max_iterations": 1000,
-                      "learning_rate": 0.01, "initial_const": 0.001, "abort_early": True,
-                      "beta": 0.01, "decision_rule": "EN"},
-         "rows": [{**r, "n": 100, "median_l2": 1.0, "mean_l0": 1.0, "mean_linf": 0.1}
-                  for r in rows],
-         "to_quality": [q]})
+        {
+            "settings": {
+                "num_examples": 100,
+                "binary_search_steps": 5,
+                "max_iterations": 1000,
+                "learning_rate": 0.01,
+                "initial_const": 0.001,
+                "abort_early": True,
+                "beta": 0.01,
+                "decision_rule": "EN",
+            },
+            "rows": [
+                {**r, "n": 100, "median_l2": 1.0, "mean_l0": 1.0, "mean_linf": 0.1} for r in rows
+            ],
+            "to_quality": [q],
+        }
+    )
 
 
 def test_committed_budget_bench_table_follows_from_its_rows():
     path = ROOT / "results/bench/reference_attacks_cifar10_budgets2.json"
     payload = json.loads(path.read_text())
     assert payload["to_quality"] == reference_attacks.to_quality(
-        payload["rows"], payload["settings"]["decision_rule"])
+        payload["rows"], payload["settings"]["decision_rule"]
+    )
     names = {r["implementation"] for r in payload["rows"]}
     assert {"advertorch-cw", "foolbox-cw", "advertorch-ead", "foolbox-ead"} <= names
     assert all(r["successes"] == r["n"] for r in payload["rows"])

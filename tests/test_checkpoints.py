@@ -11,8 +11,10 @@ from remix_jax import checkpoints
 
 
 def tree():
-    return {"conv": {"kernel": jnp.arange(6.0).reshape(2, 3), "bias": jnp.ones(3)},
-            "dense": {"kernel": jnp.full((3, 1), 0.5)}}
+    return {
+        "conv": {"kernel": jnp.arange(6.0).reshape(2, 3), "bias": jnp.ones(3)},
+        "dense": {"kernel": jnp.full((3, 1), 0.5)},
+    }
 
 
 def test_round_trip_is_exact_with_optimizer_state(tmp_path):

@@ -9,11 +9,26 @@ import pytest
 import remix_jax
 
 COMMANDS = [
-    "eval.adaptive", "eval.cache_margins", "eval.clean", "eval.demo", "eval.detector",
-    "eval.figure", "eval.logit_gaps", "eval.sweep", "eval.training_curves",
-    "eval.visualize", "train.classifier", "train.inpainter", "train.magnet",
-    "train.reformer", "bench.attacks", "bench.cifar_widths", "bench.magnet_init",
-    "bench.presets", "bench.reference_attacks", "bench.speed",
+    "eval.adaptive",
+    "eval.cache_margins",
+    "eval.clean",
+    "eval.demo",
+    "eval.detector",
+    "eval.figure",
+    "eval.logit_gaps",
+    "eval.sweep",
+    "eval.training_curves",
+    "eval.visualize",
+    "train.classifier",
+    "train.inpainter",
+    "train.magnet",
+    "train.reformer",
+    "bench.attacks",
+    "bench.cifar_widths",
+    "bench.magnet_init",
+    "bench.presets",
+    "bench.reference_attacks",
+    "bench.speed",
 ]
 
 

@@ -10,8 +10,13 @@ import pytest
 from remix_jax import components, data, datasets
 
 TOY = datasets.DatasetSpec(
-    name="toy5", display_name="Toy-5", image_shape=(8, 8, 3), num_classes=5, n_masks=2,
-    reformer_noise=0.05, kappa_grid=(0, 1),
+    name="toy5",
+    display_name="Toy-5",
+    image_shape=(8, 8, 3),
+    num_classes=5,
+    n_masks=2,
+    reformer_noise=0.05,
+    kappa_grid=(0, 1),
     classifier="remix_jax.models.classifiers:MNISTClassifier",
 )
 
@@ -27,7 +32,11 @@ def test_the_shipped_datasets_are_registered_with_their_settings():
     assert datasets.names()[:2] == ["mnist", "cifar10"] and datasets.default() == "mnist"
     mnist, cifar = datasets.get("mnist"), datasets.get("cifar10")
     assert (mnist.image_shape, mnist.n_masks, cifar.image_shape, cifar.n_masks) == (
-        (28, 28, 1), 2, (32, 32, 3), 3)
+        (28, 28, 1),
+        2,
+        (32, 32, 3),
+        3,
+    )
     assert cifar.kappa_grid == tuple(range(0, 101, 10))
     assert mnist.detector_drop_rates[0] == 0.001 and cifar.detector_drop_rates[0] == 0.005
     assert datasets.file_suffix("mnist") == "" and datasets.file_suffix("cifar10") == "_cifar10"
@@ -40,12 +49,22 @@ def test_unknown_names_and_bad_specs_are_refused():
         datasets.register(datasets.get("mnist"))
     with pytest.raises(TypeError, match="DatasetSpec"):
         datasets.register({"name": "x"})
-    good = dict(name="x", display_name="X", image_shape=(8, 8, 1), num_classes=3, n_masks=2,
-                reformer_noise=0.1, kappa_grid=(0,))
-    for field, value, message in [("image_shape", (8, 8), "image_shape"),
-                                  ("image_shape", (8, 8, 2), "image_shape"),
-                                  ("num_classes", 1, "num_classes"),
-                                  ("n_masks", 1, "n_masks"), ("name", "a/b", "name")]:
+    good = dict(
+        name="x",
+        display_name="X",
+        image_shape=(8, 8, 1),
+        num_classes=3,
+        n_masks=2,
+        reformer_noise=0.1,
+        kappa_grid=(0,),
+    )
+    for field, value, message in [
+        ("image_shape", (8, 8), "image_shape"),
+        ("image_shape", (8, 8, 2), "image_shape"),
+        ("num_classes", 1, "num_classes"),
+        ("n_masks", 1, "n_masks"),
+        ("name", "a/b", "name"),
+    ]:
         with pytest.raises(ValueError, match=message):
             datasets.DatasetSpec(**{**good, field: value})
 
@@ -65,13 +84,18 @@ def test_a_registered_dataset_loads_and_gets_its_components(toy, tmp_path):
     assert components.default_autoencoder("toy5", "inpainter").channels == 3
     assert components.classifier("toy5").num_classes == 5
     assert components.checkpoint_dir("toy5", "inpainter", "/r") == os.path.join(
-        "/r", "toy5", "inpainter")
+        "/r", "toy5", "inpainter"
+    )
     with pytest.raises(ValueError, match="no MagNet"):
         components.magnet_official_names("toy5")
     from train import common  # a CLI's --dataset choices come from the registry
 
-    assert common.parser("x", epochs=1, batch_size=1, learning_rate=1.0).parse_args(
-        ["--dataset", "toy5"]).dataset == "toy5"
+    assert (
+        common.parser("x", epochs=1, batch_size=1, learning_rate=1.0)
+        .parse_args(["--dataset", "toy5"])
+        .dataset
+        == "toy5"
+    )
 
 
 def test_registry_imports_no_jax():

@@ -151,8 +151,7 @@ def test_chunked_defend_draws_the_same_masks_as_one_pass(chunk):
     x = images(*MNIST, batch=7)
     key = jax.random.key(3)
     whole = defend(params, key, x, iterations=2, chunk=None)
-    np.testing.assert_allclose(defend(params, key, x, iterations=2, chunk=chunk), whole,
-                               atol=1e-6)
+    np.testing.assert_allclose(defend(params, key, x, iterations=2, chunk=chunk), whole, atol=1e-6)
 
 
 def test_default_chunking_of_a_batch_larger_than_a_chunk_matches_one_pass():
@@ -161,8 +160,9 @@ def test_default_chunking_of_a_batch_larger_than_a_chunk_matches_one_pass():
     params = tiny_params(*MNIST)
     x = images(*MNIST, batch=CPU_CHUNK + 5)  # on CPU: a full chunk and a remainder
     key = jax.random.key(6)
-    np.testing.assert_allclose(defend(params, key, x), defend(params, key, x, chunk=None),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        defend(params, key, x), defend(params, key, x, chunk=None), atol=1e-6
+    )
 
 
 def test_chunked_round_is_mask_inpaint_with_the_folded_key():
@@ -173,8 +173,7 @@ def test_chunked_round_is_mask_inpaint_with_the_folded_key():
 
     inpaint = autoencoder_fn(params.inpainter_config, params.inpainter)
     expected = mask_inpaint(inpaint, jax.random.fold_in(key, 0), x, params.n_masks)
-    np.testing.assert_allclose(defend(params, key, x, iterations=1, chunk=2), expected,
-                               atol=1e-6)
+    np.testing.assert_allclose(defend(params, key, x, iterations=1, chunk=2), expected, atol=1e-6)
 
 
 def test_gradients_through_chunked_defend_are_finite_and_nonzero():
@@ -196,8 +195,7 @@ def test_bpda_keeps_the_forward_pass_and_makes_the_backward_the_identity():
     key = jax.random.key(3)
     both = ("reformer", "mask-inpaint")
     # x + (f(x) - x): f(x) up to one rounding
-    np.testing.assert_allclose(defend(params, key, x, bpda=both), defend(params, key, x),
-                               atol=1e-6)
+    np.testing.assert_allclose(defend(params, key, x, bpda=both), defend(params, key, x), atol=1e-6)
     weights = jax.random.normal(jax.random.key(4), x.shape)
 
     def grad(bpda):
@@ -222,8 +220,10 @@ def test_bad_bpda_is_refused(bpda):
 def test_unrolled_and_scanned_rounds_agree(bpda):
     params = tiny_params(*MNIST, mask_channel=True)
     x = images(*MNIST, batch=2)
-    out = {loop: defend(params, jax.random.key(3), x, iterations=3, chunk=None, loop=loop,
-                        bpda=bpda) for loop in ("unroll", "scan")}
+    out = {
+        loop: defend(params, jax.random.key(3), x, iterations=3, chunk=None, loop=loop, bpda=bpda)
+        for loop in ("unroll", "scan")
+    }
     np.testing.assert_allclose(out["unroll"], out["scan"], atol=1e-6)
 
 
@@ -232,22 +232,26 @@ def test_many_rounds_run_in_a_loop_of_constant_program_size():
     params = tiny_params(*MNIST, reformer=False)
     x = images(*MNIST, batch=1)
     lowered = jax.jit(lambda k, v: defend(params, k, v, iterations=10**6, chunk=None)).lower(
-        jax.random.key(0), x)
+        jax.random.key(0), x
+    )
     assert "while" in lowered.as_text()  # a scan lowers to one while loop
     with pytest.raises(ValueError, match="loop must be one of"):
         defend(params, jax.random.key(0), x, loop="fori")
 
 
-@pytest.mark.parametrize("bad_key", [0, np.uint32(3), jax.random.PRNGKey(0),
-                                     jax.random.split(jax.random.key(0), 2)])
+@pytest.mark.parametrize(
+    "bad_key", [0, np.uint32(3), jax.random.PRNGKey(0), jax.random.split(jax.random.key(0), 2)]
+)
 def test_every_random_function_names_a_bad_key(bad_key):
     from remix_jax import random_masks
 
     params = tiny_params(*MNIST)
     x = images(*MNIST, batch=1)
-    for call in (lambda: defend(params, bad_key, x),
-                 lambda: random_masks(bad_key, (28, 28), 2),
-                 lambda: mask_inpaint(lambda xm, m: xm, bad_key, x, 2)):
+    for call in (
+        lambda: defend(params, bad_key, x),
+        lambda: random_masks(bad_key, (28, 28), 2),
+        lambda: mask_inpaint(lambda xm, m: xm, bad_key, x, 2),
+    ):
         with pytest.raises((TypeError, ValueError), match="key must be a"):
             call()
 
@@ -264,12 +268,15 @@ def test_one_mask_and_fractional_shapes_are_refused():
         random_masks(jax.random.key(0), (28.5, 28), 2)
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (np.zeros((1, 28, 28, 1), np.uint8), TypeError, "float"),
-    (np.full((1, 28, 28, 1), 255.0, np.float32), ValueError, r"\[0.0, 1.0\]"),
-    (np.full((1, 28, 28, 1), np.nan, np.float32), ValueError, "NaN"),
-    (np.zeros((28, 28, 1), np.float32), ValueError, r"\(B, H, W, C\)"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.zeros((1, 28, 28, 1), np.uint8), TypeError, "float"),
+        (np.full((1, 28, 28, 1), 255.0, np.float32), ValueError, r"\[0.0, 1.0\]"),
+        (np.full((1, 28, 28, 1), np.nan, np.float32), ValueError, "NaN"),
+        (np.zeros((28, 28, 1), np.float32), ValueError, r"\(B, H, W, C\)"),
+    ],
+)
 def test_mask_inpaint_checks_its_images(bad, error, match):
     with pytest.raises(error, match=match):
         mask_inpaint(lambda xm, m: xm, jax.random.key(0), bad, 2)

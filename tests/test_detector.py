@@ -83,8 +83,9 @@ def test_scores_are_finite_per_image_differentiable_and_batch_free():
         assert bool(jnp.all(jnp.isfinite(scores[name])) & jnp.all(scores[name] >= 0)), name
         assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0, name
     # the same key gives the same scores, whatever the batch size
-    batched = detector.batched_scores(params, toy_logits, jax.random.clone(key), np.asarray(x),
-                                      batch_size=2)
+    batched = detector.batched_scores(
+        params, toy_logits, jax.random.clone(key), np.asarray(x), batch_size=2
+    )
     again = detector.batched_scores(params, toy_logits, key, np.asarray(x), batch_size=2)
     for name in detector.SCORES:
         np.testing.assert_array_equal(batched[name], again[name])
@@ -110,7 +111,8 @@ def test_inpaint_error_is_higher_on_salt_noise_than_on_smooth_images():
     smooth = (0.5 + 0.2 * jnp.sin(rows / 3 + 6 * phase) * jnp.cos(cols / 4 - 3 * phase))[..., None]
     k1, k2 = jax.random.split(jax.random.key(1))
     salt = jax.random.bernoulli(k1, 0.3, smooth.shape).astype(jnp.float32) * (
-        jax.random.rademacher(k2, smooth.shape, jnp.float32))
+        jax.random.rademacher(k2, smooth.shape, jnp.float32)
+    )
     noisy = jnp.clip(smooth + 0.3 * salt, 0.0, 1.0)
 
     @jax.jit
@@ -153,8 +155,9 @@ def test_calibrate_rejects_the_drop_rate_of_validation_images():
     params = tiny_params(reformer=True, n_masks=3)  # as above: the same compiled batches
     x, key = np.asarray(images(40, seed=3)), jax.random.key(11)
     rates = {"inpaint-L2": 0.1, "copies-JSD": 0.05, "output-JSD": 0.3}
-    thresholds = detector.calibrate(params, toy_logits, jax.random.clone(key), x, rates,
-                                    batch_size=2)
+    thresholds = detector.calibrate(
+        params, toy_logits, jax.random.clone(key), x, rates, batch_size=2
+    )
     scores = detector.batched_scores(params, toy_logits, key, x, batch_size=2)
     assert set(thresholds) == set(rates)
     for name, rate in rates.items():
@@ -286,9 +289,7 @@ def test_cli_evaluate_thresholds_unions_and_empty_kappas():
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMITTED = sorted(
-    glob.glob(os.path.join(REPO, "results", "*", "detector-*-cpu.json"))
-)
+COMMITTED = sorted(glob.glob(os.path.join(REPO, "results", "*", "detector-*-cpu.json")))
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[os.path.basename(p) for p in COMMITTED])
@@ -315,8 +316,10 @@ def test_committed_detector_results_agree_with_the_committed_sweep(path):
     with open(sweep_path) as f:
         sweep = json.load(f)
     if sweep["num_examples"] != result["num_examples"]:
-        pytest.skip(f"{sweep_path} scores {sweep['num_examples']} examples, "
-                    f"the detector run {result['num_examples']}: rerun eval.detector")
+        pytest.skip(
+            f"{sweep_path} scores {sweep['num_examples']} examples, "
+            f"the detector run {result['num_examples']}: rerun eval.detector"
+        )
     union = next(name for name in result["unions"] if name.startswith("MagNet"))
     subset_rate, superset_rate = bracketing_drop_rates(result, union)
     by_kappa = {row["confidence"]: row for row in result["rows"]}

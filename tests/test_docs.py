@@ -16,7 +16,11 @@ def test_relative_links_exist(doc):
     links = re.findall(r"\]\(([^)\s]+)\)", text)
     assert links, f"{doc} links nothing"
     folder = os.path.dirname(os.path.join(REPO, doc))
-    missing = [link for link in links
-               if not re.match(r"[a-z]+:", link) and not link.startswith("#")
-               and not os.path.exists(os.path.join(folder, link.split("#")[0]))]
+    missing = [
+        link
+        for link in links
+        if not re.match(r"[a-z]+:", link)
+        and not link.startswith("#")
+        and not os.path.exists(os.path.join(folder, link.split("#")[0]))
+    ]
     assert not missing, f"{doc} links missing files: {missing}"

@@ -15,8 +15,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(args, data_dir):
     env = {**os.environ, "REMIX_DATA_DIR": data_dir}
-    return subprocess.run([sys.executable, "-m", "eval.adaptive", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "eval.adaptive", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -24,15 +30,38 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
     if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
         pytest.skip("no MNIST checkpoints committed")
     cache, out = tmp_path / "cache", tmp_path / "out" / "pgd"
-    args = ["--attack", "pgd", "--num-examples", "4", "--steps", "2", "--samples", "2",
-            "--budgets", "0.1", "--threats", "oblivious", "eot", "fixed", "eot-warm",
-            "--num-keys", "2",
-            "--cache-dir", str(cache), "--out", str(out)]
+    args = [
+        "--attack",
+        "pgd",
+        "--num-examples",
+        "4",
+        "--steps",
+        "2",
+        "--samples",
+        "2",
+        "--budgets",
+        "0.1",
+        "--threats",
+        "oblivious",
+        "eot",
+        "fixed",
+        "eot-warm",
+        "--num-keys",
+        "2",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+    ]
     first = run(args, data_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "pgd.json").read_text())
     assert [(r["threat"], r["samples"]) for r in result["rows"]] == [
-        ("oblivious", 1), ("eot", 2), ("fixed", 1), ("eot-warm", 2)]
+        ("oblivious", 1),
+        ("eot", 2),
+        ("fixed", 1),
+        ("eot-warm", 2),
+    ]
     for row in result["rows"]:
         for acc in row["accuracy"].values():
             assert 0 <= acc["mean"] <= 100
@@ -42,13 +71,20 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
     assert "accuracy_attacker_key" in result["rows"][2]
     [worst] = result["worst_case"]  # one budget, one defense, four attacks
     assert (worst["budget"], worst["defense"], worst["attacks"]) == (
-        0.1, "reformer + mask-inpaint", 4)
-    assert worst["accuracy"]["mean"] <= min(
-        r["accuracy"]["reformer + mask-inpaint"]["mean"] for r in result["rows"]) + 1e-9
+        0.1,
+        "reformer + mask-inpaint",
+        4,
+    )
+    assert (
+        worst["accuracy"]["mean"]
+        <= min(r["accuracy"]["reformer + mask-inpaint"]["mean"] for r in result["rows"]) + 1e-9
+    )
     assert "Worst case over every attack" in (tmp_path / "out" / "pgd.md").read_text()
     assert (tmp_path / "out" / "pgd.png").stat().st_size > 0
-    assert "| curve | reformer + mask-inpaint | eot | 0.1 | 2 | 2 |" in (
-        tmp_path / "out" / "pgd.md").read_text()
+    assert (
+        "| curve | reformer + mask-inpaint | eot | 0.1 | 2 | 2 |"
+        in (tmp_path / "out" / "pgd.md").read_text()
+    )
     files = sorted(os.listdir(cache))
     assert len(files) == 4  # the warm start reused the oblivious run's examples
     stamps = {f: os.stat(cache / f).st_mtime_ns for f in files}
@@ -60,33 +96,65 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
 
 
 def test_sanity_plan_adds_samples_steps_fixed_and_large_budget_without_repeats():
-    args = adaptive.parse(["--attack", "pgd", "--budgets", "0.1", "0.2", "--sanity",
-                           "--samples", "4", "--steps", "100"])
+    args = adaptive.parse(
+        [
+            "--attack",
+            "pgd",
+            "--budgets",
+            "0.1",
+            "0.2",
+            "--sanity",
+            "--samples",
+            "4",
+            "--steps",
+            "100",
+        ]
+    )
     runs = adaptive.plan(args)
     groups = [r["group"] for r in runs]
     assert groups.count("curve") == 4  # oblivious + eot, two budgets
     eot_02 = [r for r in runs if r["threat"] == "eot" and r["budget"] == 0.2]
     # the curve's R=4 / 100-step run at 0.2 serves both sanity series: kept once
     assert sorted((r["samples"], r["steps"]) for r in eot_02) == [
-        (1, 100), (4, 25), (4, 50), (4, 100), (4, 200), (8, 100)]
+        (1, 100),
+        (4, 25),
+        (4, 50),
+        (4, 100),
+        (4, 200),
+        (8, 100),
+    ]
     assert [r["budget"] for r in runs if r["group"] == "large budget"] == [0.5]
     assert [r["threat"] for r in runs if r["group"] == "fixed masks"] == ["fixed"]
 
 
-@pytest.mark.parametrize("dataset,norm,budgets", [
-    ("mnist", "linf", [0.05, 0.1, 0.2, 0.3]), ("mnist", "l2", [1.0, 2.0, 3.0]),
-    ("cifar10", "linf", [2 / 255, 4 / 255, 8 / 255]), ("cifar10", "l2", [0.25, 0.5, 1.0])])
+@pytest.mark.parametrize(
+    "dataset,norm,budgets",
+    [
+        ("mnist", "linf", [0.05, 0.1, 0.2, 0.3]),
+        ("mnist", "l2", [1.0, 2.0, 3.0]),
+        ("cifar10", "linf", [2 / 255, 4 / 255, 8 / 255]),
+        ("cifar10", "l2", [0.25, 0.5, 1.0]),
+    ],
+)
 def test_pgd_budgets_default_to_each_datasets_usual_ones(dataset, norm, budgets):
     args = adaptive.parse(["--attack", "pgd", "--dataset", dataset, "--norm", norm])
     assert args.budgets == budgets
     assert adaptive.parse(["--attack", "cw", "--dataset", dataset]).budgets == [0.0]
 
 
-@pytest.mark.parametrize("bad", [["--num-examples", "0"], ["--budgets", "0"],
-                                 ["--iterations", "0"], ["--threats", "magic"],
-                                 ["--attack", "cw", "--threats", "eot-warm"],
-                                 ["--budgets", "nan"], ["--budgets", "5"],
-                                 ["--validation-size", "0"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--num-examples", "0"],
+        ["--budgets", "0"],
+        ["--iterations", "0"],
+        ["--threats", "magic"],
+        ["--attack", "cw", "--threats", "eot-warm"],
+        ["--budgets", "nan"],
+        ["--budgets", "5"],
+        ["--validation-size", "0"],
+    ],
+)
 def test_bad_arguments_exit_with_a_message(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
         adaptive.parse(["--attack", "pgd", *bad])
@@ -98,11 +166,24 @@ def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
     from remix_jax.detector import SCORES
 
     assert adaptive.DETECTOR_SCORES == SCORES
-    args = adaptive.parse(["--attack", "pgd", "--budgets", "0.3", "--detector", "copies-JSD",
-                           "--detector-weights", "1", "10"])
+    args = adaptive.parse(
+        [
+            "--attack",
+            "pgd",
+            "--budgets",
+            "0.3",
+            "--detector",
+            "copies-JSD",
+            "--detector-weights",
+            "1",
+            "10",
+        ]
+    )
     aware = [r for r in adaptive.plan(args) if r["group"] == "detector-aware"]
     assert [(r["threat"], r["detector_weight"], r["detector"]) for r in aware] == [
-        ("eot", 1.0, "copies-JSD"), ("eot", 10.0, "copies-JSD")]
+        ("eot", 1.0, "copies-JSD"),
+        ("eot", 10.0, "copies-JSD"),
+    ]
     assert all(r["detector_penalty"] == adaptive.PENALTY for r in aware)
     # the other runs keep their settings (and cache entries) without detector fields
     assert all("detector" not in r for r in adaptive.plan(args) if r not in aware)
@@ -130,9 +211,29 @@ def test_eot_warm_starts_from_the_oblivious_example(tmp_path, data_dir, monkeypa
         return result
 
     monkeypatch.setattr(attacks, "pgd", recording)
-    adaptive.main(["--attack", "pgd", "--num-examples", "2", "--steps", "1", "--samples", "1",
-                   "--budgets", "0.1", "--threats", "oblivious", "eot-warm", "--num-keys", "1",
-                   "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "pgd")])
+    adaptive.main(
+        [
+            "--attack",
+            "pgd",
+            "--num-examples",
+            "2",
+            "--steps",
+            "1",
+            "--samples",
+            "1",
+            "--budgets",
+            "0.1",
+            "--threats",
+            "oblivious",
+            "eot-warm",
+            "--num-keys",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "pgd"),
+        ]
+    )
     (first_start, transfer), (warm_start, _) = calls
     assert first_start is None
     np.testing.assert_array_equal(np.asarray(warm_start), transfer)
@@ -140,10 +241,24 @@ def test_eot_warm_starts_from_the_oblivious_example(tmp_path, data_dir, monkeypa
 
 def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rate():
     def settings(*extra):
-        args = adaptive.parse(["--attack", "pgd", "--budgets", "1", "--norm", "l2",
-                               "--detector", "copies-JSD", "--detector-weights", "1", *extra])
-        return args, {r["group"]: adaptive.run_settings(args, [0, 1], {}, r)
-                      for r in adaptive.plan(args)}
+        args = adaptive.parse(
+            [
+                "--attack",
+                "pgd",
+                "--budgets",
+                "1",
+                "--norm",
+                "l2",
+                "--detector",
+                "copies-JSD",
+                "--detector-weights",
+                "1",
+                *extra,
+            ]
+        )
+        return args, {
+            r["group"]: adaptive.run_settings(args, [0, 1], {}, r) for r in adaptive.plan(args)
+        }
 
     args, mnist = settings()
     assert args.detector_drop_rate == 0.001  # MagNet's MNIST rate, as eval.detector
@@ -153,8 +268,10 @@ def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rat
     # the threshold shapes only the detector-aware attack, so only its identity changes
     assert other_rate["curve"] == mnist["curve"]
     assert other_rate["detector-aware"] != mnist["detector-aware"]
-    assert other_calibration["detector-aware"] not in (mnist["detector-aware"],
-                                                       other_rate["detector-aware"])
+    assert other_calibration["detector-aware"] not in (
+        mnist["detector-aware"],
+        other_rate["detector-aware"],
+    )
     # the legacy calibration keeps the identity of the runs cached before it was part of it
     assert "detector_drop_rate" not in mnist["detector-aware"]
 
@@ -162,8 +279,9 @@ def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rat
 ADAPTIVE_RESULTS = sorted(glob.glob(os.path.join(REPO, "results", "*", "adaptive-*.json")))
 
 
-@pytest.mark.parametrize("path", ADAPTIVE_RESULTS,
-                         ids=[os.path.basename(p) for p in ADAPTIVE_RESULTS])
+@pytest.mark.parametrize(
+    "path", ADAPTIVE_RESULTS, ids=[os.path.basename(p) for p in ADAPTIVE_RESULTS]
+)
 def test_committed_adaptive_results_are_consistent(path):
     """Accuracies are percentages, and each worst case counts every attack run at its
     budget and is no higher than any of them (an image survives only if it survives all)."""
@@ -175,7 +293,10 @@ def test_committed_adaptive_results_are_consistent(path):
         for value in row["accuracy"].values():
             assert 0 <= value["min"] <= value["mean"] <= value["max"] <= 100
     for worst in result["worst_case"]:
-        runs = [row["accuracy"][worst["defense"]]["mean"] for row in result["rows"]
-                if row["budget"] == worst["budget"] and worst["defense"] in row["accuracy"]]
+        runs = [
+            row["accuracy"][worst["defense"]]["mean"]
+            for row in result["rows"]
+            if row["budget"] == worst["budget"] and worst["defense"] in row["accuracy"]
+        ]
         assert len(runs) == worst["attacks"]
         assert worst["accuracy"]["mean"] <= min(runs) + 1e-6

@@ -8,9 +8,14 @@ from eval import figure
 
 
 def fake_result(dataset, attack, kappas=(0, 10, 20)):
-    rows = [{"confidence": k,
-             "none | all": {"mean": 0.0, "std": 0.0},
-             "mask-inpaint K=1 | all": {"mean": 90.0 - k, "std": 1.0}} for k in kappas]
+    rows = [
+        {
+            "confidence": k,
+            "none | all": {"mean": 0.0, "std": 0.0},
+            "mask-inpaint K=1 | all": {"mean": 90.0 - k, "std": 1.0},
+        }
+        for k in kappas
+    ]
     return {"dataset": dataset, "attack": attack, "num_examples": 5, "rows": rows}
 
 
@@ -56,17 +61,27 @@ def test_a_defense_has_one_colour_in_every_panel():
 
     with_magnet = fake_result("mnist", "cw")
     # MagNet before mask-inpaint: a colour cycle would shift mask-inpaint's colour
-    with_magnet["rows"] = [{"confidence": r["confidence"], "none | all": r["none | all"],
-                            "MagNet | all": {"mean": 99.0, "std": 0.0},
-                            "mask-inpaint K=1 | all": r["mask-inpaint K=1 | all"]}
-                           for r in with_magnet["rows"]]
+    with_magnet["rows"] = [
+        {
+            "confidence": r["confidence"],
+            "none | all": r["none | all"],
+            "MagNet | all": {"mean": 99.0, "std": 0.0},
+            "mask-inpaint K=1 | all": r["mask-inpaint K=1 | all"],
+        }
+        for r in with_magnet["rows"]
+    ]
     fig, (a, b) = plt.subplots(1, 2)
     plot_panel(a, with_magnet)
     plot_panel(b, fake_result("mnist", "ead"))  # no MagNet line
 
     def colours(ax):
-        return dict(zip(ax.get_legend_handles_labels()[1],
-                        (c.lines[0].get_color() for c in ax.containers), strict=True))
+        return dict(
+            zip(
+                ax.get_legend_handles_labels()[1],
+                (c.lines[0].get_color() for c in ax.containers),
+                strict=True,
+            )
+        )
 
     assert colours(a)["mask-inpaint K=1"] == colours(b)["mask-inpaint K=1"]
     assert colours(a)["MagNet (detectors + reformer)"] != colours(a)["mask-inpaint K=1"]

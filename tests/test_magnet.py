@@ -39,8 +39,9 @@ def tiny_magnet(detectors=None):
 
 def toy_logits(x):
     # logits spread enough that the JSD at T=10 is far above float32 rounding
-    return jnp.stack([jnp.sin(x.reshape(x.shape[0], -1)[:, k] * 7) * 40 for k in range(10)],
-                     axis=-1)
+    return jnp.stack(
+        [jnp.sin(x.reshape(x.shape[0], -1)[:, k] * 7) * 40 for k in range(10)], axis=-1
+    )
 
 
 @pytest.mark.parametrize("structure", [(3, "average", 3), (3,), (4, "max", 2)])
@@ -64,8 +65,11 @@ def test_bad_configs_are_rejected():
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(10, 400), rate=st.sampled_from([0.001, 0.005, 0.01, 0.1, 0.3]),
-       seed=st.integers(0, 10_000))
+@given(
+    n=st.integers(10, 400),
+    rate=st.sampled_from([0.001, 0.005, 0.01, 0.1, 0.3]),
+    seed=st.integers(0, 10_000),
+)
 def test_threshold_rejects_exactly_the_drop_rate_of_distinct_scores(n, rate, seed):
     scores = np.random.default_rng(seed).permutation(n).astype(np.float64)
     if int(n * rate) < 1:
@@ -80,11 +84,11 @@ def test_jensen_shannon_is_zero_on_equal_inputs_symmetric_and_at_most_ln2():
     p = jax.nn.softmax(jax.random.normal(jax.random.key(0), (5, 10)))
     q = jax.nn.softmax(jax.random.normal(jax.random.key(1), (5, 10)))
     np.testing.assert_allclose(magnet.jensen_shannon(p, p), 0.0, atol=1e-6)
-    np.testing.assert_allclose(magnet.jensen_shannon(p, q), magnet.jensen_shannon(q, p),
-                               rtol=1e-5)
+    np.testing.assert_allclose(magnet.jensen_shannon(p, q), magnet.jensen_shannon(q, p), rtol=1e-5)
     one_hot = jnp.eye(10)[:2]
-    np.testing.assert_allclose(magnet.jensen_shannon(one_hot[:1], one_hot[1:]), np.log(2),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        magnet.jensen_shannon(one_hot[:1], one_hot[1:]), np.log(2), rtol=1e-5
+    )
 
 
 def test_reconstruction_scores_are_mean_absolute_and_squared_errors():
@@ -92,10 +96,10 @@ def test_reconstruction_scores_are_mean_absolute_and_squared_errors():
     x = jax.random.uniform(jax.random.key(2), (4, 8, 8, 1))
     scores = magnet.detector_scores(m, toy_logits, x)
     r1, r2 = m.autoencoder("I")(x), m.autoencoder("II")(x)
-    np.testing.assert_allclose(scores["I-L2"], jnp.mean((r1 - x) ** 2, axis=(1, 2, 3)),
-                               rtol=1e-5)
-    np.testing.assert_allclose(scores["II-L1"], jnp.mean(jnp.abs(r2 - x), axis=(1, 2, 3)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(scores["I-L2"], jnp.mean((r1 - x) ** 2, axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(
+        scores["II-L1"], jnp.mean(jnp.abs(r2 - x), axis=(1, 2, 3)), rtol=1e-5
+    )
     assert scores["JSD-T10"].shape == (4,) and bool(jnp.all(scores["JSD-T10"] >= 0))
 
 
@@ -117,16 +121,18 @@ def test_calibration_rejects_the_drop_rate_of_the_validation_images():
     for d in m.detectors:
         alone = magnet.outcomes(calibrated.select([d.name]), toy_logits, x_val, labels, 200)
         np.testing.assert_array_equal(both["rejected_by"][d.name], alone["rejected"])
-    np.testing.assert_array_equal(both["rejected"],
-                                  np.asarray(magnet.detect(calibrated, toy_logits, x_val)))
+    np.testing.assert_array_equal(
+        both["rejected"], np.asarray(magnet.detect(calibrated, toy_logits, x_val))
+    )
 
 
 def test_a_rejected_input_counts_as_defended_only_when_adversarial():
     m = tiny_magnet()
     always = m.replace(thresholds={d.name: jnp.float32(-1.0) for d in m.detectors})
     remix = RemixParams(inpainter=None, inpainter_config=AutoencoderConfig())
-    suite = evaluation.defense_suite(toy_logits, remix.replace(reformer=None), always,
-                                     ("I-L2", "II-L1"), iterations=())
+    suite = evaluation.defense_suite(
+        toy_logits, remix.replace(reformer=None), always, ("I-L2", "II-L1"), iterations=()
+    )
     x = np.asarray(jax.random.uniform(jax.random.key(4), (6, 8, 8, 1)))
     y = np.zeros(6, np.int32)
     for name in ("MagNet", "MagNet + JSD"):
@@ -166,8 +172,9 @@ def test_committed_thresholds_are_reproduced_on_the_validation_images(mnist_magn
     _, (val, _) = training.holdout(train.images, train.labels, report["validation_images"])
     again = magnet.calibrate(m, logits_fn, data.to_float(val))
     for d in m.detectors:
-        np.testing.assert_allclose(float(again.thresholds[d.name]),
-                                   float(m.thresholds[d.name]), rtol=1e-4, err_msg=d.name)
+        np.testing.assert_allclose(
+            float(again.thresholds[d.name]), float(m.thresholds[d.name]), rtol=1e-4, err_msg=d.name
+        )
     names = {d.name for d in m.detectors}
     assert set(components.magnet_official_names("mnist")) <= names
 
@@ -183,8 +190,12 @@ def test_committed_magnet_passes_clean_images_and_catches_heavy_noise(mnist_magn
     assert clean["rejected"].mean() < 0.01  # drop rates 0.001 + 0.001 on validation
     assert clean["reformed_correct"].mean() > 0.98
     noisy = np.clip(x + 0.3 * np.random.default_rng(0).standard_normal(x.shape), 0, 1)
-    assert magnet.outcomes(official, logits_fn, noisy.astype(np.float32),
-                           labels[:2000])["rejected"].mean() > 0.9
+    assert (
+        magnet.outcomes(official, logits_fn, noisy.astype(np.float32), labels[:2000])[
+            "rejected"
+        ].mean()
+        > 0.9
+    )
 
 
 def test_missing_magnet_gives_a_clear_error(tmp_path):
@@ -205,9 +216,24 @@ def test_train_magnet_cli_trains_calibrates_and_loads(tmp_path, data_dir):
     env = {**os.environ, "REMIX_DATA_DIR": data_dir}
     # 6000 images: 1200 held out, so a 0.001 drop rate still rejects one of them
     proc = subprocess.run(
-        [sys.executable, "-m", "train.magnet", "--epochs", "1", "--limit", "6000",
-         "--no-progress", "--checkpoint-dir", str(folder)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "train.magnet",
+            "--epochs",
+            "1",
+            "--limit",
+            "6000",
+            "--no-progress",
+            "--checkpoint-dir",
+            str(folder),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((folder / magnet.DETECTORS_FILE).read_text())
     assert report["validation_images"] == 1200 and "command" in report

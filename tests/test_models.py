@@ -90,8 +90,9 @@ def test_cifar_resnet_logits_and_batch_independence_in_inference():
 
 @pytest.mark.parametrize(("hw", "c"), [((28, 28), 1), ((32, 32), 3)])
 def test_unet_shapes_range_and_mask_use(hw, c):
-    cfg = AutoencoderConfig(channels=c, features=(4, 8, 8), strides=(1, 2, 2),
-                            mask_channel=True, architecture="unet")
+    cfg = AutoencoderConfig(
+        channels=c, features=(4, 8, 8), strides=(1, 2, 2), mask_channel=True, architecture="unet"
+    )
     params = init_autoencoder(jax.random.key(0), cfg, hw)
     x = jax.random.uniform(jax.random.key(1), (2, *hw, c))
     ones = jnp.ones((2, *hw, 1))
@@ -111,8 +112,14 @@ def test_unet_config_validates():
         AutoencoderConfig(features=(4,), strides=(1,), architecture="vit")
     with pytest.raises(ValueError, match="needs the mask"):
         AutoencoderConfig(features=(4,), strides=(1,), fill="interpolate")
-    cfg = AutoencoderConfig(channels=3, features=(4, 8), strides=(1, 2), mask_channel=True,
-                            architecture="unet", fill="interpolate")
+    cfg = AutoencoderConfig(
+        channels=3,
+        features=(4, 8),
+        strides=(1, 2),
+        mask_channel=True,
+        architecture="unet",
+        fill="interpolate",
+    )
     assert AutoencoderConfig.from_dict(cfg.to_dict()) == cfg
     # a meta.json written before these fields existed reads as the RED-Net it was
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("architecture", "fill")}

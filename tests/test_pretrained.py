@@ -103,11 +103,17 @@ def test_missing_checkpoint_gives_a_clear_error(tmp_path):
 
 def test_committed_cifar10_clean_results_are_consistent():
     result, rows = committed_clean_results("cifar10")
-    classifier = checkpoints.read_metadata(os.path.join(REPO, "checkpoints", "cifar10",
-                                                        "classifier"))
+    classifier = checkpoints.read_metadata(
+        os.path.join(REPO, "checkpoints", "cifar10", "classifier")
+    )
     assert abs(rows["none"]["accuracy"] - 100 * classifier["test"]["accuracy"]) < 0.01
-    for name in ("reformer", "MagNet reformer", "MagNet", "mask-inpaint n=3 K=1",
-                 "reformer + mask-inpaint n=3 K=1"):
+    for name in (
+        "reformer",
+        "MagNet reformer",
+        "MagNet",
+        "mask-inpaint n=3 K=1",
+        "reformer + mask-inpaint n=3 K=1",
+    ):
         row = rows[name]
         value = row.get("mean", row.get("accuracy"))
         assert 0 <= value <= rows["none"]["accuracy"] + 1.0, name

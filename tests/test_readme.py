@@ -16,8 +16,14 @@ def test_readme_quick_start_runs(data_dir):
         blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
     assert blocks, "README.md has no python example"
     env = {**os.environ, "REMIX_DATA_DIR": data_dir}
-    proc = subprocess.run([sys.executable, "-c", blocks[0]], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", blocks[0]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     accuracy = {}
     for line in proc.stdout.strip().splitlines()[-3:]:

@@ -12,8 +12,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_sweep(args, data_dir):
     env = {**os.environ, "REMIX_DATA_DIR": data_dir}
-    return subprocess.run([sys.executable, "-m", "eval.sweep", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "eval.sweep", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -21,9 +27,27 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
     if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
         pytest.skip("no MNIST checkpoints committed")
     cache, out = tmp_path / "cache", tmp_path / "out" / "cw"
-    args = ["--attack", "cw", "--num-examples", "6", "--confidences", "0", "5",
-            "--binary-search-steps", "2", "--max-iterations", "30", "--initial-const", "10",
-            "--num-keys", "2", "--cache-dir", str(cache), "--out", str(out)]
+    args = [
+        "--attack",
+        "cw",
+        "--num-examples",
+        "6",
+        "--confidences",
+        "0",
+        "5",
+        "--binary-search-steps",
+        "2",
+        "--max-iterations",
+        "30",
+        "--initial-const",
+        "10",
+        "--num-keys",
+        "2",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+    ]
     first = run_sweep(args, data_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     files = sorted(os.listdir(cache))
@@ -55,8 +79,9 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
     rendered = run_sweep(["--attack", "cw", "--render-only", "--out", str(out)], data_dir)
     assert rendered.returncode == 0, rendered.stderr[-3000:]
     assert (tmp_path / "out" / "cw.md").read_text() == table
-    missing = run_sweep(["--attack", "cw", "--render-only", "--out", str(tmp_path / "no")],
-                        data_dir)
+    missing = run_sweep(
+        ["--attack", "cw", "--render-only", "--out", str(tmp_path / "no")], data_dir
+    )
     assert missing.returncode != 0 and "needs" in missing.stderr
 
 
@@ -65,9 +90,16 @@ def test_bad_arguments_exit_with_a_message(data_dir):
     assert proc.returncode != 0 and "--num-examples must be >= 1" in proc.stderr
 
 
-@pytest.mark.parametrize("bad", [["--iterations", "0"], ["--confidences", "nan"],
-                                 ["--binary-search-steps", "0"], ["--beta", "-1"],
-                                 ["--craft-only", "--render-only"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--iterations", "0"],
+        ["--confidences", "nan"],
+        ["--binary-search-steps", "0"],
+        ["--beta", "-1"],
+        ["--craft-only", "--render-only"],
+    ],
+)
 def test_settings_that_would_fail_after_hours_of_crafting_are_refused_at_once(bad, capsys):
     from eval import sweep
 
@@ -83,8 +115,14 @@ def test_a_rerun_that_reproduces_a_committed_sweep_keeps_its_file(dataset, tmp_p
     path = os.path.join(REPO, "results", dataset, "cw.json")
     with open(path) as f:
         result = json.load(f)
-    rerun = {**result, "command": "python -m eval.sweep --attack cw", "git_commit": "x",
-             "machine": "elsewhere", "date": "2030-01-01T00:00:00Z", "wall_seconds": 1.0}
+    rerun = {
+        **result,
+        "command": "python -m eval.sweep --attack cw",
+        "git_commit": "x",
+        "machine": "elsewhere",
+        "date": "2030-01-01T00:00:00Z",
+        "wall_seconds": 1.0,
+    }
     assert provenance.reproduces(path, rerun)
     moved = json.loads(json.dumps(result))
     moved["rows"][0]["attack_success"] -= 0.1
@@ -109,8 +147,13 @@ def check_against_cache(result: dict) -> None:
     import numpy as np
 
     preset = result["settings"]["binary_search_steps"], result["settings"]["max_iterations"]
-    cache = os.path.join(REPO, "results", result["dataset"], "cache",
-                         result["attack"] + ("-cpu" if preset == (9, 1000) else ""))
+    cache = os.path.join(
+        REPO,
+        "results",
+        result["dataset"],
+        "cache",
+        result["attack"] + ("-cpu" if preset == (9, 1000) else ""),
+    )
     n = result["num_examples"]
     for row in result["rows"]:
         with np.load(os.path.join(cache, f"kappa_{row['confidence']:g}.npz")) as f:
@@ -126,14 +169,16 @@ def check_against_cache(result: dict) -> None:
                     assert row[f"mean_{norm}"] is None
                 else:
                     assert abs(float(f[norm][:n][ok].mean()) - row[f"mean_{norm}"]) < 1e-4 * max(
-                        1.0, row[f"mean_{norm}"])
+                        1.0, row[f"mean_{norm}"]
+                    )
 
 
-@pytest.mark.parametrize("dataset,grid,min_images", [("mnist", range(0, 41, 5), 200),
-                                                     ("cifar10", range(0, 101, 10), 100)])
+@pytest.mark.parametrize(
+    "dataset,grid,min_images",
+    [("mnist", range(0, 41, 5), 200), ("cifar10", range(0, 101, 10), 100)],
+)
 @pytest.mark.parametrize("attack", ["cw", "ead"])
-def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_images,
-                                                             attack):
+def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_images, attack):
     path = os.path.join(REPO, "results", dataset, f"{attack}.json")
     with open(path) as f:
         result = json.load(f)
@@ -148,14 +193,29 @@ def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_
 
 
 @pytest.mark.slow
-def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(tmp_path,
-                                                                              data_dir):
+def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(tmp_path, data_dir):
     import numpy as np
 
     cache = tmp_path / "cache"
-    args = ["--attack", "cw", "--num-examples", "6", "--batch-size", "3", "--confidences", "0",
-            "--binary-search-steps", "1", "--max-iterations", "20", "--initial-const", "10",
-            "--craft-only", "--cache-dir", str(cache)]
+    args = [
+        "--attack",
+        "cw",
+        "--num-examples",
+        "6",
+        "--batch-size",
+        "3",
+        "--confidences",
+        "0",
+        "--binary-search-steps",
+        "1",
+        "--max-iterations",
+        "20",
+        "--initial-const",
+        "10",
+        "--craft-only",
+        "--cache-dir",
+        str(cache),
+    ]
     first = run_sweep(args, data_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     assert os.listdir(cache) == ["kappa_0.npz"]  # batch parts are merged, then removed
@@ -167,15 +227,24 @@ def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(t
     os.remove(cache / "kappa_0.npz")
     part = {k: v[:3] for k, v in full.items()}
     part["l2"] = np.full(3, 123.0, np.float32)
-    np.savez(cache / "kappa_0.part_0.npz",
-             settings=json.dumps({**settings, "indices": settings["indices"][:3]}), **part)
+    np.savez(
+        cache / "kappa_0.part_0.npz",
+        settings=json.dumps({**settings, "indices": settings["indices"][:3]}),
+        **part,
+    )
     # a leftover of a run with another batch size, off the resumed run's chain of batches
-    np.savez(cache / "kappa_0.part_4.npz",
-             settings=json.dumps({**settings, "indices": settings["indices"][4:6]}), **part)
+    np.savez(
+        cache / "kappa_0.part_4.npz",
+        settings=json.dumps({**settings, "indices": settings["indices"][4:6]}),
+        **part,
+    )
     # on the chain, but its arrays do not match its 2 indices: must be crafted again
     bad = {**part, "l2": np.full(3, 456.0, np.float32)}
-    np.savez(cache / "kappa_0.part_3.npz",
-             settings=json.dumps({**settings, "indices": settings["indices"][3:5]}), **bad)
+    np.savez(
+        cache / "kappa_0.part_3.npz",
+        settings=json.dumps({**settings, "indices": settings["indices"][3:5]}),
+        **bad,
+    )
     # resumed with another batch size: the finished batch still counts
     second = run_sweep([*args, "--batch-size", "2"], data_dir)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -192,9 +261,23 @@ def test_a_larger_num_examples_crafts_only_the_new_images(tmp_path, data_dir):
     import numpy as np
 
     cache = tmp_path / "cache"
-    args = ["--attack", "cw", "--batch-size", "2", "--confidences", "0",
-            "--binary-search-steps", "1", "--max-iterations", "20", "--initial-const", "10",
-            "--craft-only", "--cache-dir", str(cache)]
+    args = [
+        "--attack",
+        "cw",
+        "--batch-size",
+        "2",
+        "--confidences",
+        "0",
+        "--binary-search-steps",
+        "1",
+        "--max-iterations",
+        "20",
+        "--initial-const",
+        "10",
+        "--craft-only",
+        "--cache-dir",
+        str(cache),
+    ]
     first = run_sweep([*args, "--num-examples", "4"], data_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     # mark the 4 finished images, so their reuse shows
@@ -206,8 +289,11 @@ def test_a_larger_num_examples_crafts_only_the_new_images(tmp_path, data_dir):
     assert grown.returncode == 0, grown.stderr[-3000:]
     assert "reusing its 4 images" in grown.stdout
     with np.load(cache / "kappa_0.npz") as f:
-        assert len(f["l2"]) == 6 and json.loads(str(f["settings"]))["indices"][:4] == \
-            json.loads(str(small["settings"]))["indices"]
+        assert (
+            len(f["l2"]) == 6
+            and json.loads(str(f["settings"]))["indices"][:4]
+            == json.loads(str(small["settings"]))["indices"]
+        )
         np.testing.assert_array_equal(f["l2"][:4], 123.0)  # reused, not crafted again
         assert f["l2"][4] != 123.0 and f["part_sizes"].tolist() == [2, 2, 2]
         # the reused batches keep the times they were crafted in

@@ -35,22 +35,24 @@ def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path):
     opt = optax.sgd(0.01, momentum=0.9, nesterov=True)
     key = jax.random.key(0)
     two_epochs = training.TrainConfig(epochs=2, batch_size=32, save_every=3)
-    straight, meta = training.fit(key, task, opt, train, val, two_epochs,
-                                  str(tmp_path / "a"), {}, progress=False)
+    straight, meta = training.fit(
+        key, task, opt, train, val, two_epochs, str(tmp_path / "a"), {}, progress=False
+    )
     assert meta["history"][-1]["accuracy"] > 0.9
     # one epoch, then continue the same run to two epochs from its checkpoint
     one_epoch = training.TrainConfig(epochs=1, batch_size=32, save_every=3)
     training.fit(key, task, opt, train, val, one_epoch, str(tmp_path / "b"), {}, progress=False)
-    resumed, meta_b = training.fit(key, task, opt, train, val, two_epochs,
-                                   str(tmp_path / "b"), {}, progress=False)
+    resumed, meta_b = training.fit(
+        key, task, opt, train, val, two_epochs, str(tmp_path / "b"), {}, progress=False
+    )
     assert meta_b["resumed_from"] == [8]
     # a resumed run keeps its first session's provenance on top and lists every session
     first = {"command": "first", "git_commit": "aaa", "machine": "m1", "date": "d1"}
-    training.fit(key, task, opt, train, val, one_epoch, str(tmp_path / "c"), first,
-                 progress=False)
+    training.fit(key, task, opt, train, val, one_epoch, str(tmp_path / "c"), first, progress=False)
     later = {"command": "later", "git_commit": "bbb", "machine": "m2", "date": "d2"}
-    _, meta_c = training.fit(key, task, opt, train, val, two_epochs, str(tmp_path / "c"), later,
-                             progress=False)
+    _, meta_c = training.fit(
+        key, task, opt, train, val, two_epochs, str(tmp_path / "c"), later, progress=False
+    )
     assert meta_c["command"] == "first" and meta_c["machine"] == "m1"
     assert meta_c["sessions"] == [first, {**later, "resumed_at_step": 8}]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), straight, resumed)
@@ -71,16 +73,28 @@ def test_batchnorm_classifier_trains_its_statistics_and_resumes_exactly(tmp_path
     opt = optax.sgd(0.05, momentum=0.9, nesterov=True)
     key = jax.random.key(0)
     three_epochs = training.TrainConfig(epochs=3, batch_size=32, save_every=5)
-    straight, meta = training.fit(key, task, opt, train, val, three_epochs,
-                                  str(tmp_path / "a"), {}, progress=False)
+    straight, meta = training.fit(
+        key, task, opt, train, val, three_epochs, str(tmp_path / "a"), {}, progress=False
+    )
     assert meta["history"][-1]["accuracy"] > 0.9  # evaluated with the running statistics
-    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
-                         initial["batch_stats"], straight["batch_stats"])
+    moved = jax.tree.map(
+        lambda a, b: float(np.max(np.abs(a - b))), initial["batch_stats"], straight["batch_stats"]
+    )
     assert min(jax.tree.leaves(moved)) > 0  # every BatchNorm's statistics were updated
-    training.fit(key, task, opt, train, val, training.TrainConfig(epochs=1, batch_size=32),
-                 str(tmp_path / "b"), {}, progress=False)
-    resumed, _ = training.fit(key, task, opt, train, val, three_epochs,
-                              str(tmp_path / "b"), {}, progress=False)
+    training.fit(
+        key,
+        task,
+        opt,
+        train,
+        val,
+        training.TrainConfig(epochs=1, batch_size=32),
+        str(tmp_path / "b"),
+        {},
+        progress=False,
+    )
+    resumed, _ = training.fit(
+        key, task, opt, train, val, three_epochs, str(tmp_path / "b"), {}, progress=False
+    )
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), straight, resumed)
 
 
@@ -95,15 +109,18 @@ def test_autoencoder_tasks_reduce_their_loss():
     images, labels = toy_digits(64)
     cfg = AutoencoderConfig(channels=1, features=(8, 8), strides=(1, 1), mask_channel=True)
     denoiser_cfg = AutoencoderConfig(channels=1, features=(8, 8), strides=(1, 1))
-    for task in (objectives.denoiser_task(denoiser_cfg, (28, 28), 0.1),
-                 objectives.inpainter_task(cfg, (28, 28), 2)):
+    for task in (
+        objectives.denoiser_task(denoiser_cfg, (28, 28), 0.1),
+        objectives.inpainter_task(cfg, (28, 28), 2),
+    ):
         params = task.init(jax.random.key(0))
         opt = optax.adam(3e-3)
         state = opt.init(params)
         first = None
         for i in range(30):
             (loss, _), grads = jax.value_and_grad(task.loss, has_aux=True)(
-                params, jax.random.key(i), jnp.asarray(images), jnp.asarray(labels))
+                params, jax.random.key(i), jnp.asarray(images), jnp.asarray(labels)
+            )
             with jax.numpy_dtype_promotion("standard"):  # optax's bias correction
                 updates, state = opt.update(grads, state)
             params = optax.apply_updates(params, updates)
@@ -138,12 +155,28 @@ def write_fake_mnist(folder):
 def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path):
     write_fake_mnist(tmp_path / "data")
     ckpt = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "train.classifier", "--data-dir", str(tmp_path / "data"),
-           "--checkpoint-dir", str(ckpt), "--epochs", "6", "--batch-size", "20",
-           "--validation-size", "200", "--save-every", "25", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.classifier",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--checkpoint-dir",
+        str(ckpt),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "20",
+        "--validation-size",
+        "200",
+        "--save-every",
+        "25",
+        "--no-progress",
+    ]
     env = {**os.environ, "REMIX_JAX_CPU_FLAGS": "0"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while checkpoints.latest_step(str(ckpt)) is None and time.time() < deadline:
         assert proc.poll() is None, "training ended before it could be killed"
@@ -160,8 +193,7 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path):
     assert meta["test"]["accuracy"] > 0.9
 
 
-def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, monkeypatch,
-                                                                     capsys):
+def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, monkeypatch, capsys):
     from remix_jax import data
     from remix_jax.pretrained import load_classifier
     from train import classifier as train_classifier
@@ -169,14 +201,30 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
     os.makedirs(tmp_path / "data" / "cifar10")
     for split, n in (("train", 600), ("test", 100)):
         images, labels = toy_colour(n, seed=len(split))
-        np.savez(tmp_path / "data" / "cifar10" / f"{split}.npz", image=images, label=labels,
-                 source="toy")
+        np.savez(
+            tmp_path / "data" / "cifar10" / f"{split}.npz", image=images, label=labels, source="toy"
+        )
     root = tmp_path / "ckpt"
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
-    train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "3",
-                           "--batch-size", "50", "--validation-size", "100", "--no-progress",
-                           "--data-dir", str(tmp_path / "data"),
-                           "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+    train_classifier.main(
+        [
+            "--dataset",
+            "cifar10",
+            "--width",
+            "4",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "50",
+            "--validation-size",
+            "100",
+            "--no-progress",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--checkpoint-dir",
+            str(root / "cifar10" / "classifier"),
+        ]
+    )
     meta = checkpoints.read_metadata(str(root / "cifar10" / "classifier"))
     assert meta["config"]["module"]["width"] == 4
     assert meta["config"]["recipe"]["schedule"] == "onecycle"
@@ -189,35 +237,80 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
     assert accuracy > 0.9
     # the one-cycle schedule spans the run: resuming with another length is refused
     with pytest.raises(SystemExit):
-        train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "4",
-                               "--batch-size", "50", "--validation-size", "100",
-                               "--no-progress", "--data-dir", str(tmp_path / "data"),
-                               "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+        train_classifier.main(
+            [
+                "--dataset",
+                "cifar10",
+                "--width",
+                "4",
+                "--epochs",
+                "4",
+                "--batch-size",
+                "50",
+                "--validation-size",
+                "100",
+                "--no-progress",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--checkpoint-dir",
+                str(root / "cifar10" / "classifier"),
+            ]
+        )
     assert meta["train"]["schedule_steps"] == 3 * (500 // 50)
     # so is resuming with another learning rate, and meta.json keeps the run's own
     with pytest.raises(SystemExit):
-        train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "3",
-                               "--batch-size", "50", "--validation-size", "100",
-                               "--learning-rate", "0.01", "--no-progress",
-                               "--data-dir", str(tmp_path / "data"),
-                               "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+        train_classifier.main(
+            [
+                "--dataset",
+                "cifar10",
+                "--width",
+                "4",
+                "--epochs",
+                "3",
+                "--batch-size",
+                "50",
+                "--validation-size",
+                "100",
+                "--learning-rate",
+                "0.01",
+                "--no-progress",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--checkpoint-dir",
+                str(root / "cifar10" / "classifier"),
+            ]
+        )
     assert checkpoints.read_metadata(str(root / "cifar10" / "classifier")) == meta
     with pytest.raises(SystemExit):  # --width is the CIFAR-10 ResNet's
         train_classifier.main(["--dataset", "mnist", "--width", "4"])
     # the same command on the finished run says so and leaves its files byte-identical
     meta_file = root / "cifar10" / "classifier" / checkpoints.META_FILE
     before = meta_file.read_bytes()
-    train_classifier.main(["--dataset", "cifar10", "--width", "4", "--epochs", "3",
-                           "--batch-size", "50", "--validation-size", "100", "--no-progress",
-                           "--data-dir", str(tmp_path / "data"),
-                           "--checkpoint-dir", str(root / "cifar10" / "classifier")])
+    train_classifier.main(
+        [
+            "--dataset",
+            "cifar10",
+            "--width",
+            "4",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "50",
+            "--validation-size",
+            "100",
+            "--no-progress",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--checkpoint-dir",
+            str(root / "cifar10" / "classifier"),
+        ]
+    )
     assert "already holds the finished run" in capsys.readouterr().out
     assert meta_file.read_bytes() == before
 
 
 @pytest.mark.parametrize("component", ["reformer", "inpainter", "classifier"])
-def test_an_unusable_checkpoint_dir_fails_before_any_work(tmp_path, capsys, monkeypatch,
-                                                          component):
+def test_an_unusable_checkpoint_dir_fails_before_any_work(tmp_path, capsys, monkeypatch, component):
     import importlib
 
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
@@ -246,15 +339,23 @@ def test_recipe_restores_the_shipped_classifier_with_its_optimizer_state(dataset
     task = objectives.classifier_task(model, datasets.get(dataset).image_shape)
     params = task.init(jax.random.key(0))
     recipe = datasets.get(dataset).classifier_recipe
-    optimizer = train_classifier.make_optimizer(recipe["schedule"], recipe["learning_rate"],
-                                                0.9, recipe["weight_decay"], 1000)
+    optimizer = train_classifier.make_optimizer(
+        recipe["schedule"], recipe["learning_rate"], 0.9, recipe["weight_decay"], 1000
+    )
     trainable = params["params"] if task.stateful else params
     restored = checkpoints.restore(folder, params, state_target=optimizer.init(trainable))
     assert restored.step == checkpoints.read_metadata(folder)["steps"]
 
 
-@pytest.mark.parametrize("bad", [["--limit", "0"], ["--save-every", "0"],
-                                 ["--learning-rate", "-1"], ["--validation-size", "-5"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--limit", "0"],
+        ["--save-every", "0"],
+        ["--learning-rate", "-1"],
+        ["--validation-size", "-5"],
+    ],
+)
 def test_trainers_refuse_nonsense_shared_flags(bad, capsys):
     from train import common
 
@@ -267,16 +368,23 @@ def test_trainers_refuse_nonsense_shared_flags(bad, capsys):
 def test_resume_conflicts_name_changed_settings_but_not_fields_added_later():
     from train import common
 
-    before = {"config": {"architecture": "MNISTClassifier"},
-              "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 50}}
-    same = {"config": {"architecture": "MNISTClassifier", "recipe": {"momentum": 0.9}},
-            "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 60}}
+    before = {
+        "config": {"architecture": "MNISTClassifier"},
+        "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 50},
+    }
+    same = {
+        "config": {"architecture": "MNISTClassifier", "recipe": {"momentum": 0.9}},
+        "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 60},
+    }
     assert common.settings_conflicts(before, same) == []  # more epochs may resume
-    other = {"config": {"architecture": "CIFARResNet"},
-             "train": {"batch_size": 64, "learning_rate": 0.01, "seed": 0}}
+    other = {
+        "config": {"architecture": "CIFARResNet"},
+        "train": {"batch_size": 64, "learning_rate": 0.01, "seed": 0},
+    }
     assert common.settings_conflicts(before, other) == [
         "config.architecture: 'MNISTClassifier' -> 'CIFARResNet'",
-        "train.batch_size: 128 -> 64"]
+        "train.batch_size: 128 -> 64",
+    ]
 
 
 def test_a_diverged_run_stops_with_an_error_instead_of_passing_for_trained(tmp_path):
@@ -284,8 +392,17 @@ def test_a_diverged_run_stops_with_an_error_instead_of_passing_for_trained(tmp_p
     task = objectives.classifier_task(MNISTClassifier(), (28, 28, 1))
     config = training.TrainConfig(epochs=1, batch_size=32, save_every=100)
     with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
-        training.fit(jax.random.key(0), task, optax.sgd(1e30), train, val, config,
-                     str(tmp_path / "run"), {}, progress=False)
+        training.fit(
+            jax.random.key(0),
+            task,
+            optax.sgd(1e30),
+            train,
+            val,
+            config,
+            str(tmp_path / "run"),
+            {},
+            progress=False,
+        )
 
 
 def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_classifier():
@@ -307,20 +424,26 @@ def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_cla
     x_hat = mask_inpaint(autoencoder_fn(cfg, start), jax.random.clone(key), x, 2)
     mse = jnp.mean((x_hat - x) ** 2)
     ce = optax.softmax_cross_entropy_with_integer_labels(
-        classify(x_hat), jnp.argmax(classify(x), -1)).mean()
+        classify(x_hat), jnp.argmax(classify(x), -1)
+    ).mean()
     for lam in (0.0, 0.5):
-        task = objectives.classifier_aware_inpainter_task(cfg, (8, 8), 2, classify, lam,
-                                                          init_params=start)
+        task = objectives.classifier_aware_inpainter_task(
+            cfg, (8, 8), 2, classify, lam, init_params=start
+        )
         params = task.init(jax.random.key(0))
         assert params is start  # fine-tuning starts from the given weights
         loss, metrics = task.loss(params, jax.random.clone(key), images, None)
         np.testing.assert_allclose(loss, mse + lam * ce, rtol=1e-5)
         np.testing.assert_allclose(metrics["mse_hidden"], mse, rtol=1e-5)
     # the classifier term moves the inpainter: its gradient differs from the MSE one's
-    tasks = [objectives.classifier_aware_inpainter_task(cfg, (8, 8), 2, classify, lam)
-             for lam in (0.0, 0.5)]
-    grads = [jax.grad(lambda p, t=t: t.loss(p, jax.random.clone(key), images, None)[0])(start)
-             for t in tasks]
+    tasks = [
+        objectives.classifier_aware_inpainter_task(cfg, (8, 8), 2, classify, lam)
+        for lam in (0.0, 0.5)
+    ]
+    grads = [
+        jax.grad(lambda p, t=t: t.loss(p, jax.random.clone(key), images, None)[0])(start)
+        for t in tasks
+    ]
     assert not np.allclose(*(ravel_pytree(g)[0] for g in grads))
     sums = task.evaluate(start, images, jnp.zeros(4, jnp.int32))
     assert set(sums) == {"mse_hidden", "ce", "agreement", "accuracy"}

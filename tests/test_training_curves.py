@@ -9,8 +9,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(args):
-    return subprocess.run([sys.executable, "-m", "eval.training_curves", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "eval.training_curves", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_curves_and_table_from_meta_json(tmp_path):
@@ -18,8 +23,13 @@ def test_curves_and_table_from_meta_json(tmp_path):
         folder = tmp_path / "cifar10" / component
         os.makedirs(folder)
         history = [{"epoch": e, "step": 10 * e, metric: 0.5 + 0.1 * e} for e in (1, 2, 3)]
-        meta = {"command": f"python -m train.{component}", "history": history,
-                "train_seconds": 120.0, "machine": "test box", "test": {metric: 0.77}}
+        meta = {
+            "command": f"python -m train.{component}",
+            "history": history,
+            "train_seconds": 120.0,
+            "machine": "test box",
+            "test": {metric: 0.77},
+        }
         (folder / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "out" / "training"
     proc = run(["--dataset", "cifar10", "--checkpoint-root", str(tmp_path), "--out", str(out)])

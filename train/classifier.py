@@ -20,8 +20,15 @@ from remix_jax import datasets, runtime
 from train import common
 
 # the flags a dataset's recipe (remix_jax.datasets.DatasetSpec.classifier_recipe) sets
-RECIPE_FLAGS = ("epochs", "batch_size", "learning_rate", "schedule", "weight_decay",
-                "label_smoothing", "augment")
+RECIPE_FLAGS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "schedule",
+    "weight_decay",
+    "label_smoothing",
+    "augment",
+)
 WARMUP_FRACTION = 5 / 24
 
 
@@ -33,19 +40,25 @@ def learning_rate_schedule(kind: str, peak: float, total_steps: int):
         return peak  # a float, not a schedule: no step counter in the optimizer state
     warmup = max(int(WARMUP_FRACTION * total_steps), 1)
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, warmup),
-         optax.linear_schedule(peak, 0.0, max(total_steps - warmup, 1))],
+        [
+            optax.linear_schedule(0.0, peak, warmup),
+            optax.linear_schedule(peak, 0.0, max(total_steps - warmup, 1)),
+        ],
         [warmup],
     )
 
 
-def make_optimizer(schedule: str, learning_rate: float, momentum: float, weight_decay: float,
-                   total_steps: int):
+def make_optimizer(
+    schedule: str, learning_rate: float, momentum: float, weight_decay: float, total_steps: int
+):
     """Nesterov SGD with the recipe's schedule, plus weight decay when it is non-zero."""
     import optax
 
-    sgd = optax.sgd(learning_rate_schedule(schedule, learning_rate, total_steps),
-                    momentum=momentum, nesterov=True)
+    sgd = optax.sgd(
+        learning_rate_schedule(schedule, learning_rate, total_steps),
+        momentum=momentum,
+        nesterov=True,
+    )
     if not weight_decay:
         return sgd  # the optimizer state layout of the shipped MNIST checkpoint
     return optax.chain(optax.add_decayed_weights(weight_decay), sgd)
@@ -57,13 +70,22 @@ def main(argv=None) -> None:
     p.add_argument("--schedule", choices=["constant", "onecycle"], default=None)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random flip + crop (--no-augment to disable)")
-    p.add_argument("--width", type=int, default=None,
-                   help="ResNet width, where the classifier has one (CIFAR-10; default: "
-                   "the shipped architecture's)")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random flip + crop (--no-augment to disable)",
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="ResNet width, where the classifier has one (CIFAR-10; default: "
+        "the shipped architecture's)",
+    )
     p.epilog = "defaults (None) come from the dataset's recipe: " + "; ".join(
-        f"{name}: {dict(datasets.get(name).classifier_recipe)}" for name in datasets.names())
+        f"{name}: {dict(datasets.get(name).classifier_recipe)}" for name in datasets.names()
+    )
     args = p.parse_args(argv)
     spec = datasets.get(args.dataset)
     for name, value in spec.classifier_recipe.items():
@@ -75,18 +97,21 @@ def main(argv=None) -> None:
     from remix_jax import components, objectives
 
     try:
-        model = components.classifier(args.dataset,
-                                      **({"width": args.width} if args.width else {}))
+        model = components.classifier(args.dataset, **({"width": args.width} if args.width else {}))
     except TypeError:
         p.error(f"--width: the {args.dataset} classifier has no width")
     task = objectives.classifier_task(
-        model, spec.image_shape, augment=args.augment,
+        model,
+        spec.image_shape,
+        augment=args.augment,
         label_smoothing=args.label_smoothing,
     )
 
     def optimizer(total_steps):
-        return make_optimizer(args.schedule, args.learning_rate, args.momentum,
-                              args.weight_decay, total_steps)
+        return make_optimizer(
+            args.schedule, args.learning_rate, args.momentum, args.weight_decay, total_steps
+        )
+
     config = {
         "architecture": type(model).__name__,
         "module": components.module_fields(model),

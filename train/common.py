@@ -13,9 +13,7 @@ from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 def parser(
     description: str, *, epochs: int, batch_size: int, learning_rate: float
 ) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=description, formatter_class=HelpFormatter
-    )
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=batch_size)
@@ -39,8 +37,11 @@ def parser(
         help="use only the first N training/test images (quick checks)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--fresh", action="store_true",
-                   help="discard the checkpoints in --checkpoint-dir and train from scratch")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard the checkpoints in --checkpoint-dir and train from scratch",
+    )
     return p
 
 
@@ -62,10 +63,20 @@ def prepare_checkpoint_dir(directory: str, fresh: bool) -> None:
 
 def add_architecture_flags(p: argparse.ArgumentParser) -> None:
     """--features / --strides for the skip autoencoders."""
-    p.add_argument("--features", type=int, nargs="+", default=None,
-                   help="encoder widths (default: the dataset's standard architecture)")
-    p.add_argument("--strides", type=int, nargs="+", default=None,
-                   help="encoder strides, one per width (default: all 1)")
+    p.add_argument(
+        "--features",
+        type=int,
+        nargs="+",
+        default=None,
+        help="encoder widths (default: the dataset's standard architecture)",
+    )
+    p.add_argument(
+        "--strides",
+        type=int,
+        nargs="+",
+        default=None,
+        help="encoder strides, one per width (default: all 1)",
+    )
 
 
 def autoencoder_config(args, component: str):
@@ -80,8 +91,9 @@ def autoencoder_config(args, component: str):
     if args.features:
         strides = args.strides or [1] * len(args.features)
         try:
-            config = dataclasses.replace(config, features=tuple(args.features),
-                                         strides=tuple(strides))
+            config = dataclasses.replace(
+                config, features=tuple(args.features), strides=tuple(strides)
+            )
         except ValueError as e:
             fail(str(e))
     return config
@@ -154,8 +166,11 @@ def settings_conflicts(before: dict, now: dict) -> list[str]:
     new = flat(json.loads(json.dumps(now.get("config", {}))), "config.")
     old.update({f"train.{k}": before.get("train", {}).get(k) for k in RESUME_MUST_MATCH})
     new.update({f"train.{k}": now["train"].get(k) for k in RESUME_MUST_MATCH})
-    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys())
-            if old[k] is not None and old[k] != new[k]]
+    return [
+        f"{k}: {old[k]!r} -> {new[k]!r}"
+        for k in sorted(old.keys() & new.keys())
+        if old[k] is not None and old[k] != new[k]
+    ]
 
 
 def train_component(
@@ -201,14 +216,19 @@ def train_component(
         except FileNotFoundError:
             before = {}
         if conflicts := settings_conflicts(before, meta):
-            fail(f"the run in {directory} was trained with other settings ("
-                 + "; ".join(conflicts) + "): rerun with the original flags to resume it, "
-                 "or pass another --checkpoint-dir")
+            fail(
+                f"the run in {directory} was trained with other settings ("
+                + "; ".join(conflicts)
+                + "): rerun with the original flags to resume it, "
+                "or pass another --checkpoint-dir"
+            )
     total_steps = args.epochs * (len(train[0]) // args.batch_size)
     if (done := checkpoints.latest_step(directory)) is not None and done >= total_steps:
-        print(f"{component} ({args.dataset}): {directory} already holds the finished run "
-              f"({done} steps); nothing to do. Train again with --fresh or another "
-              "--checkpoint-dir, or continue it with a larger --epochs.")
+        print(
+            f"{component} ({args.dataset}): {directory} already holds the finished run "
+            f"({done} steps); nothing to do. Train again with --fresh or another "
+            "--checkpoint-dir, or continue it with a larger --epochs."
+        )
         return checkpoints.read_metadata(directory)
     train_config = training.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, save_every=args.save_every
@@ -221,10 +241,12 @@ def train_component(
         except (FileNotFoundError, KeyError):
             before = None
         if before is not None and before != schedule_steps:
-            fail(f"the run in {directory} follows a learning-rate schedule of {before} steps; "
-                 f"these flags give {schedule_steps} (--epochs, --batch-size, --limit or "
-                 "--validation-size differ): rerun with the original flags or another "
-                 "--checkpoint-dir")
+            fail(
+                f"the run in {directory} follows a learning-rate schedule of {before} steps; "
+                f"these flags give {schedule_steps} (--epochs, --batch-size, --limit or "
+                "--validation-size differ): rerun with the original flags or another "
+                "--checkpoint-dir"
+            )
         meta["train"]["schedule_steps"] = schedule_steps
         optimizer = optimizer(schedule_steps)
     try:
@@ -242,8 +264,9 @@ def train_component(
     except FloatingPointError as e:
         fail(f"{e} (checkpoints in {directory})")
     except KeyboardInterrupt:  # fit saved before re-raising: no traceback, a way on
-        print(f"interrupted; saved in {directory}: rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            f"interrupted; saved in {directory}: rerun the same command to resume", file=sys.stderr
+        )
         sys.exit(130)
     test = training.evaluate(task.evaluate, params, test_images, test_labels)
     meta["test"] = {**test, "images": len(test_images)}

@@ -22,25 +22,50 @@ def parse(argv):
     p = common.parser(__doc__.splitlines()[0], epochs=30, batch_size=128, learning_rate=3e-4)
     p.add_argument("--n-masks", type=int, default=None, help="default: 2 MNIST, 3 CIFAR-10")
     common.add_architecture_flags(p)
-    p.add_argument("--mask-channel", choices=["yes", "no"], default=None,
-                   help="give the mask as an extra input channel (default: yes)")
-    p.add_argument("--architecture", choices=list(ARCHITECTURES), default="rednet",
-                   help="rednet: the paper's skip autoencoder; unet: levels at 1, 1/2, 1/4 ... "
-                   "resolution with concatenated skips (--features: level widths, "
-                   "--strides 1 2 2 ...)")
-    p.add_argument("--fill", choices=list(FILLS), default="zero",
-                   help="hidden pixels as the network sees them: zero, or interpolate "
-                   "(mean of the visible neighbours)")
-    p.add_argument("--per-channel", action="store_true",
-                   help="partition the H*W*C elements instead of the pixels")
-    p.add_argument("--classifier-weight", type=float, default=0.0,
-                   help="lambda of the classifier-aware loss (0: hidden-pixel MSE only)")
-    p.add_argument("--init-from", default=None,
-                   help="start from this inpainter checkpoint folder (its architecture, "
-                   "n and mask layout are used)")
-    p.add_argument("--classifier", default=None,
-                   help="classifier checkpoint folder for --classifier-weight "
-                   "(default: the dataset's shipped classifier)")
+    p.add_argument(
+        "--mask-channel",
+        choices=["yes", "no"],
+        default=None,
+        help="give the mask as an extra input channel (default: yes)",
+    )
+    p.add_argument(
+        "--architecture",
+        choices=list(ARCHITECTURES),
+        default="rednet",
+        help="rednet: the paper's skip autoencoder; unet: levels at 1, 1/2, 1/4 ... "
+        "resolution with concatenated skips (--features: level widths, "
+        "--strides 1 2 2 ...)",
+    )
+    p.add_argument(
+        "--fill",
+        choices=list(FILLS),
+        default="zero",
+        help="hidden pixels as the network sees them: zero, or interpolate "
+        "(mean of the visible neighbours)",
+    )
+    p.add_argument(
+        "--per-channel",
+        action="store_true",
+        help="partition the H*W*C elements instead of the pixels",
+    )
+    p.add_argument(
+        "--classifier-weight",
+        type=float,
+        default=0.0,
+        help="lambda of the classifier-aware loss (0: hidden-pixel MSE only)",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this inpainter checkpoint folder (its architecture, "
+        "n and mask layout are used)",
+    )
+    p.add_argument(
+        "--classifier",
+        default=None,
+        help="classifier checkpoint folder for --classifier-weight "
+        "(default: the dataset's shipped classifier)",
+    )
     return p.parse_args(argv)
 
 
@@ -84,12 +109,19 @@ def main(argv=None) -> None:
             common.fail(f"classifier: {e}")
         variables = pretrained.as_variables(weights)
         task = objectives.classifier_aware_inpainter_task(
-            config, hw, n, lambda x: model.apply(variables, x), args.classifier_weight,
-            per_channel=args.per_channel, init_params=init_params)
+            config,
+            hw,
+            n,
+            lambda x: model.apply(variables, x),
+            args.classifier_weight,
+            per_channel=args.per_channel,
+            init_params=init_params,
+        )
         meta_config.update(
             classifier_weight=args.classifier_weight,
             classifier=args.classifier or "shipped",
-            init_from=args.init_from)
+            init_from=args.init_from,
+        )
     else:
         task = objectives.inpainter_task(config, hw, n, per_channel=args.per_channel)
         if init_params is not None:

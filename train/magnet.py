@@ -21,10 +21,15 @@ from train import common
 
 def main(argv=None) -> None:
     p = common.parser(__doc__.splitlines()[0], epochs=100, batch_size=256, learning_rate=1e-3)
-    p.add_argument("--noise", type=float, default=None,
-                   help="training noise v (default: MagNet's per dataset)")
-    p.add_argument("--autoencoders", nargs="+", default=None,
-                   help="which to train (default: all of the dataset's)")
+    p.add_argument(
+        "--noise", type=float, default=None, help="training noise v (default: MagNet's per dataset)"
+    )
+    p.add_argument(
+        "--autoencoders",
+        nargs="+",
+        default=None,
+        help="which to train (default: all of the dataset's)",
+    )
     args = p.parse_args(argv)
     import optax
 
@@ -42,10 +47,15 @@ def main(argv=None) -> None:
             common.fail(str(e))
         task = objectives.magnet_denoiser_task(config, hw, noise)
         meta_config = {**config.to_dict(), "noise": noise, "name": name}
-        ae_args = argparse.Namespace(**{**vars(args),
-                                               "checkpoint_dir": os.path.join(root, name)})
-        common.train_component(ae_args, f"magnet-{name}", task, optax.adam(args.learning_rate),
-                               meta_config, "mse_noisy")
+        ae_args = argparse.Namespace(**{**vars(args), "checkpoint_dir": os.path.join(root, name)})
+        common.train_component(
+            ae_args,
+            f"magnet-{name}",
+            task,
+            optax.adam(args.learning_rate),
+            meta_config,
+            "mse_noisy",
+        )
     calibrate(args, root)
 
 
@@ -73,8 +83,9 @@ def calibrate(args, root: str) -> None:
         common.fail(str(e))
     x_test = data.to_float(test_images)
     scores = magnet_lib.outcomes(magnet, logits_fn, x_test, test_labels)
-    per_detector = {name: float(fired.mean() * 100)
-                    for name, fired in scores["rejected_by"].items()}
+    per_detector = {
+        name: float(fired.mean() * 100) for name, fired in scores["rejected_by"].items()
+    }
     plain = evaluation.predict(logits_fn, x_test) == test_labels
     report = {
         "dataset": args.dataset,
@@ -94,8 +105,10 @@ def calibrate(args, root: str) -> None:
     }
     path = os.path.join(root, magnet_lib.DETECTORS_FILE)
     checkpoints.write_json(path, report)
-    print(f"MagNet ({args.dataset}): clean test rejected {report['test']['rejected_percent']:.2f}%"
-          f", reformer accuracy {report['test']['reformer_accuracy']:.2f}% -> {path}")
+    print(
+        f"MagNet ({args.dataset}): clean test rejected {report['test']['rejected_percent']:.2f}%"
+        f", reformer accuracy {report['test']['reformer_accuracy']:.2f}% -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -69,8 +69,10 @@ def check_image_shape(name: str, x, *, channels=None, hw: Sequence[int] | None =
 def check_key(name: str, key) -> None:
     """A typed PRNG key (``jax.random.key(seed)``), a single one (tracers too)."""
     if not (isinstance(key, jax.Array) and jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise TypeError(f"{name} must be a typed PRNG key from jax.random.key(seed), got "
-                        f"{getattr(key, 'dtype', type(key).__name__)}")
+        raise TypeError(
+            f"{name} must be a typed PRNG key from jax.random.key(seed), got "
+            f"{getattr(key, 'dtype', type(key).__name__)}"
+        )
     if key.shape != ():
         raise ValueError(f"{name} must be a single key (shape ()), got shape {key.shape}")
 

@@ -67,8 +67,7 @@ def _save(path: str, settings: dict, arrays: dict) -> None:
 
 
 def _differing(stored: dict, expected: dict) -> list[str]:
-    return sorted(k for k in {*stored, *expected} - {"indices"}
-                  if stored.get(k) != expected.get(k))
+    return sorted(k for k in {*stored, *expected} - {"indices"} if stored.get(k) != expected.get(k))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +120,11 @@ class AdversarialCache:
             # crafted for more images than asked: the first ones; the larger file is
             # never overwritten (its crafting time is not split)
             return {k: arrays[k][:n] for k in FIELDS}
-        if 0 < len(have) < n and have == list(self.indices[:len(have)]) and not _differing(
-                stored, expected):
+        if (
+            0 < len(have) < n
+            and have == list(self.indices[: len(have)])
+            and not _differing(stored, expected)
+        ):
             self._split_prefix(kappa, arrays, len(have))
             return None
         self._refuse_other_settings(path, stored, expected)
@@ -133,7 +135,8 @@ class AdversarialCache:
             raise SettingsMismatch(
                 f"{path} holds examples crafted with other settings ({', '.join(differing)} "
                 "differ); pass --cache-dir DIR to craft these settings elsewhere, or delete "
-                "the file to replace them")
+                "the file to replace them"
+            )
         self.log(f"{path}: cached for other images or incomplete, crafting again")
 
     def _split_prefix(self, kappa: float, arrays: dict, n: int) -> None:
@@ -141,17 +144,24 @@ class AdversarialCache:
         sizes = arrays.get("part_sizes", np.array([n]))
         start = 0
         for i, size in enumerate(sizes.tolist()):
-            part = {k: arrays[k][start:start + size] for k in FIELDS}
-            for key, name in (("seconds", "part_seconds"), ("cpu_seconds", "part_cpu_seconds"),
-                              ("machine", "part_machines")):
+            part = {k: arrays[k][start : start + size] for k in FIELDS}
+            for key, name in (
+                ("seconds", "part_seconds"),
+                ("cpu_seconds", "part_cpu_seconds"),
+                ("machine", "part_machines"),
+            ):
                 if name in arrays:
                     part[key] = arrays[name][i]
-            _save(self.part_path(kappa, start),
-                  {**self.expected(kappa), "indices": list(self.indices[start:start + size])},
-                  part)
+            _save(
+                self.part_path(kappa, start),
+                {**self.expected(kappa), "indices": list(self.indices[start : start + size])},
+                part,
+            )
             start += size
-        self.log(f"{self.path(kappa)}: reusing its {n} images, crafting the other "
-                 f"{len(self.indices) - n}")
+        self.log(
+            f"{self.path(kappa)}: reusing its {n} images, crafting the other "
+            f"{len(self.indices) - n}"
+        )
 
     def load_part(self, kappa: float, start: int) -> dict | None:
         """A finished batch starting at image ``start``, whatever batch size made it."""
@@ -160,7 +170,7 @@ class AdversarialCache:
             return None
         arrays, stored = read(path)
         n = len(stored.get("indices", []))
-        expected = {**self.expected(kappa), "indices": list(self.indices[start:start + n])}
+        expected = {**self.expected(kappa), "indices": list(self.indices[start : start + n])}
         if n and stored == expected and all(k in arrays and len(arrays[k]) == n for k in FIELDS):
             part = {k: arrays[k] for k in FIELDS}
             for k in ("seconds", "cpu_seconds"):
@@ -210,8 +220,11 @@ class AdversarialCache:
                 part["seconds"] = time.time() - began
                 part["cpu_seconds"] = time.process_time() - began_cpu
                 part["machine"] = machine
-                _save(self.part_path(kappa, start),
-                      {**self.expected(kappa), "indices": list(self.indices[sl])}, part)
+                _save(
+                    self.part_path(kappa, start),
+                    {**self.expected(kappa), "indices": list(self.indices[sl])},
+                    part,
+                )
             if on_batch is not None:
                 on_batch(start, part, crafted)
             parts.append(part)
@@ -231,8 +244,9 @@ class AdversarialCache:
 def default_folder(dataset: str, attack: str, preset: str) -> str:
     """``results/<dataset>/cache/<attack>[-<preset>]``: one cache per preset, so a CPU run
     never overwrites examples crafted with the reference ("paper") settings."""
-    return os.path.join("results", dataset, "cache",
-                        attack + ("" if preset == "paper" else f"-{preset}"))
+    return os.path.join(
+        "results", dataset, "cache", attack + ("" if preset == "paper" else f"-{preset}")
+    )
 
 
 # the key of the targeted sweeps' random target labels (every reader must agree)
@@ -263,17 +277,27 @@ def crafting_time(arrays: dict) -> dict:
       times were kept give None and 0.
     """
     if "part_seconds" not in arrays:
-        return {"seconds": None, "cpu_seconds": None, "images_timed": 0,
-                "images": len(arrays["success"]), "machines": [], "machines_timed": []}
+        return {
+            "seconds": None,
+            "cpu_seconds": None,
+            "images_timed": 0,
+            "images": len(arrays["success"]),
+            "machines": [],
+            "machines_timed": [],
+        }
     seconds, sizes = arrays["part_seconds"], arrays["part_sizes"]
     known = ~np.isnan(seconds)
     cpu = arrays.get("part_cpu_seconds", np.full(known.shape, np.nan))
     machines = arrays["part_machines"]
-    return {"seconds": round(float(seconds[known].sum()), 1),
-            # CPU time of all threads: unlike wall time, it does not count time the
-            # job was paused or starved by other jobs
-            "cpu_seconds": (round(float(cpu[known].sum()), 1)
-                            if not np.isnan(cpu[known]).any() else None),
-            "images_timed": int(sizes[known].sum()), "images": int(sizes.sum()),
-            "machines": sorted(set(machines.tolist())),
-            "machines_timed": sorted(set(machines[known].tolist()))}
+    return {
+        "seconds": round(float(seconds[known].sum()), 1),
+        # CPU time of all threads: unlike wall time, it does not count time the
+        # job was paused or starved by other jobs
+        "cpu_seconds": (
+            round(float(cpu[known].sum()), 1) if not np.isnan(cpu[known]).any() else None
+        ),
+        "images_timed": int(sizes[known].sum()),
+        "images": int(sizes.sum()),
+        "machines": sorted(set(machines.tolist())),
+        "machines_timed": sorted(set(machines[known].tolist())),
+    }

@@ -155,6 +155,7 @@ def read_metadata(directory: str) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{os.path.abspath(path)} is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
-        raise ValueError(f"{os.path.abspath(path)} must hold a JSON object, "
-                         f"got {type(meta).__name__}")
+        raise ValueError(
+            f"{os.path.abspath(path)} must hold a JSON object, got {type(meta).__name__}"
+        )
     return meta

@@ -31,7 +31,8 @@ def add_dataset_flag(parser: argparse.ArgumentParser, *, many: bool = False) -> 
     from remix_jax import datasets  # imports no JAX
 
     if many:
-        parser.add_argument("--datasets", nargs="+", choices=datasets.names(),
-                            default=datasets.names())
+        parser.add_argument(
+            "--datasets", nargs="+", choices=datasets.names(), default=datasets.names()
+        )
     else:
         parser.add_argument("--dataset", choices=datasets.names(), default=datasets.default())

@@ -70,13 +70,17 @@ def classifier(dataset: str, **fields) -> nn.Module:
         raise ValueError(f"the registry has no default classifier for dataset {dataset!r}")
     module_name, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module_name), attribute)(
-        **{"num_classes": spec.num_classes, **fields})
+        **{"num_classes": spec.num_classes, **fields}
+    )
 
 
 def module_fields(module: nn.Module) -> dict:
     """A module's hyperparameters (its dataclass fields), JSON-able, for meta.json."""
-    return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
-            if f.name not in ("parent", "name")}
+    return {
+        f.name: getattr(module, f.name)
+        for f in dataclasses.fields(module)
+        if f.name not in ("parent", "name")
+    }
 
 
 def check_dataset(dataset: str) -> None:

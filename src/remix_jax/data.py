@@ -78,8 +78,10 @@ def _load_npz(files: list[str]) -> Split:
                 raise
             # numpy's own message neither names the file nor should be followed (it
             # suggests allow_pickle=True, i.e. running code from the file)
-            raise ValueError(f"{path} is not a readable dataset file (.npz with uint8 "
-                             f"'image' and int 'label' arrays): {type(e).__name__}") from e
+            raise ValueError(
+                f"{path} is not a readable dataset file (.npz with uint8 "
+                f"'image' and int 'label' arrays): {type(e).__name__}"
+            ) from e
     source = sources[0] if len(set(sources)) == 1 else "; ".join(dict.fromkeys(sources))
     return Split(np.concatenate(images), np.concatenate(labels).astype(np.int32), source)
 
@@ -102,7 +104,10 @@ def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -
     # tensorflow-datasets retries for minutes before it fails, and users should know why
     logger.warning(
         "%s not set and no --data-dir: loading %s/%s with tensorflow-datasets%s",
-        DATA_DIR_ENV, dataset, split, " (downloads on first use)" if download else "",
+        DATA_DIR_ENV,
+        dataset,
+        split,
+        " (downloads on first use)" if download else "",
     )
     try:
         images, labels = tfds.as_numpy(
@@ -161,8 +166,9 @@ def load_split(
     if result.labels.ndim != 1 or (
         result.labels.size and not 0 <= result.labels.min() <= result.labels.max() < num_classes
     ):
-        raise ValueError(f"{dataset}/{split}: labels must be a 1-D array of class indices "
-                         f"in [0, {num_classes})")
+        raise ValueError(
+            f"{dataset}/{split}: labels must be a 1-D array of class indices in [0, {num_classes})"
+        )
     if len(result.labels) != len(result.images):
         raise ValueError(
             f"{dataset}/{split}: {len(result.images)} images but {len(result.labels)} labels"

@@ -123,8 +123,9 @@ class DatasetSpec:
             raise ValueError(f"name must be a non-empty identifier, got {self.name!r}")
         object.__setattr__(self, "image_shape", shape)
         object.__setattr__(self, "kappa_grid", tuple(self.kappa_grid))
-        object.__setattr__(self, "pgd_budgets",
-                           _frozen({k: tuple(v) for k, v in self.pgd_budgets.items()}))
+        object.__setattr__(
+            self, "pgd_budgets", _frozen({k: tuple(v) for k, v in self.pgd_budgets.items()})
+        )
         object.__setattr__(self, "classifier_recipe", _frozen(self.classifier_recipe))
 
     @property
@@ -174,7 +175,7 @@ def default() -> str:
 
 
 def file_suffix(name: str) -> str:
-    """"" for the default dataset, "_<name>" for the others (result file names)."""
+    """ "" for the default dataset, "_<name>" for the others (result file names)."""
     return "" if name == default() else f"_{get(name).name}"
 
 
@@ -182,52 +183,76 @@ def file_suffix(name: str) -> str:
 # Carlini's reconstruction of its CIFAR-10 set-up. "JSD-T10"/"JSD-T40" on MNIST are
 # extras (MagNet's MNIST code uses only I-L2 and II-L1); results report MagNet with
 # the official set and, separately, with the extras added.
-register(DatasetSpec(
-    name="mnist",
-    display_name="MNIST",
-    image_shape=(28, 28, 1),
-    num_classes=10,
-    n_masks=2,  # paper, Sec. IV
-    reformer_noise=0.1,  # MagNet's official code
-    kappa_grid=(0, 5, 10, 15, 20, 25, 30, 35, 40),
-    pgd_budgets={"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)},
-    detector_drop_rates=(0.001, 0.01, 0.05),  # MagNet's (Meng and Chen 2017)
-    classifier="remix_jax.models.classifiers:MNISTClassifier",
-    # MagNet's / Carlini's recipe
-    classifier_recipe=dict(epochs=50, batch_size=128, learning_rate=0.01, schedule="constant",
-                           weight_decay=0.0, label_smoothing=0.0, augment=False),
-    magnet=MagNetSetup(
-        autoencoders={"I": (3, "average", 3), "II": (3,)},
-        reformer="I",
-        detectors=(DetectorSpec("I-L2", "I", "L2", 0.001),
-                   DetectorSpec("II-L1", "II", "L1", 0.001)),
-        extra_detectors=(DetectorSpec("JSD-T10", "I", "JSD", 0.001, temperature=10.0),
-                         DetectorSpec("JSD-T40", "I", "JSD", 0.001, temperature=40.0)),
-    ),
-    tfds_name="mnist",
-))
+register(
+    DatasetSpec(
+        name="mnist",
+        display_name="MNIST",
+        image_shape=(28, 28, 1),
+        num_classes=10,
+        n_masks=2,  # paper, Sec. IV
+        reformer_noise=0.1,  # MagNet's official code
+        kappa_grid=(0, 5, 10, 15, 20, 25, 30, 35, 40),
+        pgd_budgets={"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)},
+        detector_drop_rates=(0.001, 0.01, 0.05),  # MagNet's (Meng and Chen 2017)
+        classifier="remix_jax.models.classifiers:MNISTClassifier",
+        # MagNet's / Carlini's recipe
+        classifier_recipe=dict(
+            epochs=50,
+            batch_size=128,
+            learning_rate=0.01,
+            schedule="constant",
+            weight_decay=0.0,
+            label_smoothing=0.0,
+            augment=False,
+        ),
+        magnet=MagNetSetup(
+            autoencoders={"I": (3, "average", 3), "II": (3,)},
+            reformer="I",
+            detectors=(
+                DetectorSpec("I-L2", "I", "L2", 0.001),
+                DetectorSpec("II-L1", "II", "L1", 0.001),
+            ),
+            extra_detectors=(
+                DetectorSpec("JSD-T10", "I", "JSD", 0.001, temperature=10.0),
+                DetectorSpec("JSD-T40", "I", "JSD", 0.001, temperature=40.0),
+            ),
+        ),
+        tfds_name="mnist",
+    )
+)
 
-register(DatasetSpec(
-    name="cifar10",
-    display_name="CIFAR-10",
-    image_shape=(32, 32, 3),
-    num_classes=10,
-    n_masks=3,  # paper, Sec. IV
-    reformer_noise=0.025,  # MagNet's official code
-    kappa_grid=tuple(range(0, 101, 10)),
-    # RobustBench's 8/255 and 0.5, with a smaller and a larger one for the curve
-    pgd_budgets={"linf": (2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)},
-    detector_drop_rates=(0.005, 0.01, 0.05),  # MagNet's L1 detector's
-    classifier="remix_jax.models.classifiers:CIFARResNet",
-    # Page's fast ResNet-9 recipe without label smoothing (train/classifier.py says why)
-    classifier_recipe=dict(epochs=24, batch_size=512, learning_rate=0.4, schedule="onecycle",
-                           weight_decay=5e-4, label_smoothing=0.0, augment=True),
-    magnet=MagNetSetup(
-        autoencoders={"I": (3,)},
-        reformer="I",
-        detectors=(DetectorSpec("I-L1", "I", "L1", 0.005),
-                   DetectorSpec("JSD-T10", "I", "JSD", 0.01, temperature=10.0),
-                   DetectorSpec("JSD-T40", "I", "JSD", 0.01, temperature=40.0)),
-    ),
-    tfds_name="cifar10",
-))
+register(
+    DatasetSpec(
+        name="cifar10",
+        display_name="CIFAR-10",
+        image_shape=(32, 32, 3),
+        num_classes=10,
+        n_masks=3,  # paper, Sec. IV
+        reformer_noise=0.025,  # MagNet's official code
+        kappa_grid=tuple(range(0, 101, 10)),
+        # RobustBench's 8/255 and 0.5, with a smaller and a larger one for the curve
+        pgd_budgets={"linf": (2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)},
+        detector_drop_rates=(0.005, 0.01, 0.05),  # MagNet's L1 detector's
+        classifier="remix_jax.models.classifiers:CIFARResNet",
+        # Page's fast ResNet-9 recipe without label smoothing (train/classifier.py says why)
+        classifier_recipe=dict(
+            epochs=24,
+            batch_size=512,
+            learning_rate=0.4,
+            schedule="onecycle",
+            weight_decay=5e-4,
+            label_smoothing=0.0,
+            augment=True,
+        ),
+        magnet=MagNetSetup(
+            autoencoders={"I": (3,)},
+            reformer="I",
+            detectors=(
+                DetectorSpec("I-L1", "I", "L1", 0.005),
+                DetectorSpec("JSD-T10", "I", "JSD", 0.01, temperature=10.0),
+                DetectorSpec("JSD-T40", "I", "JSD", 0.01, temperature=40.0),
+            ),
+        ),
+        tfds_name="cifar10",
+    )
+)

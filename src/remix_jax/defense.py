@@ -178,8 +178,7 @@ def _defend(
     unroll: bool = True,
 ) -> jax.Array:
     reform = (
-        None if params.reformer is None
-        else autoencoder_fn(params.reformer_config, params.reformer)
+        None if params.reformer is None else autoencoder_fn(params.reformer_config, params.reformer)
     )
     if reform is not None and "reformer" in bpda:
         reform = straight_through(reform)
@@ -217,14 +216,16 @@ def _defend(
         # 0.63 s unrolled; forward equal); a scan over the rounds' keys elsewhere,
         # whose program size does not grow with K
         if not unroll:
-            return jax.lax.scan(lambda imgs, kd: (one_round(kd, imgs), None),
-                                images, image_key_data)[0]
+            return jax.lax.scan(
+                lambda imgs, kd: (one_round(kd, imgs), None), images, image_key_data
+            )[0]
         for k in range(iterations):
             images = one_round(image_key_data[k], images)
         return images
 
     if chunk is None or chunk >= x.shape[0]:
         return run(x, key_data)
+
     # per image, so that lax.map can batch the images in chunks (and a remainder)
     def one(args):
         image, image_key_data = args

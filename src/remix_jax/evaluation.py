@@ -18,8 +18,9 @@ LogitsFn = Callable[[jax.Array], jax.Array]
 def predict(logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Argmax predictions (N,) of ``logits_fn`` over (N, H, W, C) images, in batches."""
     fn = jax.jit(lambda xb: jnp.argmax(logits_fn(xb), axis=-1))
-    return np.concatenate([np.asarray(fn(x[i:i + batch_size]))
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    )
 
 
 def remix_predict(
@@ -34,8 +35,9 @@ def remix_predict(
     """Predictions (N,) on REMIX-defended images; batch b uses ``fold_in(key, b)``."""
     out = []
     for b, start in enumerate(range(0, len(x), batch_size)):
-        defended = defend(params, jax.random.fold_in(key, b), x[start:start + batch_size],
-                          iterations=iterations)
+        defended = defend(
+            params, jax.random.fold_in(key, b), x[start : start + batch_size], iterations=iterations
+        )
         out.append(predict(logits_fn, defended, batch_size))
     return np.concatenate(out)
 
@@ -112,7 +114,8 @@ def defense_suite(
                 return remix_predict(logits_fn, params, key, x, iterations=k) == labels
 
             suite[f"{'reformer + ' if with_reformer else ''}mask-inpaint K={k}"] = Defense(
-                True, correct)
+                True, correct
+            )
     return suite
 
 
@@ -127,7 +130,9 @@ def _magnet_correct(logits_fn: LogitsFn, magnet: magnet_lib.MagNetParams):
     return correct
 
 
-def _batched(fn: Callable[[jax.Array], jax.Array], x: np.ndarray,
-             batch_size: int = 1000) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i:i + batch_size]))
-                           for i in range(0, len(x), batch_size)])
+def _batched(
+    fn: Callable[[jax.Array], jax.Array], x: np.ndarray, batch_size: int = 1000
+) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    )

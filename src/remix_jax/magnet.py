@@ -85,8 +85,9 @@ def jensen_shannon(p: jax.Array, q: jax.Array) -> jax.Array:
 
     def kl(a, b):
         # 0 * log 0 = 0; a tiny floor keeps log finite when the softmax underflows
-        return jnp.sum(jnp.where(a > 0, a * (jnp.log(a) - jnp.log(jnp.maximum(b, 1e-30))), 0.0),
-                       axis=-1)
+        return jnp.sum(
+            jnp.where(a > 0, a * (jnp.log(a) - jnp.log(jnp.maximum(b, 1e-30))), 0.0), axis=-1
+        )
 
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
@@ -149,8 +150,10 @@ def calibrate(
     magnet: MagNetParams, logits_fn: LogitsFn, x_validation: np.ndarray, batch_size: int = 1000
 ) -> MagNetParams:
     """Sets every detector's threshold on clean validation images (N, H, W, C) in [0, 1]."""
-    parts = [_scores_batch(logits_fn, magnet, x_validation[i:i + batch_size])
-             for i in range(0, len(x_validation), batch_size)]
+    parts = [
+        _scores_batch(logits_fn, magnet, x_validation[i : i + batch_size])
+        for i in range(0, len(x_validation), batch_size)
+    ]
     thresholds = {}
     for d in magnet.detectors:
         all_scores = np.concatenate([np.asarray(p[d.name]) for p in parts])
@@ -159,7 +162,10 @@ def calibrate(
 
 
 def outcomes(
-    magnet: MagNetParams, logits_fn: LogitsFn, x: np.ndarray, labels: np.ndarray,
+    magnet: MagNetParams,
+    logits_fn: LogitsFn,
+    x: np.ndarray,
+    labels: np.ndarray,
     batch_size: int = 1000,
 ) -> dict:
     """Per-input MagNet outcomes, in batches.
@@ -175,13 +181,18 @@ def outcomes(
       classifier is right on the reformed input; "rejected_by": detector name -> (N,)
       bool, that detector fired (one pass instead of one per detector).
     """
-    parts = [_outcomes_batch(logits_fn, magnet, x[i:i + batch_size], labels[i:i + batch_size])
-             for i in range(0, len(x), batch_size)]
-    by_name = {d.name: np.concatenate([np.asarray(p[0][d.name]) for p in parts])
-               for d in magnet.detectors}
-    return {"rejected": np.logical_or.reduce(list(by_name.values())),
-            "reformed_correct": np.concatenate([np.asarray(p[1]) for p in parts]),
-            "rejected_by": by_name}
+    parts = [
+        _outcomes_batch(logits_fn, magnet, x[i : i + batch_size], labels[i : i + batch_size])
+        for i in range(0, len(x), batch_size)
+    ]
+    by_name = {
+        d.name: np.concatenate([np.asarray(p[0][d.name]) for p in parts]) for d in magnet.detectors
+    }
+    return {
+        "rejected": np.logical_or.reduce(list(by_name.values())),
+        "reformed_correct": np.concatenate([np.asarray(p[1]) for p in parts]),
+        "rejected_by": by_name,
+    }
 
 
 # logits_fn is static: jit caches per classifier function object, not per call

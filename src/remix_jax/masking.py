@@ -21,8 +21,11 @@ from remix_jax._checks import check_int, check_key
 
 
 def _mask_shape(shape: Sequence[int], per_channel: bool) -> tuple[int, int, int]:
-    if isinstance(shape, str) or not isinstance(shape, Sequence) or not all(
-            isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
+    if (
+        isinstance(shape, str)
+        or not isinstance(shape, Sequence)
+        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape)
+    ):
         raise TypeError(f"shape must be a tuple of ints (H, W) or (H, W, C), got {shape!r}")
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 1:

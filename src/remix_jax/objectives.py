@@ -62,8 +62,9 @@ def classifier_task(
     are the whole variables dict, and training updates the running statistics.
     """
     dummy = jnp.zeros((1, *input_shape))
-    state_collections = [c for c in jax.eval_shape(model.init, jax.random.key(0), dummy)
-                         if c != "params"]
+    state_collections = [
+        c for c in jax.eval_shape(model.init, jax.random.key(0), dummy) if c != "params"
+    ]
     stateful = bool(state_collections)
 
     def init(key):
@@ -78,8 +79,7 @@ def classifier_task(
         rngs = {"dropout": dropout_key}
         metrics = {}
         if stateful:
-            logits, state = model.apply(params, x, train=True, rngs=rngs,
-                                        mutable=state_collections)
+            logits, state = model.apply(params, x, train=True, rngs=rngs, mutable=state_collections)
             metrics[MODEL_STATE] = dict(state)
         else:
             logits = model.apply(as_variables(params), x, train=True, rngs=rngs)
@@ -211,8 +211,9 @@ def classifier_aware_inpainter_task(
         return fresh_init(key) if init_params is None else init_params
 
     def combined(params, key, x):
-        return mask_inpaint(autoencoder_fn(config, params), key, x, n_masks,
-                            per_channel=per_channel)
+        return mask_inpaint(
+            autoencoder_fn(config, params), key, x, n_masks, per_channel=per_channel
+        )
 
     def terms(params, key, images):
         x = to_unit(images)
@@ -228,7 +229,10 @@ def classifier_aware_inpainter_task(
         mse, ce, logits, target = terms(params, key, images)
         agree = jnp.mean(jnp.argmax(logits, -1) == target)
         return mse.mean() + classifier_weight * ce.mean(), {
-            "mse_hidden": mse.mean(), "ce": ce.mean(), "agreement": agree}
+            "mse_hidden": mse.mean(),
+            "ce": ce.mean(),
+            "agreement": agree,
+        }
 
     def evaluate(params, images, labels):
         mse, ce, logits, target = terms(params, jax.random.key(0), images)

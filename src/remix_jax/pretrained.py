@@ -38,8 +38,9 @@ class Pretrained(NamedTuple):
     remix: RemixParams
 
 
-def load_classifier(dataset: str, root: str | None = None, *,
-                    folder: str | None = None) -> tuple[nn.Module, Any]:
+def load_classifier(
+    dataset: str, root: str | None = None, *, folder: str | None = None
+) -> tuple[nn.Module, Any]:
     """Restores the dataset's classifier from ``<root>/<dataset>/classifier`` (or ``folder``).
 
     Returns:
@@ -79,8 +80,9 @@ def restore_autoencoder(folder: str, hw: tuple[int, int]) -> tuple[AutoencoderCo
     return config, checkpoints.restore(folder, jax.eval_shape(init)).params, meta_config
 
 
-def load_autoencoder(dataset: str, component: str,
-                     root: str | None = None) -> tuple[AutoencoderConfig, Any, dict]:
+def load_autoencoder(
+    dataset: str, component: str, root: str | None = None
+) -> tuple[AutoencoderConfig, Any, dict]:
     """Restores the dataset's shipped reformer or inpainter (see :func:`restore_autoencoder`)."""
     folder = components.checkpoint_dir(dataset, component, root)
     return restore_autoencoder(folder, datasets.get(dataset).hw)
@@ -129,11 +131,17 @@ def load_magnet(
             raise FileNotFoundError(f"no {DETECTORS_FILE} in {folder}: run python -m train.magnet")
         with open(path) as f:
             stored = json.load(f)["detectors"]
-        detectors = tuple(DetectorSpec(**{k: v for k, v in d.items() if k != "threshold"})
-                          for d in stored)
+        detectors = tuple(
+            DetectorSpec(**{k: v for k, v in d.items() if k != "threshold"}) for d in stored
+        )
         thresholds = {d["name"]: jnp.float32(d["threshold"]) for d in stored}
-    return MagNetParams(autoencoders=params, thresholds=thresholds, configs=tuple(configs),
-                        detectors=tuple(detectors), reformer=setup.reformer)
+    return MagNetParams(
+        autoencoders=params,
+        thresholds=thresholds,
+        configs=tuple(configs),
+        detectors=tuple(detectors),
+        reformer=setup.reformer,
+    )
 
 
 def load_pretrained(
@@ -158,7 +166,8 @@ def load_pretrained(
         inpainter_config, inpainter, trained_with = load_autoencoder(dataset, "inpainter", root)
     else:
         inpainter_config, inpainter, trained_with = restore_autoencoder(
-            inpainter, datasets.get(dataset).hw)
+            inpainter, datasets.get(dataset).hw
+        )
     remix = RemixParams(
         inpainter=inpainter,
         reformer=reformer,

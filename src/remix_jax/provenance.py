@@ -63,8 +63,9 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
-                          if ":" in line)
+            fields = dict(
+                line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line
+            )
         fields = {k.strip(): v.strip() for k, v in fields.items()}
         cpu = fields.get("model name", cpu)
         # virtual machines often report only "AMD EPYC": family and model tell the

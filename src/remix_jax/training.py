@@ -164,8 +164,10 @@ def fit(
             # the run's first session stays on top; every session is listed
             first = {k: previous[k] for k in PROVENANCE if k in previous}
             session = {k: metadata[k] for k in PROVENANCE if k in metadata}
-            meta["sessions"] = [*previous.get("sessions", [first]),
-                                {**session, "resumed_at_step": step}]
+            meta["sessions"] = [
+                *previous.get("sessions", [first]),
+                {**session, "resumed_at_step": step},
+            ]
             meta.update(first)
         except FileNotFoundError:
             pass
@@ -211,7 +213,8 @@ def fit(
                 # epoch checkpoint and the metadata record it as done
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1} (validation {val}); "
-                    "try a smaller learning rate")
+                    "try a smaller learning rate"
+                )
             meta["history"].append({"epoch": epoch + 1, "step": step, **val})
             save()
     except KeyboardInterrupt:

@@ -123,8 +123,7 @@ def attack_defended(
     """
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {sorted(ATTACKS)}, got {attack!r}")
-    model = defended_logits(logits_fn, params, samples=samples, iterations=iterations,
-                            bpda=bpda)
+    model = defended_logits(logits_fn, params, samples=samples, iterations=iterations, bpda=bpda)
     if not resample:
         model = fixed_masks(model, key)
     if attack == "pgd":

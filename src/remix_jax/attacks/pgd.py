@@ -86,8 +86,9 @@ def _penalized(penalty, key):
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "settings", "penalty"))
-def _step(x, labels, adv, best, best_margin, key, epsilon, step_size, *, logits_fn, settings,
-          penalty):
+def _step(
+    x, labels, adv, best, best_margin, key, epsilon, step_size, *, logits_fn, settings, penalty
+):
     """One PGD step from ``adv``; also judges ``adv`` as a candidate for ``best``."""
     norm, loss, targeted, stochastic = settings
     model = _bind(logits_fn, stochastic, key)
@@ -119,8 +120,12 @@ def _finish(x, labels, adv, best, best_margin, key, *, logits_fn, settings, pena
     best = jnp.where(_per_example(margin > best_margin, x), adv, best)
     model = _bind(logits_fn, stochastic, jax.random.fold_in(key, 1))
     success = common.is_success(model(best), labels, targeted, jnp.float32(0.0))
-    return AttackResult(adversarial=best, success=success, const=jnp.zeros(x.shape[0]),
-                        **common.distortions(best - x))
+    return AttackResult(
+        adversarial=best,
+        success=success,
+        const=jnp.zeros(x.shape[0]),
+        **common.distortions(best - x),
+    )
 
 
 def pgd(
@@ -174,8 +179,17 @@ def pgd(
     """
     check_key("key", key)
     check_int("steps", steps, low=1)
-    common.validate(x, labels, confidence=0.0, binary_search_steps=1, max_iterations=steps,
-                    learning_rate=1.0, initial_const=1.0, clip_min=0.0, clip_max=1.0)
+    common.validate(
+        x,
+        labels,
+        confidence=0.0,
+        binary_search_steps=1,
+        max_iterations=steps,
+        learning_rate=1.0,
+        initial_const=1.0,
+        clip_min=0.0,
+        clip_max=1.0,
+    )
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if loss not in LOSSES:
@@ -202,8 +216,27 @@ def pgd(
         adv = jnp.clip(x + _random_start(start_key, x, eps, norm), 0.0, 1.0)
     best, best_margin = x, jnp.full(x.shape[0], -jnp.inf, jnp.float32)
     for t in range(steps):
-        adv, best, best_margin = _step(x, labels, adv, best, best_margin,
-                                       jax.random.fold_in(step_key, t), eps, alpha,
-                                       logits_fn=logits_fn, settings=settings, penalty=penalty)
-    return _finish(x, labels, adv, best, best_margin, final_key,
-                   logits_fn=logits_fn, settings=settings, penalty=penalty)
+        adv, best, best_margin = _step(
+            x,
+            labels,
+            adv,
+            best,
+            best_margin,
+            jax.random.fold_in(step_key, t),
+            eps,
+            alpha,
+            logits_fn=logits_fn,
+            settings=settings,
+            penalty=penalty,
+        )
+    return _finish(
+        x,
+        labels,
+        adv,
+        best,
+        best_margin,
+        final_key,
+        logits_fn=logits_fn,
+        settings=settings,
+        penalty=penalty,
+    )

@@ -406,14 +406,19 @@ def launch(
     try:
         out = jax.eval_shape(model, x[:1])
     except TypeError as e:  # most often a model that does not take the key it is given
-        hint = ("with key=, logits_fn is called as logits_fn(x, key); a deterministic "
-                "logits_fn(x) takes key=None" if key is not None else
-                "without key=, logits_fn is called as logits_fn(x); a randomized "
-                "logits_fn(x, key) needs key=")
+        hint = (
+            "with key=, logits_fn is called as logits_fn(x, key); a deterministic "
+            "logits_fn(x) takes key=None"
+            if key is not None
+            else "without key=, logits_fn is called as logits_fn(x); a randomized "
+            "logits_fn(x, key) needs key="
+        )
         raise TypeError(f"{e} ({hint})") from e
     if len(out.shape) != 2 or out.shape[0] != 1 or out.shape[1] < 2:
-        raise ValueError(f"logits_fn must return logits of shape (B, num_classes >= 2); "
-                         f"on 1 image it returned shape {out.shape}")
+        raise ValueError(
+            f"logits_fn must return logits of shape (B, num_classes >= 2); "
+            f"on 1 image it returned shape {out.shape}"
+        )
     common.check_label_range(labels, out.shape[1])
     hyper = Hyper(
         *(

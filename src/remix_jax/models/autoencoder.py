@@ -130,9 +130,7 @@ class SkipAutoencoder(nn.Module):
 
 def _window_sum(x: jax.Array, size: int) -> jax.Array:
     """Sum over each pixel's size x size neighbourhood (zero padding), (B, H, W, C)."""
-    return jax.lax.reduce_window(
-        x, 0.0, jax.lax.add, (1, size, size, 1), (1, 1, 1, 1), "SAME"
-    )
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, size, size, 1), (1, 1, 1, 1), "SAME")
 
 
 def interpolate_hidden(x: jax.Array, mask: jax.Array) -> jax.Array:

@@ -31,8 +31,10 @@ from remix_jax.models.layers import avg_pool_2x2, max_pool_2x2, upsample_2x
 
 _POOLS = {"average": avg_pool_2x2, "max": max_pool_2x2}
 _ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu}
-_INITIALIZERS = {"glorot_uniform": nn.initializers.glorot_uniform,
-                 "lecun_normal": nn.initializers.lecun_normal}
+_INITIALIZERS = {
+    "glorot_uniform": nn.initializers.glorot_uniform,
+    "lecun_normal": nn.initializers.lecun_normal,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +75,12 @@ class MagNetAEConfig:
     @classmethod
     def from_dict(cls, d: dict) -> MagNetAEConfig:
         """Rebuilds a config from :meth:`to_dict` output (extra keys are ignored)."""
-        return cls(channels=d["channels"], structure=tuple(d["structure"]),
-                   activation=d.get("activation", "sigmoid"),
-                   kernel_init=d.get("kernel_init", "glorot_uniform"))
+        return cls(
+            channels=d["channels"],
+            structure=tuple(d["structure"]),
+            activation=d.get("activation", "sigmoid"),
+            kernel_init=d.get("kernel_init", "glorot_uniform"),
+        )
 
 
 class MagNetAutoencoder(nn.Module):
