@@ -304,7 +304,7 @@ def main(argv=None) -> None:
         pre.logits_fn,
         pre.remix,
         magnet,
-        components.magnet_official_names(args.dataset),
+        components.magnet_official_names(args.dataset) if magnet is not None else (),
         args.iterations,
     )
     rows = []
