@@ -39,7 +39,7 @@ import os
 import sys
 import time
 
-from remix_jax import datasets
+from remix_jax import attack_registry, datasets
 from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
@@ -62,7 +62,7 @@ LEGACY_THRESHOLD_FROM = {"detector_drop_rate": 0.001, "validation_size": 5000}
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
-    p.add_argument("--attack", choices=["pgd", "cw", "ead"], required=True)
+    p.add_argument("--attack", choices=attack_registry.names(), required=True)
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="PGD's ball")
     p.add_argument(
         "--budgets",
@@ -262,7 +262,7 @@ def main(argv=None) -> None:
 
     from remix_jax import data, defend, evaluation, provenance
     from remix_jax import detector as detector_lib
-    from remix_jax.attacks import adaptive, cw_l2, ead, pgd
+    from remix_jax.attacks import adaptive, pgd
     from remix_jax.pretrained import load_pretrained
 
     try:
@@ -287,7 +287,7 @@ def main(argv=None) -> None:
             "binary_search_steps": args.binary_search_steps,
             "max_iterations": args.max_iterations,
             "initial_const": args.initial_const,
-            **({"beta": args.beta} if args.attack == "ead" else {}),
+            **attack_registry.get(args.attack).own_settings(args),
         }
     )
     models = {}  # one logits function per (defense, threat, samples): compiled once
@@ -349,7 +349,7 @@ def main(argv=None) -> None:
                 **kwargs,
             )
         else:
-            attack = cw_l2 if args.attack == "cw" else ead
+            attack = attack_registry.get(args.attack).resolve()
             res = attack(fn, x, y, confidence=r["budget"], **attack_settings, **kwargs)
         out = {
             "adversarial": np.asarray(res.adversarial),

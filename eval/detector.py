@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from remix_jax import adversarial_cache, datasets
+from remix_jax import adversarial_cache, attack_registry, datasets
 from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 VARIANTS = {"REMIX": "reformer + mask-inpaint", "REMIX MI": "mask-inpaint only"}
@@ -54,7 +54,7 @@ STYLES = {"REMIX": "-", "REMIX MI": "--", "MagNet": ":"}
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--attack", choices=["cw", "ead"], required=True)
+    p.add_argument("--attack", choices=attack_registry.names("confidence"), required=True)
     add_dataset_flag(p)
     p.add_argument(
         "--preset", choices=["cpu", "paper"], default="cpu", help="which eval.sweep cache to read"

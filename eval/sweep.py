@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from remix_jax import datasets
+from remix_jax import attack_registry, datasets
 from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 PRESETS = {
@@ -62,7 +62,7 @@ COLORS = {
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--attack", choices=["cw", "ead"], required=True)
+    p.add_argument("--attack", choices=attack_registry.names("confidence"), required=True)
     add_dataset_flag(p)
     p.add_argument(
         "--num-examples",
@@ -157,8 +157,7 @@ def attack_settings(args) -> dict:
         settings["binary_search_steps"] = args.binary_search_steps
     if args.max_iterations is not None:
         settings["max_iterations"] = args.max_iterations
-    if args.attack == "ead":
-        settings.update(beta=args.beta, decision_rule=args.decision_rule)
+    settings.update(attack_registry.get(args.attack).own_settings(args))
     settings["targeted"] = args.targeted
     if args.initial_const != 1e-3:  # recorded only when it departs from the reference
         settings["initial_const"] = args.initial_const
@@ -188,7 +187,6 @@ def main(argv=None) -> None:
 
     from remix_jax import adversarial_cache, components, data, evaluation, provenance
     from remix_jax.adversarial_cache import AdversarialCache
-    from remix_jax.attacks import cw_l2, ead
     from remix_jax.pretrained import load_magnet, load_pretrained
 
     skip_magnet = args.no_magnet or args.craft_only
@@ -219,7 +217,7 @@ def main(argv=None) -> None:
     attack_labels = adversarial_cache.attack_labels(
         y, datasets.get(args.dataset).num_classes, args.targeted
     )
-    attack = cw_l2 if args.attack == "cw" else ead
+    attack = attack_registry.get(args.attack).resolve()
     cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), settings, log=tqdm.write)
 
     def craft(kappa):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from remix_jax import attack_registry
 from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 # Figure geometry in inches: fixed, so the PNG's pixel size follows from rows and columns.
@@ -65,7 +66,7 @@ def parse(argv) -> argparse.Namespace:
     """The command line, checked; argparse exits with a message on bad values."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
-    p.add_argument("--attack", choices=["cw", "ead"], default="cw")
+    p.add_argument("--attack", choices=attack_registry.names("confidence"), default="cw")
     p.add_argument(
         "--confidence",
         type=float,
@@ -104,6 +105,12 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--max-iterations", type=int, default=1000)
     p.add_argument("--initial-const", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
+    p.add_argument(
+        "--decision-rule",
+        choices=["EN", "L1"],
+        default="EN",
+        help="EAD: which distortion picks the best example",
+    )
     args = p.parse_args(argv)
     if args.confidence < 0:
         p.error("--confidence must be >= 0")
@@ -197,19 +204,15 @@ def cached_adversarials(path: str, indices: np.ndarray) -> tuple[dict[int, np.nd
 
 def craft(args, logits_fn, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Untargeted CW-L2 or EAD examples for ``x`` with the CLI's (fast) settings."""
-    from remix_jax.attacks import cw_l2, ead
-
+    spec = attack_registry.get(args.attack)
     settings = {
         "confidence": args.confidence,
         "binary_search_steps": args.binary_search_steps,
         "max_iterations": args.max_iterations,
         "initial_const": args.initial_const,
+        **spec.own_settings(args),
     }
-    if args.attack == "ead":
-        result = ead(logits_fn, x, y, beta=args.beta, decision_rule="EN", **settings)
-    else:
-        result = cw_l2(logits_fn, x, y, **settings)
-    return np.asarray(result.adversarial)
+    return np.asarray(spec.resolve()(logits_fn, x, y, **settings).adversarial)
 
 
 def adversarial_images(args, logits_fn, indices, x, y) -> tuple[np.ndarray, str]:
@@ -240,7 +243,8 @@ def adversarial_images(args, logits_fn, indices, x, y) -> tuple[np.ndarray, str]
             adv[r] = found[int(i)]
     if missing:
         adv[missing] = craft(args, logits_fn, x[missing], y[missing])
-    beta = f", β {args.beta:g}" if args.attack == "ead" else ""
+    own = attack_registry.get(args.attack).own_settings(args)
+    beta = f", β {own['beta']:g}" if "beta" in own else ""
     fly_note = (
         f"crafted here ({args.binary_search_steps} x {args.max_iterations} steps, "
         f"initial c {args.initial_const:g}{beta})"

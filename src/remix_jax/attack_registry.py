@@ -1,0 +1,96 @@
+"""The attack registry (beside, not inside, :mod:`remix_jax.attacks`, whose package imports
+JAX): the CLIs dispatch through it, so a new attack is one file plus
+one :func:`register` call, and no command branches on attack names.
+
+Each entry names the attack's function as ``"module:function"`` (resolved on first
+use, so the registry imports no JAX and every ``--help`` stays instant), its kind of
+budget, and the hyperparameters of its own that the CLIs pass through by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+
+BUDGETS = ("confidence", "epsilon")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """One registered attack.
+
+    Attributes:
+      name: the ``--attack`` value.
+      function: ``"package.module:function"``; the function is called as
+        ``fn(logits_fn, x, labels, **settings)`` and returns an
+        :class:`~remix_jax.attacks.common.AttackResult`; with ``key=`` a randomized
+        ``logits_fn(x, key)``.
+      budget: "confidence": a minimum-distortion attack swept over the confidence kappa
+        (Fig. 2; CW, EAD); "epsilon": an attack bounded to a norm ball (PGD).
+      hyperparameters: settings of this attack alone that a CLI passes through from
+        its flags of the same name (EAD: beta, decision_rule).
+      randomized_key: how a randomized model's key reaches it: "key" (``key=k``; the
+        binary-search attacks) or "stochastic" (``key=k, stochastic=True``; PGD).
+    """
+
+    name: str
+    function: str
+    budget: str
+    hyperparameters: tuple[str, ...] = ()
+    randomized_key: str = "key"
+
+    def __post_init__(self):
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {BUDGETS}, got {self.budget!r}")
+        if ":" not in self.function:
+            raise ValueError(f"function must be 'module:function', got {self.function!r}")
+
+    def resolve(self) -> Callable:
+        """The attack function itself."""
+        module, _, name = self.function.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def randomized(self, key) -> dict:
+        """The keyword arguments that make the attack call a model as ``fn(x, key)``."""
+        return {"key": key, **({"stochastic": True} if self.randomized_key == "stochastic" else {})}
+
+    def own_settings(self, source) -> dict:
+        """This attack's own hyperparameters, read by name from ``source`` (e.g. the
+        parsed CLI arguments); those ``source`` lacks keep the attack's defaults."""
+        return {h: getattr(source, h) for h in self.hyperparameters if hasattr(source, h)}
+
+
+_REGISTRY: dict[str, AttackSpec] = {}
+
+
+def register(spec: AttackSpec, *, replace: bool = False) -> AttackSpec:
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"attack {spec.name!r} is already registered (pass replace=True)")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    get(name)
+    del _REGISTRY[name]
+
+
+def get(name: str) -> AttackSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"attack must be one of {names()}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def names(budget: str | None = None) -> list[str]:
+    """Registered attacks (of one budget kind if given), in registration order."""
+    return [n for n, s in _REGISTRY.items() if budget is None or s.budget == budget]
+
+
+register(AttackSpec("cw", "remix_jax.attacks.cw:cw_l2", "confidence"))
+register(
+    AttackSpec(
+        "ead", "remix_jax.attacks.ead:ead", "confidence", hyperparameters=("beta", "decision_rule")
+    )
+)
+register(AttackSpec("pgd", "remix_jax.attacks.pgd:pgd", "epsilon", randomized_key="stochastic"))
