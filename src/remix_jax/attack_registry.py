@@ -13,6 +13,8 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 
+from remix_jax._registry import Registry
+
 BUDGETS = ("confidence", "epsilon")
 
 
@@ -61,30 +63,24 @@ class AttackSpec:
         return {h: getattr(source, h) for h in self.hyperparameters if hasattr(source, h)}
 
 
-_REGISTRY: dict[str, AttackSpec] = {}
+_REGISTRY: Registry[AttackSpec] = Registry("attack", AttackSpec)
 
 
 def register(spec: AttackSpec, *, replace: bool = False) -> AttackSpec:
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"attack {spec.name!r} is already registered (pass replace=True)")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec, replace=replace)
 
 
 def unregister(name: str) -> None:
-    get(name)
-    del _REGISTRY[name]
+    _REGISTRY.remove(name)
 
 
 def get(name: str) -> AttackSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"attack must be one of {names()}, got {name!r}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def names(budget: str | None = None) -> list[str]:
     """Registered attacks (of one budget kind if given), in registration order."""
-    return [n for n, s in _REGISTRY.items() if budget is None or s.budget == budget]
+    return [n for n in _REGISTRY.names() if budget is None or get(n).budget == budget]
 
 
 register(AttackSpec("cw", "remix_jax.attacks.cw:cw_l2", "confidence"))

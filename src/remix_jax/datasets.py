@@ -22,6 +22,8 @@ import dataclasses
 import types
 from collections.abc import Mapping
 
+from remix_jax._registry import Registry
+
 DETECTOR_KINDS = ("L1", "L2", "JSD")
 
 
@@ -138,35 +140,27 @@ class DatasetSpec:
         return self.image_shape[2]
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+_REGISTRY: Registry[DatasetSpec] = Registry("dataset", DatasetSpec)
 
 
 def register(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
     """Adds a dataset to the registry (``replace=True`` overwrites one of that name)."""
-    if not isinstance(spec, DatasetSpec):
-        raise TypeError(f"spec must be a DatasetSpec, got {type(spec).__name__}")
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"dataset {spec.name!r} is already registered (pass replace=True)")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec, replace=replace)
 
 
 def unregister(name: str) -> None:
     """Removes a dataset (tests register toy datasets and remove them)."""
-    get(name)
-    del _REGISTRY[name]
+    _REGISTRY.remove(name)
 
 
 def get(name: str) -> DatasetSpec:
     """The spec of a registered dataset; ValueError naming the choices otherwise."""
-    if name not in _REGISTRY:
-        raise ValueError(f"dataset must be one of {names()}, got {name!r}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def names() -> list[str]:
     """The registered datasets, in registration order (the first is the CLIs' default)."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def default() -> str:
