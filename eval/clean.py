@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from remix_jax import datasets
 from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 
@@ -72,6 +73,10 @@ def main(argv=None) -> None:
         sys.exit(f"error: {e}")
     trained_masks = pre.remix.n_masks
     if args.num_masks is not None:
+        h, w, c = datasets.get(args.dataset).image_shape
+        positions = h * w * (c if pre.remix.per_channel else 1)
+        if args.num_masks > positions:  # checked before minutes of scoring, not after
+            sys.exit(f"error: --num-masks must be <= {positions} (the image's positions)")
         pre = pre._replace(remix=pre.remix.replace(n_masks=args.num_masks))
     x = data.to_float(split.images[: args.limit])
     y = split.labels[: args.limit]

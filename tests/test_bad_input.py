@@ -52,3 +52,29 @@ def test_finite_checks_catch_nan_wherever_it_sits():
         x[tuple(rng.integers(0, s) for s in x.shape)] = np.nan
         with pytest.raises(ValueError, match="NaN"):
             mask_inpaint(lambda xm, m: xm, jax.random.key(0), x, 2)
+
+
+def test_impossible_mask_counts_fail_before_any_work(data_dir, monkeypatch, capsys, tmp_path):
+    import time
+
+    from eval import clean
+    from train import inpainter
+
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    started = time.time()
+    with pytest.raises(SystemExit) as info:
+        clean.main(["--num-masks", "100000", "--data-dir", data_dir, "--limit", "10"])
+    assert "--num-masks must be <= 784" in str(info.value)
+    with pytest.raises(SystemExit):
+        inpainter.main(
+            [
+                "--n-masks",
+                "100000",
+                "--data-dir",
+                data_dir,
+                "--checkpoint-dir",
+                str(tmp_path / "never"),
+            ]
+        )
+    assert "--n-masks must be in [2, 784]" in capsys.readouterr().err
+    assert time.time() - started < 60

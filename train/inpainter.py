@@ -99,8 +99,12 @@ def main(argv=None) -> None:
         except ValueError as e:
             common.fail(str(e))
         n = spec.n_masks if args.n_masks is None else args.n_masks
-    if n < 2:
-        common.fail(f"--n-masks must be >= 2 (one mask hides every pixel), got {n}")
+    positions = hw[0] * hw[1] * (spec.channels if args.per_channel else 1)
+    if not 2 <= n <= positions:
+        common.fail(
+            f"--n-masks must be in [2, {positions}] (one mask hides every pixel; "
+            f"more than the positions leaves masks empty), got {n}"
+        )
     meta_config = {**config.to_dict(), "n_masks": n, "per_channel": args.per_channel}
     if args.classifier_weight > 0:
         try:
