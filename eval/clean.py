@@ -58,12 +58,10 @@ def main(argv=None) -> None:
     from remix_jax import runtime
 
     runtime.configure()
-    import jax
     import numpy as np
     from tqdm import tqdm
 
     from remix_jax import components, data, evaluation, provenance
-    from remix_jax import magnet as magnet_lib
     from remix_jax.pretrained import load_magnet, load_pretrained
 
     try:
@@ -95,22 +93,15 @@ def main(argv=None) -> None:
     )
     rows = []
     for name, defense in tqdm(suite.items(), desc="defenses"):
-        keys = range(args.num_keys) if defense.randomized else [0]
-        accs = [float(np.mean(defense.correct(jax.random.key(s), x, y, False))) for s in keys]
+        accs = [float(np.mean(r)) for r in defense.correct_over_keys(x, y, False, args.num_keys)]
         name = name.replace("mask-inpaint", f"mask-inpaint n={pre.remix.n_masks}")
         row = (
             {"defense": name, **evaluation.summarize(accs)}
             if defense.randomized
             else {"defense": name, "accuracy": accs[0] * 100}
         )
-        if name.startswith("MagNet") and name != "MagNet reformer":
-            m = (
-                magnet
-                if name == "MagNet + JSD"
-                else magnet.select(components.magnet_official_names(args.dataset))
-            )
-            rejected = magnet_lib.outcomes(m, pre.logits_fn, x, y)["rejected"]
-            row["rejected"] = float(rejected.mean() * 100)
+        if defense.reject is not None:
+            row["rejected"] = float(defense.reject(None, x).mean() * 100)
         rows.append(row)
     inpainter_dir = os.path.abspath(args.inpainter) if args.inpainter else None
     result = {

@@ -308,10 +308,8 @@ def main(argv=None) -> None:
     rows = []
     clean_rows = {}
     for d, defense in defenses.items():
-        keys = range(args.num_keys) if defense.randomized else [0]
-        clean_rows[d] = evaluation.summarize(
-            [np.mean(defense.correct(jax.random.key(10_000 + s), x, y, False)) for s in keys]
-        )
+        right = defense.correct_over_keys(x, y, False, args.num_keys, first_seed=10_000)
+        clean_rows[d] = evaluation.summarize([np.mean(r) for r in right])
     for kappa in tqdm(kappas, desc="scoring"):
         c = crafted[kappa]
         ok = c["success"]
@@ -328,8 +326,7 @@ def main(argv=None) -> None:
             **crafting_time(c),
         }
         for d, defense in defenses.items():
-            keys = range(args.num_keys) if defense.randomized else [0]
-            right = [defense.correct(jax.random.key(s), c["adversarial"], y, True) for s in keys]
+            right = defense.correct_over_keys(c["adversarial"], y, True, args.num_keys)
             row[f"{d} | all"] = evaluation.summarize([r.mean() for r in right])
             row[f"{d} | fooled"] = (
                 evaluation.summarize([r[ok].mean() for r in right]) if ok.any() else None

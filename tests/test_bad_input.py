@@ -78,3 +78,20 @@ def test_impossible_mask_counts_fail_before_any_work(data_dir, monkeypatch, caps
         )
     assert "--n-masks must be in [2, 784]" in capsys.readouterr().err
     assert time.time() - started < 60
+
+
+def test_the_defense_protocol_scores_rejections_by_input_kind():
+    from remix_jax.evaluation import Defense
+
+    labels = np.array([0, 1, 2, 0])
+    predicted = np.array([0, 0, 2, 1])  # right on images 0 and 2
+    rejected = np.array([True, True, False, False])
+    plain = Defense(True, lambda key, x: predicted)
+    detecting = Defense(False, lambda key, x: predicted, lambda key, x: rejected)
+    x = np.zeros((4, 2, 2, 1), np.float32)
+    assert plain.correct(None, x, labels, True).tolist() == [True, False, True, False]
+    # adversarial: rejected or right; clean: not rejected and right
+    assert detecting.correct(None, x, labels, True).tolist() == [True, True, True, False]
+    assert detecting.correct(None, x, labels, False).tolist() == [False, False, True, False]
+    assert len(plain.keys(5)) == 5 and len(detecting.keys(5)) == 1
+    assert len(plain.correct_over_keys(x, labels, False, 3)) == 3

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,19 +55,40 @@ def summarize(accuracies: list[float], scale: float = 100.0) -> dict:
     }
 
 
-class Defense(NamedTuple):
-    """A defense as the evaluations score it.
+@dataclasses.dataclass(frozen=True)
+class Defense:
+    """A defense as every evaluation scores it: a prediction and, optionally, a rejection.
 
     Attributes:
       randomized: its output depends on the key (score it over several keys).
-      correct: ``correct(key, x (N, H, W, C), labels (N,), adversarial) -> (N,) bool``:
-        whether the defended classifier handles each input correctly. For detector
-        defenses (MagNet) a rejected input counts as handled when ``adversarial``
-        and as an error when clean.
+      predict: ``predict(key, x (N, H, W, C)) -> (N,)`` the defended classifier's labels.
+      reject: ``reject(key, x) -> (N,) bool``, inputs a detector turns away; None for a
+        defense without one.
     """
 
     randomized: bool
-    correct: Callable[[jax.Array, np.ndarray, np.ndarray, bool], np.ndarray]
+    predict: Callable[[jax.Array, np.ndarray], np.ndarray]
+    reject: Callable[[jax.Array, np.ndarray], np.ndarray] | None = None
+
+    def correct(self, key, x: np.ndarray, labels: np.ndarray, adversarial: bool) -> np.ndarray:
+        """(N,) bool: each input handled correctly. A rejected input counts as handled
+        when ``adversarial`` and as an error when clean (MagNet's and the paper's rule)."""
+        right = self.predict(key, x) == labels
+        if self.reject is None:
+            return right
+        rejected = self.reject(key, x)
+        return rejected | right if adversarial else ~rejected & right
+
+    def keys(self, num_keys: int, first_seed: int = 0) -> list[jax.Array]:
+        """The evaluation keys: ``key(first_seed + s)`` for s < num_keys, one if not
+        randomized."""
+        return [jax.random.key(first_seed + s) for s in range(num_keys if self.randomized else 1)]
+
+    def correct_over_keys(
+        self, x, labels, adversarial: bool, num_keys: int, first_seed: int = 0
+    ) -> list[np.ndarray]:
+        """:meth:`correct` under each of :meth:`keys`."""
+        return [self.correct(k, x, labels, adversarial) for k in self.keys(num_keys, first_seed)]
 
 
 def defense_suite(
@@ -88,12 +109,11 @@ def defense_suite(
     def plain(transform=None):
         jitted = None if transform is None else jax.jit(transform)
 
-        def correct(key, x, labels, adversarial):
-            del key, adversarial
-            images = x if jitted is None else _batched(jitted, x)
-            return predict(logits_fn, images) == labels
+        def defended_predict(key, x):
+            del key
+            return predict(logits_fn, x if jitted is None else _batched(jitted, x))
 
-        return Defense(False, correct)
+        return Defense(False, defended_predict)
 
     suite = {"none": plain()}
     if remix.reformer is not None:
@@ -103,31 +123,29 @@ def defense_suite(
         variants = {"MagNet": magnet.select(official_detectors)}
         if len(magnet.detectors) > len(official_detectors):
             variants["MagNet + JSD"] = magnet
+        reformed = suite["MagNet reformer"].predict
         for name, m in variants.items():
-            suite[name] = Defense(False, _magnet_correct(logits_fn, m))
+            suite[name] = Defense(False, reformed, _magnet_reject(logits_fn, m))
     for k in iterations:
         for with_reformer in (False, True) if remix.reformer is not None else (False,):
             params = remix if with_reformer else remix.without_reformer()
 
-            def correct(key, x, labels, adversarial, params=params, k=k):
-                del adversarial
-                return remix_predict(logits_fn, params, key, x, iterations=k) == labels
+            def defended_predict(key, x, params=params, k=k):
+                return remix_predict(logits_fn, params, key, x, iterations=k)
 
             suite[f"{'reformer + ' if with_reformer else ''}mask-inpaint K={k}"] = Defense(
-                True, correct
+                True, defended_predict
             )
     return suite
 
 
-def _magnet_correct(logits_fn: LogitsFn, magnet: magnet_lib.MagNetParams):
-    def correct(key, x, labels, adversarial):
+def _magnet_reject(logits_fn: LogitsFn, magnet: magnet_lib.MagNetParams):
+    def reject(key, x):
         del key
-        o = magnet_lib.outcomes(magnet, logits_fn, x, labels)
-        if adversarial:
-            return o["rejected"] | o["reformed_correct"]
-        return ~o["rejected"] & o["reformed_correct"]
+        # whether a detector fires does not depend on the labels
+        return magnet_lib.outcomes(magnet, logits_fn, x, np.zeros(len(x), np.int32))["rejected"]
 
-    return correct
+    return reject
 
 
 def _batched(
