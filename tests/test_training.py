@@ -445,5 +445,15 @@ def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_cla
         for t in tasks
     ]
     assert not np.allclose(*(ravel_pytree(g)[0] for g in grads))
+    # through a (frozen) reformer the inpainter sees the reformed image, the MSE the clean
+    halve = objectives.classifier_aware_inpainter_task(
+        cfg, (8, 8), 2, classify, 0.0, init_params=start, reform=lambda v: 0.5 * v
+    )
+    x_half = mask_inpaint(autoencoder_fn(cfg, start), jax.random.clone(key), 0.5 * x, 2)
+    np.testing.assert_allclose(
+        halve.loss(start, jax.random.clone(key), images, None)[0],
+        jnp.mean((x_half - x) ** 2),
+        rtol=1e-5,
+    )
     sums = task.evaluate(start, images, jnp.zeros(4, jnp.int32))
     assert set(sums) == {"mse_hidden", "ce", "agreement", "accuracy"}

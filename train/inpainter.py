@@ -61,6 +61,12 @@ def parse(argv):
         "n and mask layout are used)",
     )
     p.add_argument(
+        "--through-reformer",
+        action="store_true",
+        help="with --classifier-weight: mask the shipped reformer's output, as the defense "
+        "does, instead of the clean image",
+    )
+    p.add_argument(
         "--classifier",
         default=None,
         help="classifier checkpoint folder for --classifier-weight "
@@ -76,8 +82,13 @@ def main(argv=None) -> None:
     import optax
 
     from remix_jax import datasets, objectives, pretrained, runtime
+    from remix_jax.defense import autoencoder_fn
 
     runtime.configure()  # before the first JAX computation (restoring weights is one)
+    if args.through_reformer and not args.classifier_weight > 0:
+        common.fail(
+            "--through-reformer applies to the classifier-aware loss: pass --classifier-weight"
+        )
     if args.classifier_weight < 0:
         common.fail(f"--classifier-weight must be >= 0, got {args.classifier_weight}")
     spec = datasets.get(args.dataset)
@@ -112,6 +123,13 @@ def main(argv=None) -> None:
         except (FileNotFoundError, ValueError) as e:
             common.fail(f"classifier: {e}")
         variables = pretrained.as_variables(weights)
+        reform = None
+        if args.through_reformer:
+            try:
+                reformer_config, reformer, _ = pretrained.load_autoencoder(args.dataset, "reformer")
+            except (FileNotFoundError, ValueError) as e:
+                common.fail(f"--through-reformer: {e}")
+            reform = autoencoder_fn(reformer_config, reformer)
         task = objectives.classifier_aware_inpainter_task(
             config,
             hw,
@@ -120,9 +138,11 @@ def main(argv=None) -> None:
             args.classifier_weight,
             per_channel=args.per_channel,
             init_params=init_params,
+            reform=reform,
         )
         meta_config.update(
             classifier_weight=args.classifier_weight,
+            through_reformer=args.through_reformer,
             classifier=args.classifier or "shipped",
             init_from=args.init_from,
         )

@@ -183,6 +183,7 @@ def classifier_aware_inpainter_task(
     *,
     per_channel: bool = False,
     init_params: Any = None,
+    reform: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Task:
     """The inpainter trained for a frozen classifier (Salman et al. 2020's "stability").
 
@@ -204,6 +205,9 @@ def classifier_aware_inpainter_task(
       classifier_weight: lambda >= 0.
       init_params: start from these weights (the MSE-trained inpainter) instead of a
         fresh initialisation.
+      reform: a frozen reformer applied before masking, as the shipped defense does
+        (reformer + mask-inpaint): the inpainter then learns on what it will see. The
+        MSE term still compares with the clean image.
     """
     _, fresh_init = _autoencoder_init(config, hw)
 
@@ -211,8 +215,9 @@ def classifier_aware_inpainter_task(
         return fresh_init(key) if init_params is None else init_params
 
     def combined(params, key, x):
+        inputs = x if reform is None else jax.lax.stop_gradient(reform(x))
         return mask_inpaint(
-            autoencoder_fn(config, params), key, x, n_masks, per_channel=per_channel
+            autoencoder_fn(config, params), key, inputs, n_masks, per_channel=per_channel
         )
 
     def terms(params, key, images):
