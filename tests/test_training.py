@@ -366,7 +366,6 @@ def test_trainers_refuse_nonsense_shared_flags(bad, capsys):
 
 
 def test_resume_conflicts_name_changed_settings_but_not_fields_added_later():
-    from train import common
 
     before = {
         "config": {"architecture": "MNISTClassifier"},
@@ -376,12 +375,12 @@ def test_resume_conflicts_name_changed_settings_but_not_fields_added_later():
         "config": {"architecture": "MNISTClassifier", "recipe": {"momentum": 0.9}},
         "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 60},
     }
-    assert common.settings_conflicts(before, same) == []  # more epochs may resume
+    assert training.resume_conflicts(before, same) == []  # more epochs may resume
     other = {
         "config": {"architecture": "CIFARResNet"},
         "train": {"batch_size": 64, "learning_rate": 0.01, "seed": 0},
     }
-    assert common.settings_conflicts(before, other) == [
+    assert training.resume_conflicts(before, other) == [
         "config.architecture: 'MNISTClassifier' -> 'CIFARResNet'",
         "train.batch_size: 128 -> 64",
     ]

@@ -138,41 +138,6 @@ def splits(args):
     return train, validation, (test_images, test_labels), train_split.source
 
 
-# what a resumed run must share with the checkpoint it continues (--epochs may grow,
-# except under a schedule, which train_component checks separately)
-RESUME_MUST_MATCH = ("batch_size", "learning_rate", "seed", "train_images", "validation_images")
-
-
-def settings_conflicts(before: dict, now: dict) -> list[str]:
-    """The settings in which a new run differs from the checkpoint's ``meta.json``.
-
-    Compares the model/recipe ``config`` (keys both record, so fields added to the
-    metadata later do not count) and the training settings of RESUME_MUST_MATCH.
-
-    Returns:
-      One "name: checkpoint value -> new value" string per difference.
-    """
-    import json
-
-    def flat(tree, prefix=""):
-        if isinstance(tree, dict):
-            out = {}
-            for k, v in tree.items():
-                out.update(flat(v, f"{prefix}{k}."))
-            return out
-        return {prefix[:-1]: tree}
-
-    old = flat(json.loads(json.dumps(before.get("config", {}))), "config.")
-    new = flat(json.loads(json.dumps(now.get("config", {}))), "config.")
-    old.update({f"train.{k}": before.get("train", {}).get(k) for k in RESUME_MUST_MATCH})
-    new.update({f"train.{k}": now["train"].get(k) for k in RESUME_MUST_MATCH})
-    return [
-        f"{k}: {old[k]!r} -> {new[k]!r}"
-        for k in sorted(old.keys() & new.keys())
-        if old[k] is not None and old[k] != new[k]
-    ]
-
-
 def train_component(
     args, component: str, task, optimizer, config: dict, summary_metric: str
 ) -> dict:
@@ -215,7 +180,7 @@ def train_component(
             before = checkpoints.read_metadata(directory)
         except FileNotFoundError:
             before = {}
-        if conflicts := settings_conflicts(before, meta):
+        if conflicts := training.resume_conflicts(before, meta):
             fail(
                 f"the run in {directory} was trained with other settings ("
                 + "; ".join(conflicts)

@@ -11,6 +11,7 @@ epoch end; Ctrl-C saves first).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -226,6 +227,40 @@ def fit(
     if checkpoints.latest_step(checkpoint_dir) != step:
         save()
     return params, meta
+
+
+# what a resumed run must share with the checkpoint it continues (--epochs may grow,
+# except under a schedule, which train_component checks separately)
+RESUME_MUST_MATCH = ("batch_size", "learning_rate", "seed", "train_images", "validation_images")
+
+
+def resume_conflicts(before: dict, now: dict) -> list[str]:
+    """The settings in which a new run differs from the checkpoint's ``meta.json``.
+
+    Compares the model/recipe ``config`` (keys both record, so fields added to the
+    metadata later do not count) and the training settings of RESUME_MUST_MATCH.
+
+    Returns:
+      One "name: checkpoint value -> new value" string per difference.
+    """
+
+    def flat(tree, prefix=""):
+        if isinstance(tree, dict):
+            out = {}
+            for k, v in tree.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out
+        return {prefix[:-1]: tree}
+
+    old = flat(json.loads(json.dumps(before.get("config", {}))), "config.")
+    new = flat(json.loads(json.dumps(now.get("config", {}))), "config.")
+    old.update({f"train.{k}": before.get("train", {}).get(k) for k in RESUME_MUST_MATCH})
+    new.update({f"train.{k}": now["train"].get(k) for k in RESUME_MUST_MATCH})
+    return [
+        f"{k}: {old[k]!r} -> {new[k]!r}"
+        for k in sorted(old.keys() & new.keys())
+        if old[k] is not None and old[k] != new[k]
+    ]
 
 
 def holdout(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[tuple, tuple]:
