@@ -61,7 +61,7 @@ def main(argv=None) -> None:
 
 def calibrate(args, root: str) -> None:
     """Sets the thresholds on the validation images; reports clean rates on the test set."""
-    from remix_jax import checkpoints, data, evaluation, provenance
+    from remix_jax import data, evaluation, provenance
     from remix_jax import magnet as magnet_lib
     from remix_jax.models.classifiers import as_variables
     from remix_jax.pretrained import load_classifier, load_magnet
@@ -89,10 +89,6 @@ def calibrate(args, root: str) -> None:
     plain = evaluation.predict(logits_fn, x_test) == test_labels
     report = {
         "dataset": args.dataset,
-        "reformer": magnet.reformer,
-        "detectors": [
-            {**vars(d), "threshold": float(magnet.thresholds[d.name])} for d in magnet.detectors
-        ],
         "validation_images": int(validation_size),
         "test": {
             "images": len(test_labels),
@@ -103,8 +99,7 @@ def calibrate(args, root: str) -> None:
         },
         **provenance.stamp(),
     }
-    path = os.path.join(root, magnet_lib.DETECTORS_FILE)
-    checkpoints.write_json(path, report)
+    path = magnet_lib.save_calibration(root, magnet, report)
     print(
         f"MagNet ({args.dataset}): clean test rejected {report['test']['rejected_percent']:.2f}%"
         f", reformer accuracy {report['test']['reformer_accuracy']:.2f}% -> {path}"

@@ -205,3 +205,42 @@ def _scores_batch(logits_fn, magnet, x):
 def _outcomes_batch(logits_fn, magnet, x, labels):
     right = jnp.argmax(logits_fn(reform(magnet, x)), axis=-1) == labels
     return detections(magnet, logits_fn, x), right
+
+
+def save_calibration(folder: str, magnet: MagNetParams, report: dict) -> str:
+    """Writes ``<folder>/detectors.json``: the detectors with their thresholds, beside
+    ``report`` (clean rates, provenance). Returns the path."""
+    import os
+
+    from remix_jax import checkpoints
+
+    detectors = [
+        {**vars(d), "threshold": float(magnet.thresholds[d.name])} for d in magnet.detectors
+    ]
+    # the order train.magnet always wrote: dataset, reformer, detectors, then the rest
+    content = {k: report[k] for k in ("dataset",) if k in report}
+    content.update(reformer=magnet.reformer, detectors=detectors)
+    content.update(report)
+    path = os.path.join(folder, DETECTORS_FILE)
+    checkpoints.write_json(path, content)
+    return path
+
+
+def load_calibration(folder: str) -> tuple[tuple[DetectorSpec, ...], dict[str, jax.Array]]:
+    """The detectors and thresholds :func:`save_calibration` wrote in ``folder``.
+
+    Raises:
+      FileNotFoundError: no ``detectors.json`` (the message says how to make it).
+    """
+    import json
+    import os
+
+    path = os.path.join(folder, DETECTORS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {DETECTORS_FILE} in {folder}: run python -m train.magnet")
+    with open(path) as f:
+        stored = json.load(f)["detectors"]
+    detectors = tuple(
+        DetectorSpec(**{k: v for k, v in d.items() if k != "threshold"}) for d in stored
+    )
+    return detectors, {d["name"]: jnp.float32(d["threshold"]) for d in stored}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -14,7 +13,7 @@ import jax.numpy as jnp
 from remix_jax import checkpoints, components, datasets
 from remix_jax._checks import check_image_shape
 from remix_jax.defense import RemixParams
-from remix_jax.magnet import DETECTORS_FILE, DetectorSpec, MagNetParams
+from remix_jax.magnet import MagNetParams, load_calibration
 from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 from remix_jax.models.classifiers import as_variables
 from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
@@ -126,15 +125,7 @@ def load_magnet(
     detectors = components.magnet_detectors(dataset)
     thresholds = {}
     if calibrated:
-        path = os.path.join(folder, DETECTORS_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no {DETECTORS_FILE} in {folder}: run python -m train.magnet")
-        with open(path) as f:
-            stored = json.load(f)["detectors"]
-        detectors = tuple(
-            DetectorSpec(**{k: v for k, v in d.items() if k != "threshold"}) for d in stored
-        )
-        thresholds = {d["name"]: jnp.float32(d["threshold"]) for d in stored}
+        detectors, thresholds = load_calibration(folder)
     return MagNetParams(
         autoencoders=params,
         thresholds=thresholds,
