@@ -54,9 +54,10 @@ def finished(folder: str) -> dict[float, str]:
 
 
 def read(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays and settings of one cache file (finished kappa or part)."""
+    """The arrays and settings of one cache file (finished kappa or part); ``{}`` as the
+    settings of a file that records none."""
     with np.load(path) as f:
-        settings = json.loads(str(f["settings"]))
+        settings = json.loads(str(f["settings"])) if "settings" in f.files else {}
         return {k: f[k] for k in f.files if k != "settings"}, settings
 
 
