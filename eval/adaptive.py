@@ -40,7 +40,13 @@ import sys
 import time
 
 from remix_jax import attack_registry, datasets
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    CHECKPOINT_ROOT_HELP,
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+)
 
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
@@ -250,8 +256,18 @@ def run_settings(args, indices: list, attack_settings: dict, run: dict) -> dict:
     return settings
 
 
+def default_out(args) -> str:
+    """``--out``, else results/<dataset>/adaptive-<attack>[-<norm>]."""
+    return args.out or os.path.join(
+        "results",
+        args.dataset,
+        f"adaptive-{args.attack}" + (f"-{args.norm}" if args.attack == "pgd" else ""),
+    )
+
+
 def main(argv=None) -> None:
     args = parse(argv)
+    check_output_path(default_out(args))
     from remix_jax import runtime
 
     runtime.configure()
@@ -492,11 +508,7 @@ def main(argv=None) -> None:
         "wall_seconds": round(time.time() - started, 1),
         **provenance.stamp(),
     }
-    out = args.out or os.path.join(
-        "results",
-        args.dataset,
-        f"adaptive-{args.attack}" + (f"-{args.norm}" if args.attack == "pgd" else ""),
-    )
+    out = default_out(args)
     write_outputs(out, result)
     print(markdown(result))
     print(f"-> {out}.json / .md / .png")

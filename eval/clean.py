@@ -17,7 +17,13 @@ import sys
 import time
 
 from remix_jax import datasets
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    CHECKPOINT_ROOT_HELP,
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+)
 
 
 def main(argv=None) -> None:
@@ -55,6 +61,7 @@ def main(argv=None) -> None:
     if args.num_masks is not None and args.num_masks < 2:
         sys.exit("error: --num-masks must be >= 2 (one mask hides every pixel)")
 
+    check_output_path(args.out or os.path.join("results", args.dataset, "clean"))
     from remix_jax import runtime
 
     runtime.configure()

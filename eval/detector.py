@@ -28,7 +28,13 @@ import sys
 import time
 
 from remix_jax import adversarial_cache, attack_registry, datasets
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    CHECKPOINT_ROOT_HELP,
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+)
 
 VARIANTS = {"REMIX": "reformer + mask-inpaint", "REMIX MI": "mask-inpaint only"}
 # plot: one colour per score, one line style per defense
@@ -198,6 +204,9 @@ def main(argv=None) -> None:
             write_outputs(out, json.load(f))
         print(f"-> {out}.md / .png")
         return
+    check_output_path(
+        args.out or default_out(args.dataset, attack_name(args), args.preset, args.positives)
+    )
     from remix_jax import runtime
 
     runtime.configure()

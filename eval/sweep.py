@@ -28,7 +28,13 @@ import sys
 import time
 
 from remix_jax import attack_registry, datasets
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    CHECKPOINT_ROOT_HELP,
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+)
 
 PRESETS = {
     # the reference implementations' defaults (Carlini's l2_attack.py, EAD's en_attack.py)
@@ -177,6 +183,9 @@ def main(argv=None) -> None:
         write_outputs(out, result, defenses_of(result))
         print(f"-> {out}.csv / .md / .png")
         return
+    name = args.attack + ("-targeted" if args.targeted else "")
+    if not args.craft_only:
+        check_output_path(args.out or os.path.join("results", args.dataset, name))
     from remix_jax import runtime
 
     runtime.configure()

@@ -95,3 +95,20 @@ def test_the_defense_protocol_scores_rejections_by_input_kind():
     assert detecting.correct(None, x, labels, False).tolist() == [False, False, True, False]
     assert len(plain.keys(5)) == 5 and len(detecting.keys(5)) == 1
     assert len(plain.correct_over_keys(x, labels, False, 3)) == 3
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("eval.sweep", ["--attack", "cw"]),
+        ("eval.clean", []),
+        ("eval.detector", ["--attack", "cw"]),
+        ("eval.adaptive", ["--attack", "pgd"]),
+    ],
+)
+def test_an_unwritable_output_fails_before_any_work(module, args):
+    import importlib
+
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(module).main([*args, "--out", "/proc/no/such/out"])
+    assert "cannot create the output folder" in str(info.value)

@@ -36,3 +36,22 @@ def add_dataset_flag(parser: argparse.ArgumentParser, *, many: bool = False) -> 
         )
     else:
         parser.add_argument("--dataset", choices=datasets.names(), default=datasets.default())
+
+
+def check_output_path(prefix: str) -> None:
+    """Exits with one line unless files ``<prefix>.*`` can be written, before any work.
+
+    Creates the folder; a long run must not find out at its end that it cannot save.
+    """
+    import os
+    import sys
+
+    folder = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"error: cannot create the output folder {folder} ({e.strerror})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        sys.exit(f"error: the output folder {folder} is not writable")
+    if os.path.isdir(prefix):
+        sys.exit(f"error: the output {prefix} is a folder; --out names a file prefix")
