@@ -112,3 +112,18 @@ def test_an_unwritable_output_fails_before_any_work(module, args):
     with pytest.raises(SystemExit) as info:
         importlib.import_module(module).main([*args, "--out", "/proc/no/such/out"])
     assert "cannot create the output folder" in str(info.value)
+
+
+def test_batched_prediction_compiles_once_per_classifier_and_shape():
+    from remix_jax import evaluation
+
+    traces = []
+
+    def logits_fn(x):
+        traces.append(x.shape)  # runs only while tracing
+        return linear_logits(x)
+
+    x = np.full((5, 4, 4, 1), 0.5, np.float32)
+    for _ in range(3):
+        evaluation.predict(logits_fn, x, batch_size=2)
+    assert sorted(set(traces)) == [(1, 4, 4, 1), (2, 4, 4, 1)] and len(traces) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -15,11 +16,20 @@ from remix_jax.defense import RemixParams, autoencoder_fn, defend
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 
+# logits_fn is static: compiled once per classifier function and batch shape, not once
+# per call (a sweep calls predict for every defense, key and kappa)
+@functools.partial(jax.jit, static_argnums=0)
+def _argmax(logits_fn: LogitsFn, xb: jax.Array) -> jax.Array:
+    return jnp.argmax(logits_fn(xb), axis=-1)
+
+
 def predict(logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Argmax predictions (N,) of ``logits_fn`` over (N, H, W, C) images, in batches."""
-    fn = jax.jit(lambda xb: jnp.argmax(logits_fn(xb), axis=-1))
     return np.concatenate(
-        [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        [
+            np.asarray(_argmax(logits_fn, x[i : i + batch_size]))
+            for i in range(0, len(x), batch_size)
+        ]
     )
 
 
