@@ -67,17 +67,21 @@ def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
     import jax.numpy as jnp
 
     from remix_jax.attacks.cw import CW_L2
-    from remix_jax.attacks.ead import EAD
+    from remix_jax.attacks.ead import EAD, EADOptions
     from remix_jax.attacks.search import Hyper, Spec
 
-    algorithm = CW_L2 if attack == "cw" else EAD
-    hyper = Hyper(*(jnp.float32(v) for v in (0.0, 1e-2, 1e-3, beta, 0.0, 1.0)))
+    ead = attack == "ead"
+    algorithm = EAD if ead else CW_L2
+    hyper = Hyper(
+        *(jnp.float32(v) for v in (0.0, 1e-2, 1e-3, 0.0, 1.0)),
+        extra={"beta": jnp.float32(beta)} if ead else None,
+    )
     spec = Spec(
         targeted=False,
         binary_search_steps=9,
         max_iterations=1000,
         abort_early=True,
-        decision_rule="EN",
+        options=EADOptions(decision_rule="EN") if ead else None,
     )
     variables = algorithm.reset(x, hyper)
     const = jnp.full(x.shape[0], 1e-3, jnp.float32)

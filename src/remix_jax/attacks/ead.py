@@ -25,6 +25,7 @@ slack restarted at x for every search step. Deviations, each deliberate:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -47,6 +48,14 @@ def shrink(z, x, beta, clip_min, clip_max):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class EADOptions:
+    """EAD's static settings (``Spec.options``): the decision rule and FISTA vs ISTA."""
+
+    decision_rule: str = "EN"
+    fista: bool = True
+
+
 def _reset(x, hyper):
     """Iterate and slack restart at the original image every search step."""
     del hyper
@@ -62,8 +71,9 @@ def _iterate(logits_fn, spec, hyper, x, labels, variables, const, k):
     l1 = jnp.sum(jnp.abs(delta), axis=axes)
     l2sq = jnp.sum(delta**2, axis=axes)
     margin_loss = common.margin_loss(logits, labels, spec.targeted, hyper.confidence)
-    en_loss = const * margin_loss + l2sq + hyper.beta * l1
-    score = l2sq + hyper.beta * l1 if spec.decision_rule == "EN" else l1
+    beta, options = hyper.extra["beta"], spec.options
+    en_loss = const * margin_loss + l2sq + beta * l1
+    score = l2sq + beta * l1 if options.decision_rule == "EN" else l1
     success = common.is_success(logits, labels, spec.targeted, hyper.confidence)
 
     def smooth_loss(y):
@@ -75,9 +85,9 @@ def _iterate(logits_fn, spec, hyper, x, labels, variables, const, k):
 
     rate = hyper.learning_rate * jnp.sqrt(1.0 - k / spec.max_iterations)
     new_adv = shrink(
-        slack - rate * jax.grad(smooth_loss)(slack), x, hyper.beta, hyper.clip_min, hyper.clip_max
+        slack - rate * jax.grad(smooth_loss)(slack), x, beta, hyper.clip_min, hyper.clip_max
     )
-    momentum = k / (k + 3.0) if spec.fista else 0.0
+    momentum = k / (k + 3.0) if options.fista else 0.0
     new_slack = new_adv + momentum * (new_adv - adv)
     return Step({"adv": new_adv, "slack": new_slack}, adv, score, success, en_loss)
 
@@ -144,8 +154,7 @@ def ead(
         loop=loop,
         compact=compact,
         key=key,
-        beta=beta,
-        decision_rule=decision_rule,
-        fista=fista,
+        extra={"beta": beta},
+        options=EADOptions(decision_rule=decision_rule, fista=fista),
         on_step=on_step,
     )

@@ -50,9 +50,9 @@ class Hyper(NamedTuple):
     confidence: jax.Array
     learning_rate: jax.Array
     initial_const: jax.Array
-    beta: jax.Array
     clip_min: jax.Array
     clip_max: jax.Array
+    extra: Any = None  # the algorithm's own traced settings (a pytree; EAD: {"beta": ...})
     key: jax.Array | None = None  # randomized models only (Spec.stochastic)
 
 
@@ -64,8 +64,7 @@ class Spec:
     binary_search_steps: int
     max_iterations: int
     abort_early: bool
-    decision_rule: str = "L2"
-    fista: bool = True
+    options: Any = None  # the algorithm's own static settings (hashable; EAD: EADOptions)
     stochastic: bool = False  # logits_fn(x, key) instead of logits_fn(x)
 
 
@@ -378,16 +377,18 @@ def launch(
     clip_max: float,
     loop: str | None,
     compact: bool = True,
-    beta: float = 0.0,
-    decision_rule: str = "L2",
-    fista: bool = True,
+    extra: dict[str, float] | None = None,
+    options: Any = None,
     key: jax.Array | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> common.AttackResult:
     """Validates the public arguments of an attack, then :func:`run` s it.
 
-    ``key``: None for a deterministic ``logits_fn(x)``; a PRNG key for a randomized
-    ``logits_fn(x, key)`` (see the module docstring).
+    ``extra``: the algorithm's own traced settings (floats, e.g. EAD's beta), which
+    reach it as ``hyper.extra``; ``options``: its own static ones (hashable), as
+    ``spec.options``. The driver reads neither. ``key``: None for a deterministic
+    ``logits_fn(x)``; a PRNG key for a randomized ``logits_fn(x, key)`` (see the module
+    docstring).
     """
     common.validate(
         x,
@@ -421,10 +422,8 @@ def launch(
         )
     common.check_label_range(labels, out.shape[1])
     hyper = Hyper(
-        *(
-            jnp.float32(v)
-            for v in (confidence, learning_rate, initial_const, beta, clip_min, clip_max)
-        ),
+        *(jnp.float32(v) for v in (confidence, learning_rate, initial_const, clip_min, clip_max)),
+        extra=None if extra is None else {k: jnp.float32(v) for k, v in extra.items()},
         key=key,
     )
     spec = Spec(
@@ -432,8 +431,7 @@ def launch(
         binary_search_steps=binary_search_steps,
         max_iterations=max_iterations,
         abort_early=abort_early,
-        decision_rule=decision_rule,
-        fista=fista,
+        options=options,
         stochastic=key is not None,
     )
     return run(
