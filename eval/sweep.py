@@ -194,7 +194,7 @@ def main(argv=None) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from remix_jax import adversarial_cache, components, data, evaluation, provenance
+    from remix_jax import adversarial_cache, components, data, evaluation, progress, provenance
     from remix_jax.adversarial_cache import AdversarialCache
     from remix_jax.pretrained import load_magnet, load_pretrained
 
@@ -314,12 +314,36 @@ def main(argv=None) -> None:
         components.magnet_official_names(args.dataset) if magnet is not None else (),
         args.iterations,
     )
+    out = args.out or os.path.join("results", args.dataset, name)
+    # every scored kappa is kept until the result is written: a killed scoring resumes
+    scoring = progress.ProgressFile(
+        out + ".progress.json",
+        {
+            "settings": settings,
+            "indices": chosen.tolist(),
+            "num_keys": args.num_keys,
+            "defenses": list(defenses),
+            "remix": {
+                "n_masks": pre.remix.n_masks,
+                "per_channel": pre.remix.per_channel,
+                "inpainter": pre.remix.inpainter_config.to_dict(),
+            },
+            "weights": progress.fingerprint(
+                pre.classifier_params, pre.remix, *([magnet] if magnet is not None else [])
+            ),
+        },
+    )
     rows = []
-    clean_rows = {}
-    for d, defense in defenses.items():
-        right = defense.correct_over_keys(x, y, False, args.num_keys, first_seed=10_000)
-        clean_rows[d] = evaluation.summarize([np.mean(r) for r in right])
+    clean_rows = scoring.get("clean") or {}
+    if not clean_rows:
+        for d, defense in defenses.items():
+            right = defense.correct_over_keys(x, y, False, args.num_keys, first_seed=10_000)
+            clean_rows[d] = evaluation.summarize([np.mean(r) for r in right])
+        scoring.put("clean", clean_rows)
     for kappa in tqdm(kappas, desc="scoring"):
+        if (done := scoring.get(f"kappa {kappa:g}")) is not None:
+            rows.append(done)
+            continue
         c = crafted[kappa]
         ok = c["success"]
         row = {
@@ -340,6 +364,7 @@ def main(argv=None) -> None:
             row[f"{d} | fooled"] = (
                 evaluation.summarize([r[ok].mean() for r in right]) if ok.any() else None
             )
+        scoring.put(f"kappa {kappa:g}", row)
         rows.append(row)
     result = {
         "dataset": args.dataset,
@@ -354,7 +379,6 @@ def main(argv=None) -> None:
         "wall_seconds": round(time.time() - started, 1),
         **provenance.stamp(),
     }
-    out = args.out or os.path.join("results", args.dataset, name)
     if provenance.reproduces(out + ".json", result):
         print(
             f"{out}.json already holds these numbers: kept as committed, with the "
@@ -363,6 +387,7 @@ def main(argv=None) -> None:
     else:
         write_outputs(out, result, list(defenses))
         print(f"-> {out}.json / .csv / .png")
+    scoring.finish()
 
 
 def write_outputs(out: str, result: dict, defenses: list[str]) -> None:

@@ -311,3 +311,74 @@ def test_a_larger_num_examples_crafts_only_the_new_images(tmp_path, data_dir):
     assert other.returncode != 0
     assert "other settings (max_iterations differ)" in other.stderr
     assert (cache / "kappa_0.npz").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_killed_scoring_resumes_from_its_finished_kappas(tmp_path, data_dir, monkeypatch):
+    from eval import sweep
+    from remix_jax import evaluation, provenance
+
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    out = tmp_path / "out" / "cw"
+    args = [
+        "--attack",
+        "cw",
+        "--num-examples",
+        "6",
+        "--confidences",
+        "0",
+        "5",
+        "--binary-search-steps",
+        "1",
+        "--max-iterations",
+        "20",
+        "--initial-const",
+        "10",
+        "--num-keys",
+        "2",
+        "--no-magnet",
+        "--data-dir",
+        data_dir,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+    ]
+    sweep.main(args)
+    reference = json.loads((tmp_path / "out" / "cw.json").read_text())
+    os.remove(tmp_path / "out" / "cw.json")
+    original, calls = evaluation.Defense.correct_over_keys, []
+
+    def scored(self, *a, **k):
+        calls.append(1)
+        if dying and len(calls) > 8:  # 4 defenses: clean, kappa 0, then killed at kappa 5
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(evaluation.Defense, "correct_over_keys", scored)
+    dying = True
+    with pytest.raises(KeyboardInterrupt):
+        sweep.main(args)
+    assert (tmp_path / "out" / "cw.progress.json").is_file()
+    dying, calls[:] = False, []
+    sweep.main(args)
+    assert len(calls) == 4  # only kappa 5 was scored again
+    assert not (tmp_path / "out" / "cw.progress.json").exists()
+    resumed = tmp_path / "out" / "cw.json"
+    assert provenance.reproduces(str(resumed), reference)
+
+
+def test_progress_is_reused_only_under_the_same_identity(tmp_path):
+    import numpy as np
+
+    from remix_jax import progress
+
+    path = str(tmp_path / "run.progress.json")
+    first = progress.ProgressFile(path, {"weights": progress.fingerprint({"w": np.ones(3)})})
+    first.put("kappa 0", {"accuracy": 0.5})
+    same = progress.ProgressFile(path, {"weights": progress.fingerprint({"w": np.ones(3)})})
+    assert same.get("kappa 0") == {"accuracy": 0.5}
+    other = progress.ProgressFile(path, {"weights": progress.fingerprint({"w": np.zeros(3)})})
+    assert other.get("kappa 0") is None
+    same.finish()
+    assert not os.path.exists(path)
