@@ -509,8 +509,11 @@ def main(argv=None) -> None:
         **provenance.stamp(),
     }
     out = default_out(args)
-    write_outputs(out, result)
     print(markdown(result))
+    if provenance.reproduces(out + ".json", result):
+        print(f"{out}.json already holds these numbers: kept as committed")
+        return
+    write_outputs(out, result)
     print(f"-> {out}.json / .md / .png")
 
 

@@ -400,8 +400,11 @@ def main(argv=None) -> None:
         **provenance.stamp(),
     }
     out = args.out or default_out(args.dataset, name, args.preset, args.positives)
-    write_outputs(out, result)
     print(markdown(result))
+    if provenance.reproduces(out + ".json", result):
+        print(f"{out}.json already holds these numbers: kept as committed")
+        return
+    write_outputs(out, result)
     print(f"-> {out}.json / .md / .png")
 
 

@@ -88,11 +88,15 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
     files = sorted(os.listdir(cache))
     assert len(files) == 4  # the warm start reused the oblivious run's examples
     stamps = {f: os.stat(cache / f).st_mtime_ns for f in files}
+    written = (tmp_path / "out" / "pgd.json").read_bytes()
     second = run(args, data_dir)  # every run comes from the cache
     assert second.returncode == 0, second.stderr[-3000:]
     assert {f: os.stat(cache / f).st_mtime_ns for f in sorted(os.listdir(cache))} == stamps
     again = json.loads((tmp_path / "out" / "pgd.json").read_text())
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
+    # the same numbers: the file keeps the first run's bytes (and provenance)
+    assert "already holds these numbers" in second.stdout
+    assert (tmp_path / "out" / "pgd.json").read_bytes() == written
 
 
 def test_sanity_plan_adds_samples_steps_fixed_and_large_budget_without_repeats():
