@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.sweep import LEGEND, defenses_of, plot_panel
+    from remix_jax.sweep_report import LEGEND, defenses_of, plot_panel
 
     datasets = [d for d in args.datasets if any(f[0] == d for f in found)]
     attacks = [a for a in args.attacks if any(f[1] == a for f in found)]

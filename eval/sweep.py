@@ -35,6 +35,7 @@ from remix_jax.cli import (
     add_dataset_flag,
     check_output_path,
 )
+from remix_jax.sweep_report import defenses_of, markdown, write_outputs
 
 PRESETS = {
     # the reference implementations' defaults (Carlini's l2_attack.py, EAD's en_attack.py)
@@ -43,26 +44,6 @@ PRESETS = {
     # 9 x 10000 (100%) with CW's mean L2 within 0.3% and EAD's mean L1 within 5%
     # (L2 within 2%): results/bench/attacks_convergence_gpu.json
     "cpu": {"binary_search_steps": 9, "max_iterations": 1000},
-}
-# plot labels that say whose component a row is
-LEGEND = {
-    "none": "no defense",
-    "reformer": "REMIX reformer",
-    "MagNet": "MagNet (detectors + reformer)",
-}
-# one colour per defense in every plot, whichever defenses a sweep scored
-COLORS = {
-    "none": "tab:gray",
-    "reformer": "tab:orange",
-    "MagNet reformer": "tab:green",
-    "MagNet": "tab:red",
-    "MagNet + JSD": "tab:purple",
-    "mask-inpaint K=1": "tab:brown",
-    "reformer + mask-inpaint K=1": "tab:pink",
-    "mask-inpaint K=2": "tab:olive",
-    "reformer + mask-inpaint K=2": "tab:cyan",
-    "mask-inpaint K=3": "tab:blue",
-    "reformer + mask-inpaint K=3": "black",
 }
 
 
@@ -379,6 +360,7 @@ def main(argv=None) -> None:
         "wall_seconds": round(time.time() - started, 1),
         **provenance.stamp(),
     }
+    print(markdown(result, list(defenses)))
     if provenance.reproduces(out + ".json", result):
         print(
             f"{out}.json already holds these numbers: kept as committed, with the "
@@ -388,145 +370,6 @@ def main(argv=None) -> None:
         write_outputs(out, result, list(defenses))
         print(f"-> {out}.json / .csv / .png")
     scoring.finish()
-
-
-def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
-    """JSON, CSV (mean accuracy on fooled examples per defense), Markdown tables and the
-    Fig. 2 plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    with open(out + ".json.tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(out + ".json.tmp", out + ".json")
-    header = ["confidence", "attack_success", "fooled", "mean_l2"]
-    header += [f"{d} | fooled" for d in defenses] + [f"{d} | all" for d in defenses]
-    lines = [",".join(f'"{h}"' for h in header)]
-    for row in result["rows"]:
-        cells = []
-        for h in header:
-            v = row[h]
-            cells.append(
-                "" if v is None else f"{v['mean']:.2f}" if isinstance(v, dict) else f"{v:.4g}"
-            )
-        lines.append(",".join(cells))
-    with open(out + ".csv.tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(out + ".csv.tmp", out + ".csv")
-    with open(out + ".md.tmp", "w") as f:
-        f.write(markdown(result, defenses))
-    os.replace(out + ".md.tmp", out + ".md")
-    fig, ax = plt.subplots(figsize=(7.2, 3.6))
-    plot_panel(ax, result, defenses)
-    # beside the axes: inside, it hides the curves wherever they cross the middle
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.tight_layout()
-    fig.savefig(out + ".png.tmp.png", dpi=150)
-    os.replace(out + ".png.tmp.png", out + ".png")
-    plt.close(fig)
-
-
-def markdown(result: dict, defenses: list[str] | None = None) -> str:
-    """The result as Markdown tables: accuracy (mean +- std over keys) per kappa."""
-    defenses = defenses or defenses_of(result)
-
-    def cell(v):
-        if v is None:
-            return "-"
-        return f"{v['mean']:.1f}" + (f" +- {v['std']:.1f}" if v.get("runs", 1) > 1 else "")
-
-    settings = ", ".join(f"{k} {v}" for k, v in result["settings"].items())
-    lines = [
-        f"# {result['dataset']}, {result['attack']}: accuracy (%) vs confidence",
-        "",
-        f"`{result['command']}` on {result['machine']} (commit {result['git_commit'][:10]}, "
-        f"{result['date']}, {result['wall_seconds']:.0f} s); data: {result['data_source']}; "
-        f"{result['num_examples']} images; {settings}; randomized defenses over "
-        f"{result['num_keys']} keys.",
-        "",
-        "Accuracy on all crafted examples, each scored as the attack returned it (also "
-        "where it missed kappa); a MagNet rejection counts as defended. Attack success is "
-        "re-checked here in full float32 (margin >= kappa, wrong argmax):",
-        "",
-    ]
-    # examples crafted elsewhere may pass the success test there and not here
-    elsewhere = any(
-        r["attack_success_where_crafted"] != r["attack_success"] for r in result["rows"]
-    )
-    extra = ["success where crafted"] if elsewhere else []
-    header = ["kappa", "attack success", *extra, "mean L2", *(LEGEND.get(d, d) for d in defenses)]
-    lines += [
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
-        "| clean | - | "
-        + "- | " * len(extra)
-        + "- | "
-        + " | ".join(cell(result["clean"][d]) for d in defenses)
-        + " |",
-    ]
-    for row in result["rows"]:
-        l2 = "-" if row["mean_l2"] is None else f"{row['mean_l2']:.3f}"
-        crafted = [f"{row['attack_success_where_crafted']:.1f}"] if elsewhere else []
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    f"{row['confidence']:g}",
-                    f"{row['attack_success']:.1f}",
-                    *crafted,
-                    l2,
-                    *(cell(row[f"{d} | all"]) for d in defenses),
-                ]
-            )
-            + " |"
-        )
-    timed = [r for r in result["rows"] if r.get("craft_seconds")]
-    if timed:
-        lines += [
-            "",
-            "Crafting time per kappa: "
-            + "; ".join(
-                f"{r['confidence']:g}: {r['craft_seconds'] / 60:.0f} min "
-                f"({r['craft_images_timed']} images timed)"
-                for r in timed
-            )
-            + ".",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def defenses_of(result: dict) -> list[str]:
-    """The defenses a sweep result scored, in its column order."""
-    return [k[: -len(" | all")] for k in result["rows"][0] if k.endswith(" | all")]
-
-
-def plot_panel(ax, result: dict, defenses: list[str] | None = None) -> None:
-    """Accuracy on all crafted examples vs kappa, one line per defense (mean +- std)."""
-    kappas = [r["confidence"] for r in result["rows"]]
-    for d in defenses or defenses_of(result):
-        means = [r[f"{d} | all"]["mean"] for r in result["rows"]]
-        stds = [r[f"{d} | all"]["std"] for r in result["rows"]]
-        ax.errorbar(
-            kappas,
-            means,
-            yerr=stds,
-            marker="o",
-            ms=3,
-            capsize=2,
-            label=LEGEND.get(d, d),
-            color=COLORS.get(d),
-        )
-    ax.set_xlabel("confidence $\\kappa$")
-    ax.set_ylabel("accuracy on adversarial examples (%)")
-    ax.set_title(
-        f"{result['dataset']}, {result['attack']}: all {result['num_examples']} crafted examples",
-        fontsize=10,
-    )
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
 
 
 if __name__ == "__main__":

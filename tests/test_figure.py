@@ -57,7 +57,7 @@ def test_a_defense_has_one_colour_in_every_panel():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.sweep import plot_panel
+    from remix_jax.sweep_report import plot_panel
 
     with_magnet = fake_result("mnist", "cw")
     # MagNet before mask-inpaint: a colour cycle would shift mask-inpaint's colour
