@@ -110,8 +110,8 @@ def main(argv=None) -> None:
     runtime.configure()
     runtime.use_full_precision()
     from bench.common import setup, write_json
-    from eval.sweep import PRESETS
     from remix_jax import provenance
+    from remix_jax.attack_registry import PRESETS
 
     pre, x, y = setup(args.dataset, 100, args.data_dir)  # FLOPs per image do not depend on N
     suffix = datasets.file_suffix(args.dataset)

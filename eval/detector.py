@@ -63,7 +63,10 @@ def parse(argv):
     p.add_argument("--attack", choices=attack_registry.names("confidence"), required=True)
     add_dataset_flag(p)
     p.add_argument(
-        "--preset", choices=["cpu", "paper"], default="cpu", help="which eval.sweep cache to read"
+        "--preset",
+        choices=sorted(attack_registry.PRESETS),
+        default="cpu",
+        help="which eval.sweep cache to read",
     )
     p.add_argument("--targeted", action="store_true", help="the targeted attack's cache")
     p.add_argument(

@@ -37,15 +37,6 @@ from remix_jax.cli import (
 )
 from remix_jax.sweep_report import defenses_of, markdown, write_outputs
 
-PRESETS = {
-    # the reference implementations' defaults (Carlini's l2_attack.py, EAD's en_attack.py)
-    "paper": {"binary_search_steps": 9, "max_iterations": 10_000},
-    # on 100 MNIST images, at kappa 0 and 20, 9 x 1000 reached the success of
-    # 9 x 10000 (100%) with CW's mean L2 within 0.3% and EAD's mean L1 within 5%
-    # (L2 within 2%): results/bench/attacks_convergence_gpu.json
-    "cpu": {"binary_search_steps": 9, "max_iterations": 1000},
-}
-
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
@@ -66,12 +57,12 @@ def parse(argv):
     )
     p.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
+        choices=sorted(attack_registry.PRESETS),
         default="cpu",
         help="attack budget: "
         + "; ".join(
             f"{k} {v['binary_search_steps']} x {v['max_iterations']}"
-            for k, v in sorted(PRESETS.items())
+            for k, v in sorted(attack_registry.PRESETS.items())
         ),
     )
     p.add_argument("--binary-search-steps", type=int, default=None, help="overrides --preset")
@@ -139,7 +130,7 @@ def parse(argv):
 
 
 def attack_settings(args) -> dict:
-    settings = dict(PRESETS[args.preset])
+    settings = dict(attack_registry.PRESETS[args.preset])
     if args.binary_search_steps is not None:
         settings["binary_search_steps"] = args.binary_search_steps
     if args.max_iterations is not None:
