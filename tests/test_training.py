@@ -206,25 +206,15 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
         )
     root = tmp_path / "ckpt"
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
-    train_classifier.main(
-        [
-            "--dataset",
-            "cifar10",
-            "--width",
-            "4",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "50",
-            "--validation-size",
-            "100",
-            "--no-progress",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--checkpoint-dir",
-            str(root / "cifar10" / "classifier"),
-        ]
-    )
+
+    def train(epochs="3", *extra):
+        train_classifier.main(
+            ["--dataset", "cifar10", "--width", "4", "--epochs", epochs, "--batch-size", "50",
+             "--validation-size", "100", "--no-progress", "--data-dir", str(tmp_path / "data"),
+             "--checkpoint-dir", str(root / "cifar10" / "classifier"), *extra]
+        )  # fmt: skip
+
+    train()
     meta = checkpoints.read_metadata(str(root / "cifar10" / "classifier"))
     assert meta["config"]["module"]["width"] == 4
     assert meta["config"]["recipe"]["schedule"] == "onecycle"
@@ -237,74 +227,18 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
     assert accuracy > 0.9
     # the one-cycle schedule spans the run: resuming with another length is refused
     with pytest.raises(SystemExit):
-        train_classifier.main(
-            [
-                "--dataset",
-                "cifar10",
-                "--width",
-                "4",
-                "--epochs",
-                "4",
-                "--batch-size",
-                "50",
-                "--validation-size",
-                "100",
-                "--no-progress",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--checkpoint-dir",
-                str(root / "cifar10" / "classifier"),
-            ]
-        )
+        train("4")
     assert meta["train"]["schedule_steps"] == 3 * (500 // 50)
     # so is resuming with another learning rate, and meta.json keeps the run's own
     with pytest.raises(SystemExit):
-        train_classifier.main(
-            [
-                "--dataset",
-                "cifar10",
-                "--width",
-                "4",
-                "--epochs",
-                "3",
-                "--batch-size",
-                "50",
-                "--validation-size",
-                "100",
-                "--learning-rate",
-                "0.01",
-                "--no-progress",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--checkpoint-dir",
-                str(root / "cifar10" / "classifier"),
-            ]
-        )
+        train("3", "--learning-rate", "0.01")
     assert checkpoints.read_metadata(str(root / "cifar10" / "classifier")) == meta
     with pytest.raises(SystemExit):  # --width is the CIFAR-10 ResNet's
         train_classifier.main(["--dataset", "mnist", "--width", "4"])
     # the same command on the finished run says so and leaves its files byte-identical
     meta_file = root / "cifar10" / "classifier" / checkpoints.META_FILE
     before = meta_file.read_bytes()
-    train_classifier.main(
-        [
-            "--dataset",
-            "cifar10",
-            "--width",
-            "4",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "50",
-            "--validation-size",
-            "100",
-            "--no-progress",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--checkpoint-dir",
-            str(root / "cifar10" / "classifier"),
-        ]
-    )
+    train()
     assert "already holds the finished run" in capsys.readouterr().out
     assert meta_file.read_bytes() == before
 
