@@ -510,11 +510,7 @@ def main(argv=None) -> None:
     }
     out = default_out(args)
     print(markdown(result))
-    if provenance.reproduces(out + ".json", result):
-        print(f"{out}.json already holds these numbers: kept as committed")
-        return
-    write_outputs(out, result)
-    print(f"-> {out}.json / .md / .png")
+    provenance.write_unless_reproduced(out, result, write_outputs)
 
 
 def label(defense: str, threat: str) -> str:

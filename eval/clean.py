@@ -124,17 +124,21 @@ def main(argv=None) -> None:
         **provenance.stamp(),
     }
     out = args.out or os.path.join("results", args.dataset, "clean")
-    table = markdown(result)
-    if provenance.reproduces(f"{out}.json", result):
-        print(table)
-        print(f"{out}.json already holds these numbers: kept as committed")
-        return
+    print(markdown(result))
+    provenance.write_unless_reproduced(out, result, write_outputs)
+
+
+def write_outputs(out: str, result: dict) -> None:
+    """JSON and Markdown, each written atomically."""
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    for path, text in ((f"{out}.json", json.dumps(result, indent=2) + "\n"), (f"{out}.md", table)):
+    text = markdown(result)
+    for path, content in (
+        (f"{out}.json", json.dumps(result, indent=2) + "\n"),
+        (f"{out}.md", text),
+    ):
         with open(path + ".tmp", "w") as f:
-            f.write(text)
+            f.write(content)
         os.replace(path + ".tmp", path)
-    print(table)
 
 
 def markdown(result: dict) -> str:

@@ -404,11 +404,7 @@ def main(argv=None) -> None:
     }
     out = args.out or default_out(args.dataset, name, args.preset, args.positives)
     print(markdown(result))
-    if provenance.reproduces(out + ".json", result):
-        print(f"{out}.json already holds these numbers: kept as committed")
-        return
-    write_outputs(out, result)
-    print(f"-> {out}.json / .md / .png")
+    provenance.write_unless_reproduced(out, result, write_outputs)
 
 
 def _atomic_write(path: str, text: str) -> None:

@@ -352,14 +352,9 @@ def main(argv=None) -> None:
         **provenance.stamp(),
     }
     print(markdown(result, list(defenses)))
-    if provenance.reproduces(out + ".json", result):
-        print(
-            f"{out}.json already holds these numbers: kept as committed, with the "
-            "provenance of the run that made them"
-        )
-    else:
-        write_outputs(out, result, list(defenses))
-        print(f"-> {out}.json / .csv / .png")
+    provenance.write_unless_reproduced(
+        out, result, lambda path, res: write_outputs(path, res, list(defenses))
+    )
     scoring.finish()
 
 

@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 
 def command() -> str:
@@ -118,3 +119,20 @@ def reproduces(path: str, result: dict) -> bool:
         return {k: v for k, v in d.items() if k not in RUN_FIELDS}
 
     return numbers(old) == numbers(new)
+
+
+def write_unless_reproduced(out: str, result: dict, write: Callable[[str, dict], None]) -> bool:
+    """``write(out, result)`` unless ``<out>.json`` already holds these numbers.
+
+    A rerun that reproduces a committed result leaves its files byte-identical (and
+    their provenance: the run that made the numbers). Says which on stdout.
+
+    Returns:
+      whether the files were written.
+    """
+    if reproduces(out + ".json", result):
+        print(f"{out}.json already holds these numbers: kept as committed")
+        return False
+    write(out, result)
+    print(f"-> {out}.json and its tables and plots")
+    return True
