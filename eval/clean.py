@@ -69,6 +69,7 @@ def main(argv=None) -> None:
     from tqdm import tqdm
 
     from remix_jax import components, data, evaluation, provenance
+    from remix_jax.masking import num_positions
     from remix_jax.pretrained import load_magnet, load_pretrained
 
     try:
@@ -78,8 +79,7 @@ def main(argv=None) -> None:
         sys.exit(f"error: {e}")
     trained_masks = pre.remix.n_masks
     if args.num_masks is not None:
-        h, w, c = datasets.get(args.dataset).image_shape
-        positions = h * w * (c if pre.remix.per_channel else 1)
+        positions = num_positions(datasets.get(args.dataset).image_shape, pre.remix.per_channel)
         if args.num_masks > positions:  # checked before minutes of scoring, not after
             sys.exit(f"error: --num-masks must be <= {positions} (the image's positions)")
         pre = pre._replace(remix=pre.remix.replace(n_masks=args.num_masks))

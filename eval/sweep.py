@@ -202,7 +202,7 @@ def main(argv=None) -> None:
     cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), settings, log=tqdm.write)
 
     def craft(kappa):
-        progress = tqdm(total=len(x), desc=f"{name} kappa={kappa:g}", unit="img", leave=False)
+        bar = tqdm(total=len(x), desc=f"{name} kappa={kappa:g}", unit="img", leave=False)
         steps = settings["binary_search_steps"]
 
         def attack_batch(sl):
@@ -210,7 +210,7 @@ def main(argv=None) -> None:
 
             def show_step(done):
                 # one batch is tens of minutes on a CPU: say which search step
-                progress.set_postfix_str(f"{label} {done}/{steps} done")
+                bar.set_postfix_str(f"{label} {done}/{steps} done")
 
             show_step(0)
             res = attack(
@@ -229,7 +229,7 @@ def main(argv=None) -> None:
                     f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
                     f": {part['seconds']:.0f} s wall, {part['cpu_seconds']:.0f} s CPU"
                 )
-            progress.update(len(part["success"]))
+            bar.update(len(part["success"]))
 
         try:
             # each finished batch is kept on disk, so a killed run resumes mid-kappa,
@@ -240,7 +240,7 @@ def main(argv=None) -> None:
         except adversarial_cache.SettingsMismatch as e:
             sys.exit(f"error: {e}")
         finally:
-            progress.close()
+            bar.close()
 
     from remix_jax.attacks.common import is_success
 
@@ -272,10 +272,8 @@ def main(argv=None) -> None:
     for kappa in tqdm(kappas, desc=f"{name} sweep"):
         crafted[kappa] = verified(kappa, craft(kappa))
         ok = crafted[kappa]["success"]
-        tqdm.write(
-            f"{name} kappa={kappa:g}: success {ok.mean():.1%}, mean L2 "
-            f"{crafted[kappa]['l2'][ok].mean() if ok.any() else float('nan'):.3f}"
-        )
+        mean_l2 = f"mean L2 {crafted[kappa]['l2'][ok].mean():.3f}" if ok.any() else "no success"
+        tqdm.write(f"{name} kappa={kappa:g}: success {ok.mean():.1%}, {mean_l2}")
     if args.craft_only:
         return
 

@@ -25,6 +25,7 @@ COMMANDS = [
     "train.reformer",
     "bench.attacks",
     "bench.cifar_widths",
+    "bench.inpainter_cost",
     "bench.magnet_init",
     "bench.presets",
     "bench.reference_attacks",

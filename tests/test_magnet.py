@@ -242,3 +242,15 @@ def test_train_magnet_cli_trains_calibrates_and_loads(tmp_path, data_dir):
     assert sorted(dict(loaded.configs)) == ["I", "II"] and loaded.reformer == "I"
     for d in report["detectors"]:
         assert float(loaded.thresholds[d["name"]]) == pytest.approx(d["threshold"])
+
+
+def test_batched_rejections_are_the_outcomes_rejections():
+    m = tiny_magnet()
+    x = np.asarray(jax.random.uniform(jax.random.key(6), (40, 8, 8, 1)))
+    calibrated = magnet.calibrate(m, toy_logits, x, batch_size=3)
+    rejected = magnet.rejections(calibrated, toy_logits, x, batch_size=3)
+    assert rejected.any() and not rejected.all()  # calibrated on x: some, not all
+    np.testing.assert_array_equal(
+        rejected,
+        magnet.outcomes(calibrated, toy_logits, x, np.zeros(40, np.int32), 3)["rejected"],
+    )

@@ -102,3 +102,17 @@ def test_bad_arguments_exit(args):
 def test_missing_checkpoints_exit_with_a_message(tmp_path, data_dir):
     with pytest.raises(SystemExit, match="error: "):
         visualize.main(["--checkpoint-root", str(tmp_path), "--data-dir", data_dir])
+
+
+@pytest.mark.slow
+def test_the_figure_shows_what_defend_computes():
+    import jax
+
+    from remix_jax import defend, load_pretrained
+
+    pre = load_pretrained("mnist")
+    x = np.asarray(jax.random.uniform(jax.random.key(0), (3, 28, 28, 1)))
+    stages = visualize.remix_stages(pre, jax.random.key(5), x, iterations=1)
+    defended = defend(pre.remix, jax.random.key(5), x, iterations=1)
+    np.testing.assert_allclose(stages["combined"], defended, atol=1e-5)
+    np.testing.assert_array_equal(stages["masked"], stages["masks"] * stages["reformed"][None])

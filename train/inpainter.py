@@ -83,6 +83,7 @@ def main(argv=None) -> None:
 
     from remix_jax import datasets, objectives, pretrained, runtime
     from remix_jax.defense import autoencoder_fn
+    from remix_jax.masking import num_positions
 
     runtime.configure()  # before the first JAX computation (restoring weights is one)
     if args.through_reformer and not args.classifier_weight > 0:
@@ -110,7 +111,7 @@ def main(argv=None) -> None:
         except ValueError as e:
             common.fail(str(e))
         n = spec.n_masks if args.n_masks is None else args.n_masks
-    positions = hw[0] * hw[1] * (spec.channels if args.per_channel else 1)
+    positions = num_positions(spec.image_shape, args.per_channel)
     if not 2 <= n <= positions:
         common.fail(
             f"--n-masks must be in [2, {positions}] (one mask hides every pixel; "

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from remix_jax._checks import check_images, check_int, check_key
-from remix_jax.masking import random_masks
+from remix_jax.masking import num_positions, random_masks
 from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 
 InpaintFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -99,8 +99,7 @@ def mask_inpaint(
     """
     check_key("key", key)
     check_images("x", x)
-    positions = x.shape[1] * x.shape[2] * (x.shape[3] if per_channel else 1)
-    n = check_int("n", n, low=2, high=positions)
+    n = check_int("n", n, low=2, high=num_positions(x.shape[1:], per_channel))
     keys = jax.random.split(key, x.shape[0])
     return _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel)
 
@@ -281,9 +280,9 @@ def defend(
     check_images("x", x, channels=params.inpainter_config.channels)
     # one mask would hide every pixel: the output would be the inpainter's guess from nothing
     n = check_int("params.n_masks", params.n_masks, low=2)
-    num_positions = x.shape[1] * x.shape[2] * (x.shape[3] if params.per_channel else 1)
-    if n > num_positions:
-        raise ValueError(f"params.n_masks must be <= {num_positions} positions, got {n}")
+    positions = num_positions(x.shape[1:], params.per_channel)
+    if n > positions:
+        raise ValueError(f"params.n_masks must be <= {positions} positions, got {n}")
     k = params.iterations if iterations is None else iterations
     k = check_int("iterations", k, low=0)
     if chunk == "auto":

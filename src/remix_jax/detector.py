@@ -37,6 +37,7 @@ import numpy as np
 from remix_jax._checks import check_images, check_int
 from remix_jax.defense import RemixParams, autoencoder_fn, inpaint_copies
 from remix_jax.magnet import jensen_shannon, threshold
+from remix_jax.masking import num_positions
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 InpaintFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -47,7 +48,7 @@ def _check(params: RemixParams, x) -> None:
     if not isinstance(params, RemixParams):
         raise TypeError(f"params must be a RemixParams, got {type(params).__name__}")
     check_images("x", x, channels=params.inpainter_config.channels)
-    positions = x.shape[1] * x.shape[2] * (x.shape[3] if params.per_channel else 1)
+    positions = num_positions(x.shape[1:], params.per_channel)
     check_int("params.n_masks", params.n_masks, low=2, high=positions)
 
 
@@ -84,8 +85,7 @@ def mask_inpaint_copies(
       ``per_channel``), 0 on the positions each copy hid.
     """
     check_images("x", x)
-    positions = x.shape[1] * x.shape[2] * (x.shape[3] if per_channel else 1)
-    n = check_int("n", n, low=1, high=positions)
+    n = check_int("n", n, low=1, high=num_positions(x.shape[1:], per_channel))
     return _copies_each(inpaint_fn, jax.random.split(key, x.shape[0]), x, n, per_channel)
 
 

@@ -152,8 +152,7 @@ def defense_suite(
 def _magnet_reject(logits_fn: LogitsFn, magnet: magnet_lib.MagNetParams):
     def reject(key, x):
         del key
-        # whether a detector fires does not depend on the labels
-        return magnet_lib.outcomes(magnet, logits_fn, x, np.zeros(len(x), np.int32))["rejected"]
+        return magnet_lib.rejections(magnet, logits_fn, x)
 
     return reject
 

@@ -201,6 +201,21 @@ def _scores_batch(logits_fn, magnet, x):
     return detector_scores(magnet, logits_fn, x)
 
 
+def rejections(
+    magnet: MagNetParams, logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000
+) -> np.ndarray:
+    """(N,) bool: some detector rejects the input, in batches (no reformed pass)."""
+    return np.concatenate(
+        [np.asarray(_detect_batch(logits_fn, magnet, x[i : i + batch_size]))
+         for i in range(0, len(x), batch_size)]
+    )  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _detect_batch(logits_fn, magnet, x):
+    return detect(magnet, logits_fn, x)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _outcomes_batch(logits_fn, magnet, x, labels):
     right = jnp.argmax(logits_fn(reform(magnet, x)), axis=-1) == labels

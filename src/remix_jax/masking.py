@@ -37,6 +37,13 @@ def _mask_shape(shape: Sequence[int], per_channel: bool) -> tuple[int, int, int]
     return (shape[0], shape[1], 1)
 
 
+def num_positions(image_shape: Sequence[int], per_channel: bool = False) -> int:
+    """How many positions an (H, W, C) image's masks partition: H*W pixels, or H*W*C
+    elements with ``per_channel``. n must lie in [2, this]."""
+    h, w, c = image_shape
+    return h * w * (c if per_channel else 1)
+
+
 def partition_ids(key: jax.Array, num_positions: int, n: int) -> jax.Array:
     """Assigns each of ``num_positions`` positions to one of ``n`` random sets.
 
