@@ -1,5 +1,6 @@
 """The adversarial-example cache: resume, reuse, prefix split, refusal of other settings."""
 
+import json
 import os
 
 import numpy as np
@@ -90,3 +91,33 @@ def test_target_labels_are_wrong_and_shared():
     assert (targets != labels).all() and targets.max() < 10
     np.testing.assert_array_equal(targets, adversarial_cache.attack_labels(labels, 10, True))
     np.testing.assert_array_equal(adversarial_cache.attack_labels(labels, 10, False), labels)
+
+
+def test_resume_keeps_untimed_batches_and_skips_parts_off_its_chain_or_of_other_shape(tmp_path):
+    """After a kill, only a part that starts where the chain of batches continues and
+    holds exactly its images counts; the others are crafted again and then removed."""
+    indices = list(range(6))
+    full = make(tmp_path, indices).craft(0, FakeAttack(indices), 6, machine="m")
+    settings = adversarial_cache.read(str(tmp_path / "kappa_0.npz"))[1]
+    os.remove(tmp_path / "kappa_0.npz")
+
+    def plant(start, stop, l2, size=None):
+        arrays = {
+            k: full[k][start : start + (size or stop - start)] for k in adversarial_cache.FIELDS
+        }
+        arrays["l2"] = np.full(len(arrays["l2"]), l2, np.float32)
+        part_settings = {**settings, "indices": indices[start:stop]}
+        np.savez(
+            tmp_path / f"kappa_0.part_{start}.npz", settings=json.dumps(part_settings), **arrays
+        )
+
+    plant(0, 3, 123.0)  # a finished first batch, with no crafting time recorded
+    plant(4, 6, 789.0)  # a leftover of another batch size: not where the chain goes on
+    plant(3, 5, 456.0, size=3)  # on the chain, but 3 images' arrays for 2 indices
+    resumed = FakeAttack(indices)
+    out = make(tmp_path, indices).craft(0, resumed, 2, machine="m")
+    assert resumed.calls == [(3, 2), (5, 1)]
+    np.testing.assert_array_equal(out["l2"][:3], 123.0)  # reused, not crafted again
+    np.testing.assert_array_equal(out["l2"][3:], np.arange(3, 6) * 2.0)
+    assert np.isnan(out["part_seconds"][0]) and out["part_sizes"].tolist() == [3, 2, 1]
+    assert os.listdir(tmp_path) == ["kappa_0.npz"]

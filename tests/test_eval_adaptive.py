@@ -3,32 +3,36 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from eval import adaptive
+from remix_jax import adaptive_plan
+from remix_jax.adaptive_plan import AdaptiveSetup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(args, data_dir):
-    env = {**os.environ, "REMIX_DATA_DIR": data_dir}
-    return subprocess.run(
-        [sys.executable, "-m", "eval.adaptive", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def plan(args):
+    return adaptive_plan.plan(AdaptiveSetup.from_args(args))
+
+
+@pytest.fixture
+def in_process(monkeypatch, data_dir):
+    """eval.adaptive's main, run here (the JAX backend already runs in this process)."""
+    from remix_jax import runtime
+
+    if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
+        pytest.skip("no MNIST checkpoints committed")
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")
+    # a process-wide JAX setting: keep it out of the other tests (CPUs compute float32
+    # in full precision anyway)
+    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)
+    monkeypatch.setenv("REMIX_DATA_DIR", data_dir)
 
 
 @pytest.mark.slow
-def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir):
-    if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
-        pytest.skip("no MNIST checkpoints committed")
+def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, in_process, capsys):
     cache, out = tmp_path / "cache", tmp_path / "out" / "pgd"
     args = [
         "--attack",
@@ -53,8 +57,7 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
         "--out",
         str(out),
     ]
-    first = run(args, data_dir)
-    assert first.returncode == 0, first.stderr[-3000:]
+    adaptive.main(args)
     result = json.loads((tmp_path / "out" / "pgd.json").read_text())
     assert [(r["threat"], r["samples"]) for r in result["rows"]] == [
         ("oblivious", 1),
@@ -89,13 +92,13 @@ def test_tiny_adaptive_evaluation_runs_end_to_end_and_resumes(tmp_path, data_dir
     assert len(files) == 4  # the warm start reused the oblivious run's examples
     stamps = {f: os.stat(cache / f).st_mtime_ns for f in files}
     written = (tmp_path / "out" / "pgd.json").read_bytes()
-    second = run(args, data_dir)  # every run comes from the cache
-    assert second.returncode == 0, second.stderr[-3000:]
+    capsys.readouterr()
+    adaptive.main(args)  # every run comes from the cache
     assert {f: os.stat(cache / f).st_mtime_ns for f in sorted(os.listdir(cache))} == stamps
     again = json.loads((tmp_path / "out" / "pgd.json").read_text())
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
     # the same numbers: the file keeps the first run's bytes (and provenance)
-    assert "already holds these numbers" in second.stdout
+    assert "already holds these numbers" in capsys.readouterr().out
     assert (tmp_path / "out" / "pgd.json").read_bytes() == written
 
 
@@ -114,7 +117,7 @@ def test_sanity_plan_adds_samples_steps_fixed_and_large_budget_without_repeats()
             "100",
         ]
     )
-    runs = adaptive.plan(args)
+    runs = plan(args)
     groups = [r["group"] for r in runs]
     assert groups.count("curve") == 4  # oblivious + eot, two budgets
     eot_02 = [r for r in runs if r["threat"] == "eot" and r["budget"] == 0.2]
@@ -169,7 +172,7 @@ def test_bad_arguments_exit_with_a_message(bad, capsys):
 def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
     from remix_jax.detector import SCORES
 
-    assert adaptive.DETECTOR_SCORES == SCORES
+    assert SCORES == adaptive.DETECTOR_SCORES
     args = adaptive.parse(
         [
             "--attack",
@@ -183,38 +186,30 @@ def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
             "10",
         ]
     )
-    aware = [r for r in adaptive.plan(args) if r["group"] == "detector-aware"]
+    aware = [r for r in plan(args) if r["group"] == "detector-aware"]
     assert [(r["threat"], r["detector_weight"], r["detector"]) for r in aware] == [
         ("eot", 1.0, "copies-JSD"),
         ("eot", 10.0, "copies-JSD"),
     ]
-    assert all(r["detector_penalty"] == adaptive.PENALTY for r in aware)
+    assert all(r["detector_penalty"] == adaptive_plan.PENALTY for r in aware)
     # the other runs keep their settings (and cache entries) without detector fields
-    assert all("detector" not in r for r in adaptive.plan(args) if r not in aware)
+    assert all("detector" not in r for r in plan(args) if r not in aware)
 
 
 @pytest.mark.slow
-def test_eot_warm_starts_from_the_oblivious_example(tmp_path, data_dir, monkeypatch):
-    if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
-        pytest.skip("no MNIST checkpoints committed")
+def test_eot_warm_starts_from_the_oblivious_example(tmp_path, in_process, monkeypatch):
     import numpy as np
 
-    import remix_jax.attacks as attacks
-    from remix_jax import runtime
+    from remix_jax import attack_registry
 
-    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
-    # a process-wide JAX setting: keep it out of the other tests (CPUs compute float32
-    # in full precision anyway)
-    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)
-    monkeypatch.setenv("REMIX_DATA_DIR", data_dir)
-    calls, real = [], attacks.pgd
+    calls, real = [], attack_registry.get("pgd").resolve()
 
     def recording(*args, **kwargs):
         result = real(*args, **kwargs)
         calls.append((kwargs.get("start"), np.asarray(result.adversarial)))
         return result
 
-    monkeypatch.setattr(attacks, "pgd", recording)
+    monkeypatch.setattr(attack_registry.AttackSpec, "resolve", lambda self: recording)
     adaptive.main(
         [
             "--attack",
@@ -260,9 +255,8 @@ def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rat
                 *extra,
             ]
         )
-        return args, {
-            r["group"]: adaptive.run_settings(args, [0, 1], {}, r) for r in adaptive.plan(args)
-        }
+        setup = AdaptiveSetup.from_args(args)
+        return args, {r["group"]: adaptive_plan.run_settings(setup, [0, 1], r) for r in plan(args)}
 
     args, mnist = settings()
     assert args.detector_drop_rate == 0.001  # MagNet's MNIST rate, as eval.detector

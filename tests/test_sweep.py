@@ -2,30 +2,28 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_sweep(args, data_dir):
-    env = {**os.environ, "REMIX_DATA_DIR": data_dir}
-    return subprocess.run(
-        [sys.executable, "-m", "eval.sweep", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+@pytest.fixture
+def in_process(monkeypatch, data_dir):
+    """eval.sweep's main, run here (the JAX backend already runs in this process)."""
+    from remix_jax import runtime
+
+    if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
+        pytest.skip("no MNIST checkpoints committed")
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")
+    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)  # process-wide
+    monkeypatch.setenv("REMIX_DATA_DIR", data_dir)
 
 
 @pytest.mark.slow
-def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_dir):
-    if not os.path.isdir(os.path.join(REPO, "checkpoints", "mnist", "inpainter")):
-        pytest.skip("no MNIST checkpoints committed")
+def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, in_process, capsys):
+    from eval import sweep
+
     cache, out = tmp_path / "cache", tmp_path / "out" / "cw"
     args = [
         "--attack",
@@ -48,8 +46,7 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
         "--out",
         str(out),
     ]
-    first = run_sweep(args, data_dir)
-    assert first.returncode == 0, first.stderr[-3000:]
+    sweep.main(args)
     files = sorted(os.listdir(cache))
     assert files == ["kappa_0.npz", "kappa_5.npz"]
     stamps = {f: os.stat(cache / f).st_mtime_ns for f in files}
@@ -64,11 +61,11 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
     table = (tmp_path / "out" / "cw.md").read_text()
     assert "| clean |" in table and "\n| 0 | " in table and "\n| 5 | " in table
     written = {s: (tmp_path / "out" / f"cw{s}").read_bytes() for s in (".json", ".md", ".csv")}
-    second = run_sweep(args, data_dir)  # must reuse both cached kappas
-    assert second.returncode == 0, second.stderr[-3000:]
+    capsys.readouterr()
+    sweep.main(args)  # must reuse both cached kappas
     assert {f: os.stat(cache / f).st_mtime_ns for f in files} == stamps
     # the same numbers again: the files stay byte-identical (provenance of the first run)
-    assert "already holds these numbers" in second.stdout
+    assert "already holds these numbers" in capsys.readouterr().out
     assert {s: (tmp_path / "out" / f"cw{s}").read_bytes() for s in written} == written
     again = json.loads((tmp_path / "out" / "cw.json").read_text())
     assert again["rows"][0]["attack_success"] == result["rows"][0]["attack_success"]
@@ -76,18 +73,25 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, data_di
     table = (tmp_path / "out" / "cw.md").read_text()
     for suffix in (".md", ".csv", ".png"):
         os.remove(tmp_path / "out" / f"cw{suffix}")
-    rendered = run_sweep(["--attack", "cw", "--render-only", "--out", str(out)], data_dir)
-    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    sweep.main(["--attack", "cw", "--render-only", "--out", str(out)])
     assert (tmp_path / "out" / "cw.md").read_text() == table
-    missing = run_sweep(
-        ["--attack", "cw", "--render-only", "--out", str(tmp_path / "no")], data_dir
-    )
-    assert missing.returncode != 0 and "needs" in missing.stderr
+    with pytest.raises(SystemExit, match="needs"):
+        sweep.main(["--attack", "cw", "--render-only", "--out", str(tmp_path / "no")])
+    # other attack settings must not craft over the cache: one clear line instead
+    before = (cache / "kappa_0.npz").read_bytes()
+    other = [a if a != "30" else "31" for a in args]  # --max-iterations 31
+    with pytest.raises(SystemExit, match=r"other settings \(max_iterations differ\)"):
+        sweep.main(other)
+    assert (cache / "kappa_0.npz").read_bytes() == before
 
 
-def test_bad_arguments_exit_with_a_message(data_dir):
-    proc = run_sweep(["--attack", "cw", "--num-examples", "0"], data_dir)
-    assert proc.returncode != 0 and "--num-examples must be >= 1" in proc.stderr
+def test_bad_arguments_exit_with_a_message(capsys):
+    from eval import sweep
+
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.parse(["--attack", "cw", "--num-examples", "0"])
+    assert exit_info.value.code != 0
+    assert "argument --num-examples: must be >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -190,127 +194,6 @@ def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_
     # the attack works: at kappa 0 the bare classifier is fooled on (almost) every image
     first = result["rows"][0]
     assert first["attack_success"] >= 99 and first["none | all"]["mean"] <= 1
-
-
-@pytest.mark.slow
-def test_a_kappa_interrupted_between_batches_resumes_from_its_finished_batches(tmp_path, data_dir):
-    import numpy as np
-
-    cache = tmp_path / "cache"
-    args = [
-        "--attack",
-        "cw",
-        "--num-examples",
-        "6",
-        "--batch-size",
-        "3",
-        "--confidences",
-        "0",
-        "--binary-search-steps",
-        "1",
-        "--max-iterations",
-        "20",
-        "--initial-const",
-        "10",
-        "--craft-only",
-        "--cache-dir",
-        str(cache),
-    ]
-    first = run_sweep(args, data_dir)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert os.listdir(cache) == ["kappa_0.npz"]  # batch parts are merged, then removed
-    with np.load(cache / "kappa_0.npz") as f:
-        full = {k: f[k] for k in f.files}
-    settings = json.loads(str(full.pop("settings")))
-    # as if the run had been killed after its first batch: only that batch's file is
-    # left, marked so that its reuse shows in the merged result
-    os.remove(cache / "kappa_0.npz")
-    part = {k: v[:3] for k, v in full.items()}
-    part["l2"] = np.full(3, 123.0, np.float32)
-    np.savez(
-        cache / "kappa_0.part_0.npz",
-        settings=json.dumps({**settings, "indices": settings["indices"][:3]}),
-        **part,
-    )
-    # a leftover of a run with another batch size, off the resumed run's chain of batches
-    np.savez(
-        cache / "kappa_0.part_4.npz",
-        settings=json.dumps({**settings, "indices": settings["indices"][4:6]}),
-        **part,
-    )
-    # on the chain, but its arrays do not match its 2 indices: must be crafted again
-    bad = {**part, "l2": np.full(3, 456.0, np.float32)}
-    np.savez(
-        cache / "kappa_0.part_3.npz",
-        settings=json.dumps({**settings, "indices": settings["indices"][3:5]}),
-        **bad,
-    )
-    # resumed with another batch size: the finished batch still counts
-    second = run_sweep([*args, "--batch-size", "2"], data_dir)
-    assert second.returncode == 0, second.stderr[-3000:]
-    with np.load(cache / "kappa_0.npz") as f:
-        np.testing.assert_array_equal(f["l2"][:3], 123.0)  # reused, not crafted again
-        # the planted batch has no time: only the crafted ones count
-        assert np.isnan(f["part_seconds"][0]) and f["part_sizes"].tolist() == [3, 2, 1]
-        np.testing.assert_allclose(f["l2"][3:], full["l2"][3:], rtol=1e-4)
-    assert os.listdir(cache) == ["kappa_0.npz"]
-
-
-@pytest.mark.slow
-def test_a_larger_num_examples_crafts_only_the_new_images(tmp_path, data_dir):
-    import numpy as np
-
-    cache = tmp_path / "cache"
-    args = [
-        "--attack",
-        "cw",
-        "--batch-size",
-        "2",
-        "--confidences",
-        "0",
-        "--binary-search-steps",
-        "1",
-        "--max-iterations",
-        "20",
-        "--initial-const",
-        "10",
-        "--craft-only",
-        "--cache-dir",
-        str(cache),
-    ]
-    first = run_sweep([*args, "--num-examples", "4"], data_dir)
-    assert first.returncode == 0, first.stderr[-3000:]
-    # mark the 4 finished images, so their reuse shows
-    with np.load(cache / "kappa_0.npz") as f:
-        small = {k: f[k] for k in f.files}
-    small["l2"] = np.full(4, 123.0, np.float32)
-    np.savez(cache / "kappa_0.npz", **small)
-    grown = run_sweep([*args, "--num-examples", "6"], data_dir)
-    assert grown.returncode == 0, grown.stderr[-3000:]
-    assert "reusing its 4 images" in grown.stdout
-    with np.load(cache / "kappa_0.npz") as f:
-        assert (
-            len(f["l2"]) == 6
-            and json.loads(str(f["settings"]))["indices"][:4]
-            == json.loads(str(small["settings"]))["indices"]
-        )
-        np.testing.assert_array_equal(f["l2"][:4], 123.0)  # reused, not crafted again
-        assert f["l2"][4] != 123.0 and f["part_sizes"].tolist() == [2, 2, 2]
-        # the reused batches keep the times they were crafted in
-        np.testing.assert_array_equal(f["part_seconds"][:2], small["part_seconds"])
-    assert os.listdir(cache) == ["kappa_0.npz"]
-    # and a smaller --num-examples reads the first images without touching the file
-    stamp = os.stat(cache / "kappa_0.npz").st_mtime_ns
-    fewer = run_sweep([*args, "--num-examples", "3"], data_dir)
-    assert fewer.returncode == 0, fewer.stderr[-3000:]
-    assert "crafting again" not in fewer.stdout
-    assert os.stat(cache / "kappa_0.npz").st_mtime_ns == stamp
-    # other attack settings must not craft over the cache: a clear error instead
-    before = (cache / "kappa_0.npz").read_bytes()
-    other = run_sweep([*args, "--num-examples", "6", "--max-iterations", "30"], data_dir)
-    assert other.returncode != 0
-    assert "other settings (max_iterations differ)" in other.stderr
-    assert (cache / "kappa_0.npz").read_bytes() == before
 
 
 @pytest.mark.slow

@@ -6,33 +6,34 @@ import argparse
 import os
 import sys
 
-from remix_jax import runtime
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax import cli, runtime
 
 
 def parser(
     description: str, *, epochs: int, batch_size: int, learning_rate: float
 ) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
-    add_dataset_flag(p)
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--learning-rate", type=float, default=learning_rate)
+    p = argparse.ArgumentParser(description=description, formatter_class=cli.HelpFormatter)
+    cli.add_dataset_flag(p)
+    p.add_argument("--epochs", type=cli.positive_int, default=epochs)
+    p.add_argument("--batch-size", type=cli.positive_int, default=batch_size)
+    p.add_argument("--learning-rate", type=cli.positive_float, default=learning_rate)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--data-dir", default=None, help=cli.DATA_DIR_HELP)
     p.add_argument(
         "--checkpoint-dir", default=None, help="default: checkpoints/<dataset>/<component>"
     )
     p.add_argument(
         "--validation-size",
-        type=int,
+        type=cli.positive_int,
         default=5000,
         help="last N training images held out for validation",
     )
-    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    p.add_argument(
+        "--save-every", type=cli.positive_int, default=500, help="checkpoint every N steps"
+    )
     p.add_argument(
         "--limit",
-        type=int,
+        type=cli.positive_int,
         default=None,
         help="use only the first N training/test images (quick checks)",
     )
@@ -43,22 +44,6 @@ def parser(
         help="discard the checkpoints in --checkpoint-dir and train from scratch",
     )
     return p
-
-
-def prepare_checkpoint_dir(directory: str, fresh: bool) -> None:
-    """Fails at once (not after hours of training) on a folder that cannot take checkpoints."""
-    import shutil
-
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        fail(f"--checkpoint-dir {directory} is a file, not a folder")
-    if fresh and os.path.isdir(directory):
-        shutil.rmtree(directory)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        fail(f"--checkpoint-dir {directory} cannot be created ({e.strerror})")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        fail(f"--checkpoint-dir {directory} is not writable")
 
 
 def add_architecture_flags(p: argparse.ArgumentParser) -> None:
@@ -104,16 +89,6 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_common(args) -> None:
-    """Exits with a message on nonsense values of the flags every trainer shares."""
-    if args.limit is not None and args.limit < 1:
-        fail("--limit must be >= 1")
-    if args.save_every < 1 or args.validation_size < 1:
-        fail("--save-every and --validation-size must be >= 1")
-    if args.learning_rate is not None and not args.learning_rate > 0:  # None: the recipe's
-        fail("--learning-rate must be > 0")
-
-
 def splits(args):
     """(train, validation, test, data source): each split an (images, labels) pair.
 
@@ -122,7 +97,6 @@ def splits(args):
     """
     from remix_jax import data, training
 
-    check_common(args)
     try:
         train_split = data.load_split(args.dataset, "train", args.data_dir)
         test_split = data.load_split(args.dataset, "test", args.data_dir)
@@ -151,12 +125,13 @@ def train_component(
 
     from remix_jax import checkpoints, components, provenance, training
 
-    if args.epochs < 1 or args.batch_size < 1:
-        fail("--epochs and --batch-size must be >= 1")
     directory = os.path.abspath(
         args.checkpoint_dir or components.checkpoint_dir(args.dataset, component)
     )
-    prepare_checkpoint_dir(directory, args.fresh)
+    try:
+        checkpoints.prepare_dir(directory, args.fresh)
+    except ValueError as e:
+        fail(str(e))
     train, validation, (test_images, test_labels), source = splits(args)
     if args.batch_size > len(train[0]):
         fail(f"--batch-size {args.batch_size} exceeds the {len(train[0])} training images")
@@ -175,20 +150,17 @@ def train_component(
         "data_source": source,
         **provenance.stamp(),
     }
-    if checkpoints.latest_step(directory) is not None:
-        try:
-            before = checkpoints.read_metadata(directory)
-        except FileNotFoundError:
-            before = {}
-        if conflicts := training.resume_conflicts(before, meta):
-            fail(
-                f"the run in {directory} was trained with other settings ("
-                + "; ".join(conflicts)
-                + "): rerun with the original flags to resume it, "
-                "or pass another --checkpoint-dir"
-            )
     total_steps = args.epochs * (len(train[0]) // args.batch_size)
-    if (done := checkpoints.latest_step(directory)) is not None and done >= total_steps:
+    schedule = not hasattr(optimizer, "update")  # a function of the run's length
+    if schedule:
+        meta["train"]["schedule_steps"] = total_steps
+    try:
+        done = training.finished_steps(
+            directory, meta, total_steps, total_steps if schedule else None
+        )
+    except ValueError as e:
+        fail(str(e))
+    if done is not None:
         print(
             f"{component} ({args.dataset}): {directory} already holds the finished run "
             f"({done} steps); nothing to do. Train again with --fresh or another "
@@ -198,22 +170,8 @@ def train_component(
     train_config = training.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, save_every=args.save_every
     )
-    if not hasattr(optimizer, "update"):
-        # a schedule spans the whole run: resuming with another length would bend it
-        schedule_steps = args.epochs * (len(train[0]) // args.batch_size)
-        try:
-            before = checkpoints.read_metadata(directory)["train"].get("schedule_steps")
-        except (FileNotFoundError, KeyError):
-            before = None
-        if before is not None and before != schedule_steps:
-            fail(
-                f"the run in {directory} follows a learning-rate schedule of {before} steps; "
-                f"these flags give {schedule_steps} (--epochs, --batch-size, --limit or "
-                "--validation-size differ): rerun with the original flags or another "
-                "--checkpoint-dir"
-            )
-        meta["train"]["schedule_steps"] = schedule_steps
-        optimizer = optimizer(schedule_steps)
+    if schedule:
+        optimizer = optimizer(total_steps)
     try:
         params, meta = training.fit(
             jax.random.key(args.seed),

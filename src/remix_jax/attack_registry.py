@@ -89,6 +89,25 @@ def get(name: str) -> AttackSpec:
     return _REGISTRY.get(name)
 
 
+def search_settings(
+    attack: str, preset: str, overrides, *, targeted: bool, initial_const: float = 1e-3
+) -> dict:
+    """A binary-search attack's settings as its cache records them: the ``preset``'s
+    budget, overridden by ``overrides.binary_search_steps`` / ``.max_iterations`` where
+    set, the attack's own hyperparameters read from ``overrides``, ``targeted``, and
+    ``initial_const`` only where it departs from the references' 1e-3 (so the caches
+    crafted before it was a setting keep their identity)."""
+    settings = dict(PRESETS[preset])
+    for name in ("binary_search_steps", "max_iterations"):
+        if getattr(overrides, name, None) is not None:
+            settings[name] = getattr(overrides, name)
+    settings.update(get(attack).own_settings(overrides))
+    settings["targeted"] = targeted
+    if initial_const != 1e-3:
+        settings["initial_const"] = initial_const
+    return settings
+
+
 def names(budget: str | None = None) -> list[str]:
     """Registered attacks (of one budget kind if given), in registration order."""
     return [n for n in _REGISTRY.names() if budget is None or get(n).budget == budget]

@@ -33,6 +33,27 @@ def _manager(directory: str, keep: int = 1, create: bool = True) -> ocp.Checkpoi
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+def prepare_dir(directory: str, fresh: bool = False) -> None:
+    """Makes ``directory`` ready for checkpoints (emptied first if ``fresh``), so that a
+    folder that cannot take them fails at once, not after hours of training.
+
+    Raises:
+      ValueError: ``directory`` is a file, cannot be created or is not writable.
+    """
+    import shutil
+
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"--checkpoint-dir {directory} is a file, not a folder")
+    if fresh and os.path.isdir(directory):
+        shutil.rmtree(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--checkpoint-dir {directory} cannot be created ({e.strerror})") from e
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"--checkpoint-dir {directory} is not writable")
+
+
 def latest_step(directory: str) -> int | None:
     """The newest saved step in ``directory``, or None if it holds no checkpoint."""
     if not os.path.isdir(directory):

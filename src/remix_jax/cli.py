@@ -55,3 +55,39 @@ def check_output_path(prefix: str) -> None:
         sys.exit(f"error: the output folder {folder} is not writable")
     if os.path.isdir(prefix):
         sys.exit(f"error: the output {prefix} is a folder; --out names a file prefix")
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--checkpoint-root``: where the data and the weights are read."""
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    parser.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
+
+
+def _bounded(kind: type, low: float, *, strict: bool, high: float | None = None):
+    """An argparse ``type`` that parses ``kind`` and refuses values out of range (or NaN),
+    so a bad flag fails at parsing, with the flag's name, before any work."""
+    below = f"> {low:g}" if strict else f">= {low:g}"
+    wanted = below if high is None else f"in ({low:g}, {high:g})"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = value > low if strict else value >= low
+        if high is not None:
+            ok = ok and value < high
+        if not ok or value != value or value in (float("inf"), float("-inf")):
+            finite = " and finite" if kind is float else ""
+            raise argparse.ArgumentTypeError(f"must be {wanted}{finite}, got {text}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {wanted}"
+    return parse
+
+
+positive_int = _bounded(int, 1, strict=False)
+nonnegative_int = _bounded(int, 0, strict=False)
+positive_float = _bounded(float, 0, strict=True)
+nonnegative_float = _bounded(float, 0, strict=False)
+fraction = _bounded(float, 0, strict=True, high=1)  # open interval: a drop rate, a share

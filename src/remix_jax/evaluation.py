@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from remix_jax import magnet as magnet_lib
+from remix_jax.attacks.common import is_success
 from remix_jax.defense import RemixParams, autoencoder_fn, defend
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -31,6 +32,47 @@ def predict(logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000) -> np.nd
             for i in range(0, len(x), batch_size)
         ]
     )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _success(logits_fn: LogitsFn, xb, labels, targeted: bool, kappa) -> jax.Array:
+    return is_success(logits_fn(xb), labels, targeted, kappa)
+
+
+def recheck_success(
+    logits_fn: LogitsFn,
+    adversarial: np.ndarray,
+    labels: np.ndarray,
+    targeted: bool,
+    kappa: float,
+    batch_size: int = 1000,
+) -> np.ndarray:
+    """(N,) bool: each example (N, H, W, C) meets its goal at ``kappa`` on this machine.
+
+    The attack's own success flags come from the machine that crafted it; scoring
+    re-checks them with its own arithmetic (a margin at kappa can flip with the
+    float order of another backend).
+    """
+    return np.concatenate(
+        [
+            np.asarray(
+                _success(
+                    logits_fn,
+                    adversarial[i : i + batch_size],
+                    labels[i : i + batch_size],
+                    targeted,
+                    kappa,
+                )
+            )
+            for i in range(0, len(labels), batch_size)
+        ]
+    )
+
+
+def first_correct(logits_fn: LogitsFn, x: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Indices (<= n,) of the first ``n`` images (N, H, W, C) the classifier gets right:
+    the images every oblivious and adaptive evaluation attacks."""
+    return np.flatnonzero(predict(logits_fn, x) == labels)[:n]
 
 
 def remix_predict(
@@ -65,6 +107,13 @@ def summarize(accuracies: list[float], scale: float = 100.0) -> dict:
     }
 
 
+def handled(right: np.ndarray, rejected: np.ndarray, adversarial: bool) -> np.ndarray:
+    """(N,) bool: inputs a defense with a detector handles correctly. A rejected input
+    counts as handled when ``adversarial`` and as an error when clean (MagNet's and the
+    paper's rule); a passed one when classified right."""
+    return rejected | right if adversarial else ~rejected & right
+
+
 @dataclasses.dataclass(frozen=True)
 class Defense:
     """A defense as every evaluation scores it: a prediction and, optionally, a rejection.
@@ -86,8 +135,7 @@ class Defense:
         right = self.predict(key, x) == labels
         if self.reject is None:
             return right
-        rejected = self.reject(key, x)
-        return rejected | right if adversarial else ~rejected & right
+        return handled(right, self.reject(key, x), adversarial)
 
     def keys(self, num_keys: int, first_seed: int = 0) -> list[jax.Array]:
         """The evaluation keys: ``key(first_seed + s)`` for s < num_keys, one if not

@@ -10,7 +10,8 @@ without recomputing (``eval.sweep --render-only``, ``eval.figure``).
 from __future__ import annotations
 
 import json
-import os
+
+from remix_jax import result_files
 
 # plot labels that say whose component a row is
 LEGEND = {
@@ -42,10 +43,7 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    with open(out + ".json.tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(out + ".json.tmp", out + ".json")
+    result_files.write_json(out + ".json", result, newline=False)
     header = ["confidence", "attack_success", "fooled", "mean_l2"]
     header += [f"{d} | fooled" for d in defenses] + [f"{d} | all" for d in defenses]
     lines = [",".join(f'"{h}"' for h in header)]
@@ -57,20 +55,25 @@ def write_outputs(out: str, result: dict, defenses: list[str]) -> None:
                 "" if v is None else f"{v['mean']:.2f}" if isinstance(v, dict) else f"{v:.4g}"
             )
         lines.append(",".join(cells))
-    with open(out + ".csv.tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(out + ".csv.tmp", out + ".csv")
-    with open(out + ".md.tmp", "w") as f:
-        f.write(markdown(result, defenses))
-    os.replace(out + ".md.tmp", out + ".md")
+    result_files.write_text(out + ".csv", "\n".join(lines) + "\n")
+    result_files.write_text(out + ".md", markdown(result, defenses))
     fig, ax = plt.subplots(figsize=(7.2, 3.6))
     plot_panel(ax, result, defenses)
-    # beside the axes: inside, it hides the curves wherever they cross the middle
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    result_files.legend_beside(ax)
     fig.tight_layout()
-    fig.savefig(out + ".png.tmp.png", dpi=150)
-    os.replace(out + ".png.tmp.png", out + ".png")
-    plt.close(fig)
+    result_files.save_figure(fig, out + ".png", dpi=150)
+
+
+def render_again(out: str) -> None:
+    """Rewrites ``<out>``'s CSV, Markdown and plot from its JSON (after a change to the
+    rendering; the numbers are not touched).
+
+    Raises:
+      FileNotFoundError: there is no ``<out>.json``.
+    """
+    with open(out + ".json") as f:
+        result = json.load(f)
+    write_outputs(out, result, defenses_of(result))
 
 
 def markdown(result: dict, defenses: list[str] | None = None) -> str:
@@ -165,9 +168,7 @@ def plot_panel(ax, result: dict, defenses: list[str] | None = None) -> None:
         )
     ax.set_xlabel("confidence $\\kappa$")
     ax.set_ylabel("accuracy on adversarial examples (%)")
-    ax.set_title(
+    result_files.accuracy_axes(
+        ax,
         f"{result['dataset']}, {result['attack']}: all {result['num_examples']} crafted examples",
-        fontsize=10,
     )
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)

@@ -263,6 +263,52 @@ def resume_conflicts(before: dict, now: dict) -> list[str]:
     ]
 
 
+def finished_steps(
+    directory: str, meta: dict, total_steps: int, schedule_steps: int | None = None
+) -> int | None:
+    """The resume policy: may this run continue the checkpoint in ``directory``?
+
+    Args:
+      directory: the run's checkpoint folder.
+      meta: the new run's metadata (its ``config`` and ``train`` settings).
+      total_steps: the steps the new run trains for.
+      schedule_steps: the length of its learning-rate schedule, if it follows one (a
+        schedule spans the whole run: resuming with another length would bend it).
+
+    Returns:
+      The steps done if they already finish the run (nothing to train), else None
+      (train from scratch or resume).
+
+    Raises:
+      ValueError: the checkpoint was trained with other settings or schedule; the
+        message names them and the ways on.
+    """
+    done = checkpoints.latest_step(directory)
+    if done is None:
+        return None
+    try:
+        before = checkpoints.read_metadata(directory)
+    except FileNotFoundError:
+        before = {}
+    if conflicts := resume_conflicts(before, meta):
+        raise ValueError(
+            f"the run in {directory} was trained with other settings ("
+            + "; ".join(conflicts)
+            + "): rerun with the original flags to resume it, or pass another --checkpoint-dir"
+        )
+    if done >= total_steps:
+        return done
+    old_schedule = before.get("train", {}).get("schedule_steps")
+    if schedule_steps is not None and old_schedule not in (None, schedule_steps):
+        raise ValueError(
+            f"the run in {directory} follows a learning-rate schedule of {old_schedule} "
+            f"steps; these flags give {schedule_steps} (--epochs, --batch-size, --limit or "
+            "--validation-size differ): rerun with the original flags or another "
+            "--checkpoint-dir"
+        )
+    return None
+
+
 def holdout(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[tuple, tuple]:
     """Splits off the last ``size`` examples as a validation set (fixed, reproducible)."""
     if not 0 < size < len(images):

@@ -1,0 +1,312 @@
+"""Adaptive evaluation of REMIX: crafting the planned runs (cached) and scoring them.
+
+:mod:`remix_jax.adaptive_plan` says which runs; this module crafts each one (its
+examples cached on disk under a name derived from its settings, so a killed
+evaluation resumes and a changed setting never reuses old images) and scores it
+behind every defense with evaluation keys the attacker never saw, through
+:class:`remix_jax.evaluation.Defense`. The result is what ``eval.adaptive`` writes
+and :mod:`remix_jax.adaptive_report` renders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from remix_jax import attack_registry, evaluation
+from remix_jax import detector as detector_lib
+from remix_jax.adaptive_plan import (
+    CALIBRATION_KEY,
+    EVAL_KEY_BASE,
+    HINGE,
+    AdaptiveSetup,
+    run_settings,
+    settings_digest,
+)
+from remix_jax.attacks import adaptive
+from remix_jax.defense import RemixParams, defend
+
+
+class AdaptiveEvaluation:
+    """The runs of one :class:`AdaptiveSetup` on the images ``x`` (N, H, W, C), labels ``y``.
+
+    Args:
+      setup: the evaluation's settings.
+      logits_fn: the protected classifier, ``fn(x (B, H, W, C)) -> (B, num_classes)``.
+      remix: the shipped defense (its reformer is dropped for "mask-inpaint").
+      x, y: the clean images the classifier gets right, and their labels.
+      indices: their test-set indices (part of every run's identity).
+      cache_dir: where crafted runs are kept.
+      validation: ``() -> (M, H, W, C)`` clean validation images, loaded only if the
+        detector needs calibrating.
+    """
+
+    def __init__(
+        self,
+        setup: AdaptiveSetup,
+        logits_fn: Callable,
+        remix: RemixParams,
+        x: np.ndarray,
+        y: np.ndarray,
+        indices: list[int],
+        cache_dir: str,
+        validation: Callable[[], np.ndarray],
+    ):
+        self.setup, self.logits_fn, self.x, self.y = setup, logits_fn, x, y
+        self.indices, self.cache_dir, self.validation = indices, cache_dir, validation
+        remix = remix.replace(iterations=setup.iterations)
+        self.remix = {"reformer + mask-inpaint": remix, "mask-inpaint": remix.without_reformer()}
+        self.spec = attack_registry.get(setup.attack)
+        self.eval_keys = [jax.random.key(EVAL_KEY_BASE + s) for s in range(setup.num_keys)]
+        self._models: dict = {}  # one logits function per (defense, bpda, samples)
+        self._thresholds: dict[str, float] = {}
+        self.defenses = {"none": evaluation.Defense(False, self._bare_predict)}
+        for name in setup.defenses:
+            self.defenses[name] = evaluation.Defense(
+                True,
+                self._remix_predict(self.remix[name]),
+                self._detector_reject(name) if setup.detector else None,
+            )
+
+    # --- crafting -----------------------------------------------------------------
+
+    def identity(self, run: dict) -> tuple[dict, str, jax.Array]:
+        """The run's settings, cache path and attacker key (derived from the settings)."""
+        settings = run_settings(self.setup, self.indices, run)
+        digest = settings_digest(settings)
+        key = jax.random.fold_in(jax.random.key(self.setup.seed), int(digest[:7], 16))
+        return settings, os.path.join(self.cache_dir, f"{self.setup.attack}-{digest}.npz"), key
+
+    def craft(self, run: dict) -> dict[str, np.ndarray]:
+        """The run's adversarial images (N, H, W, C), success (N,) and seconds, cached."""
+        settings, path, key = self.identity(run)
+        if os.path.isfile(path):
+            with np.load(path) as f:
+                if json.loads(str(f["settings"])) == settings:
+                    return {k: f[k] for k in ("adversarial", "success", "seconds")}
+        start = {}
+        if run["threat"] == "eot-warm":  # crafted (or loaded) first: not timed with this run
+            transfer = {
+                "group": None,
+                "defense": "none",
+                "threat": "oblivious",
+                "budget": run["budget"],
+                "samples": 1,
+                "steps": run["steps"],
+            }
+            start = {"start": self.craft(transfer)["adversarial"]}
+        began = time.time()
+        result = self._attack(run, key, start)
+        out = {
+            "adversarial": np.asarray(result.adversarial),
+            "success": np.asarray(result.success),
+            "seconds": np.float64(time.time() - began),
+        }
+        os.makedirs(self.cache_dir, exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez_compressed(tmp, settings=json.dumps(settings), **out)
+        os.replace(tmp, path)
+        return out
+
+    def _attack(self, run: dict, key: jax.Array, start: dict):
+        """Calls the registered attack on the model the run's threat attacks."""
+        if run["threat"] == "oblivious":
+            fn, kwargs = self.logits_fn, {}
+        else:
+            fn = self._model(run)
+            if run["threat"] == "fixed":
+                fn = adaptive.fixed_masks(fn, key)
+            kwargs = self.spec.randomized(key)
+        attack = self.spec.resolve()
+        if not self.setup.epsilon:
+            return attack(
+                fn, self.x, self.y, confidence=run["budget"], **self.setup.attack_settings, **kwargs
+            )
+        if run.get("detector_weight"):
+            kwargs["penalty"] = self._penalty(run["defense"], run["detector_weight"])
+        kwargs["key"] = key  # an epsilon attack's random start
+        return attack(
+            fn,
+            self.x,
+            self.y,
+            epsilon=run["budget"],
+            steps=run["steps"],
+            **self.setup.attack_settings,
+            **start,
+            **kwargs,
+        )
+
+    def _model(self, run: dict):
+        bpda = ("reformer", "mask-inpaint") if run["threat"] == "bpda" else ()
+        name = (run["defense"], bpda, run["samples"])
+        if name not in self._models:  # compiled once per model, not per run
+            self._models[name] = adaptive.defended_logits(
+                self.logits_fn,
+                self.remix[run["defense"]],
+                samples=run["samples"],
+                bpda=bpda,
+                chunk=None,
+            )
+        return self._models[name]
+
+    # --- the detector -------------------------------------------------------------
+
+    def threshold(self, defense: str) -> float:
+        """The detector's threshold behind ``defense``, set on clean validation images."""
+        if defense not in self._thresholds:
+            self._thresholds[defense] = detector_lib.calibrate(
+                self.remix[defense],
+                self.logits_fn,
+                jax.random.key(CALIBRATION_KEY),
+                self.validation(),
+                {self.setup.detector: self.setup.detector_drop_rate},
+            )[self.setup.detector]
+        return self._thresholds[defense]
+
+    def _penalty(self, defense: str, weight: float):
+        """``weight * max(score / threshold - HINGE, 0)``: (B,), the detector-aware term."""
+        scale, params, score = (
+            1.0 / self.threshold(defense),
+            self.remix[defense],
+            self.setup.detector,
+        )
+
+        def fn(z, key):
+            scores = detector_lib.detector_scores(params, self.logits_fn, key, z)
+            return weight * jnp.maximum(scale * scores[score] - HINGE, 0.0)
+
+        return fn
+
+    def _detector_reject(self, defense: str):
+        def reject(key, x):
+            scores = detector_lib.batched_scores(self.remix[defense], self.logits_fn, key, x)
+            return scores[self.setup.detector] >= self.threshold(defense)
+
+        return reject
+
+    # --- scoring ------------------------------------------------------------------
+
+    def _bare_predict(self, key, x):
+        del key
+        return evaluation.predict(self.logits_fn, x)
+
+    def _remix_predict(self, params: RemixParams):
+        def predict(key, x):
+            return evaluation.remix_predict(self.logits_fn, params, key, x)
+
+        return predict
+
+    def right(self, defense: str, x: np.ndarray) -> list[np.ndarray]:
+        """Per evaluation key (one for "none"): (N,) bool, the classifier is right."""
+        d = self.defenses[defense]
+        return [d.predict(k, x) == self.y for k in (self.eval_keys if d.randomized else [None])]
+
+    def detection(self, defense: str, x: np.ndarray, right: list, adversarial: bool) -> dict:
+        """Rejected (%) and accuracy with the detector (see ``Defense.correct``)."""
+        d = self.defenses[defense]
+        caught = [d.reject(k, x) for k in self.eval_keys]
+        handled = [
+            evaluation.handled(o, c, adversarial) for o, c in zip(right, caught, strict=True)
+        ]
+        return {
+            "rejected": evaluation.summarize([np.mean(c) for c in caught]),
+            "accuracy": evaluation.summarize([np.mean(h) for h in handled]),
+        }
+
+    def score(self, run: dict, crafted: dict) -> tuple[dict, dict[str, list]]:
+        """The run's table row and, per REMIX defense scored, per key (N,) bool right."""
+        adv = crafted["adversarial"]
+        delta = (adv - self.x).reshape(len(self.x), -1)
+        scored = (
+            ["none", *self.setup.defenses]
+            if run["threat"] == "oblivious"
+            else ["none", run["defense"]]
+        )
+        hits = {d: self.right(d, adv) for d in scored}
+        row = {
+            **run,
+            "attacker_success": float(crafted["success"].mean() * 100),
+            "mean_l2": float(np.sqrt((delta**2).sum(1)).mean()),
+            "mean_linf": float(np.abs(delta).max(1).mean()),
+            "craft_seconds": round(float(crafted["seconds"]), 1),
+            "accuracy": {d: evaluation.summarize([np.mean(h) for h in hits[d]]) for d in scored},
+        }
+        if self.setup.detector:
+            row["with_detector"] = {
+                d: self.detection(d, adv, hits[d], adversarial=True) for d in scored[1:]
+            }
+        if run["threat"] == "fixed":  # the attacker's own draw: the check that it works
+            own = defend(self.remix[run["defense"]], self.identity(run)[2], adv)
+            row["accuracy_attacker_key"] = float(
+                np.mean(evaluation.predict(self.logits_fn, np.asarray(own)) == self.y) * 100
+            )
+        return row, {d: hits[d] for d in scored[1:]}
+
+    def clean(self) -> dict:
+        """Clean accuracy of these images behind each defense."""
+        return {
+            d: evaluation.summarize([np.mean(h) for h in self.right(d, self.x)])
+            for d in ["none", *self.setup.defenses]
+        }
+
+    def detector_summary(self) -> dict:
+        """The detector's thresholds and what it does to these clean images."""
+        return {
+            "score": self.setup.detector,
+            "drop_rate": self.setup.detector_drop_rate,
+            "validation": f"last {self.setup.validation_size} training images",
+            "thresholds": {d: self.threshold(d) for d in self.setup.defenses},
+            "clean": {
+                d: self.detection(d, self.x, self.right(d, self.x), adversarial=False)
+                for d in self.setup.defenses
+            },
+        }
+
+
+def evaluate(evaluation_: AdaptiveEvaluation, runs: list[dict], *, log=print) -> dict:
+    """Crafts (or loads) and scores every run; then the clean accuracies, the worst case
+    per budget and, with a detector, its summary. ``log`` gets one line per run."""
+    rows, survived = [], {}  # (budget, defense) -> per attack run, per key: (N,) bool right
+    for r in runs:
+        row, hits = evaluation_.score(r, evaluation_.craft(r))
+        for defense, right in hits.items():
+            survived.setdefault((r["budget"], defense), []).append(right)
+        rows.append(row)
+        log(
+            f"{r['group']} {r['defense']} {r['threat']} budget {r['budget']:g} "
+            f"R={r['samples']} steps={r['steps']}: accuracy "
+            + ", ".join(f"{d} {a['mean']:.1f}" for d, a in row["accuracy"].items())
+        )
+    return {
+        "clean": evaluation_.clean(),
+        "rows": rows,
+        "worst_case": worst_case(survived, evaluation_.setup.num_keys),
+        "detector": evaluation_.detector_summary() if evaluation_.setup.detector else None,
+    }
+
+
+def worst_case(survived: dict[tuple[float, str], list[list[np.ndarray]]], num_keys: int) -> list:
+    """Accuracy when an image survives a budget under a key only if it survives every
+    attack run there.
+
+    Args:
+      survived: (budget, defense) -> per run, per key, (N,) bool right.
+      num_keys: the evaluation keys.
+    """
+    return [
+        {
+            "budget": budget,
+            "defense": defense,
+            "attacks": len(runs),
+            "accuracy": evaluation.summarize(
+                [np.mean(np.logical_and.reduce([run[k] for run in runs])) for k in range(num_keys)]
+            ),
+        }
+        for (budget, defense), runs in sorted(survived.items())
+    ]

@@ -1,0 +1,188 @@
+"""What an adaptive evaluation of REMIX runs: its settings, its runs and their identities.
+
+JAX-free (the command's ``--help`` stays instant): :mod:`remix_jax.adaptive_eval`
+crafts and scores the runs planned here, :mod:`remix_jax.adaptive_report` renders them.
+
+A run is a dict: group (the table section), defense attacked ("none" for the
+oblivious transfer attack), threat, budget (epsilon or kappa), samples (EOT draws per
+step), steps (PGD; None for the binary-search attacks) and, for detector-aware runs,
+the detector score, its weight and the penalty formula. Its settings (the run plus
+what else the crafted images depend on) name its cache file and derive its attacker
+key, so a changed setting never reuses old images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+
+from remix_jax import attack_registry
+
+DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
+THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
+# robust accuracy is scored with keys 10_000 + s, as in eval.sweep; attackers fold
+# their run's hash into the seed, so no attacker key is ever an evaluation key
+EVAL_KEY_BASE = 10_000
+CALIBRATION_KEY = 20_000  # the detector's masks on the validation images
+# detector-aware attacks pay weight * max(score / threshold - HINGE, 0); PENALTY names
+# the formula in each run's cache settings, so a new formula never reuses old images
+HINGE = 0.5
+PENALTY = "hinge(score/threshold - 0.5)"
+# the detector's calibration of every detector-aware run cached before it joined the
+# runs' identity (see run_settings)
+LEGACY_THRESHOLD_FROM = {"detector_drop_rate": 0.001, "validation_size": 5000}
+# the large-budget sanity check of an epsilon attack, per norm
+LARGE_BUDGET = {"linf": 0.5, "l2": 8.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveSetup:
+    """One adaptive evaluation's settings (``eval.adaptive``'s flags of the same names).
+
+    Attributes:
+      dataset, attack: registered names; ``epsilon`` says whether the attack is bounded
+        to a norm ball (PGD) rather than swept over the confidence kappa (CW, EAD).
+      budgets: epsilons or kappas of the curve.
+      attack_settings: the attack's own settings that the crafted images depend on
+        (PGD: norm, loss; CW/EAD: the search budget, initial const, EAD's beta).
+      defenses: of :data:`DEFENSES`; threats: of :data:`THREATS`.
+      samples: EOT mask draws per step (R); steps: PGD's steps.
+      iterations: REMIX's mask-inpaint rounds K; seed: the attacker's randomness.
+      num_keys: evaluation keys per defense.
+      sanity, sanity_budget, large_budget: the checks of Carlini et al. (2019).
+      detector, detector_weights, detector_drop_rate, validation_size: the detector
+        scored beside REMIX and the detector-aware attacks' weights.
+    """
+
+    dataset: str
+    attack: str
+    epsilon: bool
+    budgets: tuple[float, ...]
+    attack_settings: Mapping[str, object]
+    defenses: tuple[str, ...] = ("reformer + mask-inpaint",)
+    threats: tuple[str, ...] = ("oblivious", "eot")
+    norm: str = "linf"
+    samples: int = 4
+    steps: int = 100
+    iterations: int = 1
+    seed: int = 0
+    num_keys: int = 10
+    sanity: bool = False
+    sanity_budget: float | None = None
+    large_budget: float | None = None
+    detector: str | None = None
+    detector_weights: tuple[float, ...] = (1.0, 10.0, 100.0)
+    detector_drop_rate: float = 0.001
+    validation_size: int = 5000
+
+    @classmethod
+    def from_args(cls, args) -> AdaptiveSetup:
+        """The setup from parsed flags named as the fields (lists become tuples); the
+        attack's settings from its flags (PGD: norm, loss; CW/EAD: binary_search_steps,
+        max_iterations, initial_const and the attack's own hyperparameters)."""
+        attack = attack_registry.get(args.attack)
+        epsilon = attack.budget == "epsilon"
+        if epsilon:
+            settings = {"norm": args.norm, "loss": args.loss}
+        else:
+            names = ("binary_search_steps", "max_iterations", "initial_const")
+            settings = {**{n: getattr(args, n) for n in names}, **attack.own_settings(args)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"epsilon", "attack_settings"}
+        values = {n: getattr(args, n) for n in names if hasattr(args, n)}
+        values = {n: tuple(v) if isinstance(v, list) else v for n, v in values.items()}
+        return cls(epsilon=epsilon, attack_settings=settings, **values)
+
+
+def _run(
+    setup: AdaptiveSetup, group, defense, threat, budget, samples=None, steps=None, weight=None
+):
+    samples = 1 if threat in ("oblivious", "fixed") else samples or setup.samples
+    extra = {}
+    if weight is not None:
+        extra = {"detector": setup.detector, "detector_weight": weight, "detector_penalty": PENALTY}
+    return {
+        "group": group,
+        "defense": defense if threat != "oblivious" else "none",
+        "threat": threat,
+        "budget": budget,
+        "samples": samples,
+        "steps": (steps or setup.steps) if setup.epsilon else None,
+        **extra,
+    }
+
+
+def plan(setup: AdaptiveSetup) -> list[dict]:
+    """The runs, in evaluation order, each once (a sanity run equal to a curve run is
+    reported under the curve)."""
+    runs = [
+        _run(setup, "curve", defense, threat, budget)
+        for budget in setup.budgets
+        for threat in setup.threats
+        for defense in ([None] if threat == "oblivious" else setup.defenses)
+    ]
+    if setup.detector and setup.epsilon:
+        runs += [
+            _run(setup, "detector-aware", defense, "eot", budget, weight=weight)
+            for budget in setup.budgets
+            for weight in setup.detector_weights
+            for defense in setup.defenses
+        ]
+    if setup.sanity:
+        runs += _sanity_runs(setup)
+    unique = []
+    for r in runs:
+        if all({**r, "group": None} != {**u, "group": None} for u in unique):
+            unique.append(r)
+    return unique
+
+
+def _sanity_runs(setup: AdaptiveSetup) -> list[dict]:
+    """More EOT draws and more steps must not weaken the attack; the attacker's own mask
+    draw must be beaten; a large budget must bring accuracy to ~0."""
+    budget = setup.sanity_budget or setup.budgets[min(1, len(setup.budgets) - 1)]
+    main = setup.defenses[-1]
+    runs = [
+        _run(setup, "samples", main, "eot", budget, samples=r)
+        for r in sorted({1, setup.samples, 2 * setup.samples})
+    ]
+    if setup.epsilon:
+        steps = {setup.steps // 4, setup.steps // 2, setup.steps, 2 * setup.steps} - {0}
+        runs += [_run(setup, "steps", main, "eot", budget, steps=s) for s in sorted(steps)]
+    runs.append(_run(setup, "fixed masks", main, "fixed", budget))
+    large = setup.large_budget or (LARGE_BUDGET[setup.norm] if setup.epsilon else None)
+    if large:
+        runs.append(_run(setup, "large budget", main, "eot", large))
+    return runs
+
+
+def run_settings(setup: AdaptiveSetup, indices: list[int], run: dict) -> dict:
+    """What a crafted run depends on: its cache identity (and, hashed, its attacker key).
+
+    A detector-aware run also depends on the detector's threshold, i.e. on the drop rate
+    and the calibration set. Those join the identity only when they differ from the
+    values every run used before they were part of it (0.001, 5000 images), so that
+    the committed caches keep their names and their attacker keys.
+    """
+    settings = {
+        "dataset": setup.dataset,
+        "attack": setup.attack,
+        "indices": indices,
+        "iterations": setup.iterations,
+        "seed": setup.seed,
+        **setup.attack_settings,
+        **{k: v for k, v in run.items() if k != "group"},
+    }
+    threshold_from = {
+        "detector_drop_rate": setup.detector_drop_rate,
+        "validation_size": setup.validation_size,
+    }
+    if "detector_weight" in run and threshold_from != LEGACY_THRESHOLD_FROM:
+        settings.update(threshold_from)
+    return settings
+
+
+def settings_digest(settings: dict) -> str:
+    """16 hex digits naming a run's cache file; its first 7 fold into the attacker key."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

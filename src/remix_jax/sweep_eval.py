@@ -1,0 +1,183 @@
+"""The Fig. 2 sweep scored: every defense on the examples crafted at each kappa.
+
+``eval.sweep`` crafts (through :class:`remix_jax.adversarial_cache.AdversarialCache`)
+and calls this module to score; :mod:`remix_jax.sweep_report` renders the result.
+Scoring keeps every finished piece in a :class:`remix_jax.progress.ProgressFile`, so a
+killed scoring resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+
+from remix_jax import adversarial_cache, evaluation, progress
+from remix_jax.evaluation import Defense
+
+# clean accuracy is scored with keys 10_000 + s
+CLEAN_KEY_BASE = 10_000
+
+
+def craft_kappa(
+    cache: adversarial_cache.AdversarialCache,
+    attack: Callable,
+    logits_fn: Callable,
+    x: np.ndarray,
+    labels: np.ndarray,
+    kappa: float,
+    settings: Mapping,
+    batch_size: int,
+    *,
+    machine: str,
+    on_step: Callable[[int, int, int], None] = lambda start, end, done: None,
+    on_batch: Callable[[int, dict, bool], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """The examples of one kappa, crafted batch by batch into ``cache`` (or read from it).
+
+    Each finished batch is kept on disk, so a killed run resumes mid-kappa, even with
+    another ``batch_size``.
+
+    Args:
+      cache: the attack's cache for these images and settings.
+      attack: a registered confidence attack, ``attack(logits_fn, x, labels,
+        confidence=, on_step=, **settings)``.
+      x, labels: (N, H, W, C) images and (N,) attack labels (targets if targeted).
+      machine: recorded with each batch's time.
+      on_step: ``(start, end, search steps done)`` while a batch is crafted.
+      on_batch: ``(start, part, crafted_now)`` after each batch (see ``cache.craft``).
+
+    Raises:
+      adversarial_cache.SettingsMismatch: the cache holds other settings' examples.
+    """
+
+    def attack_batch(sl: slice) -> dict:
+        start, end = sl.start, sl.start + len(x[sl])
+        on_step(start, end, 0)
+        result = attack(
+            logits_fn,
+            x[sl],
+            labels[sl],
+            confidence=kappa,
+            on_step=lambda done: on_step(start, end, done),
+            **settings,
+        )
+        return {k: getattr(result, k) for k in adversarial_cache.FIELDS}
+
+    return cache.craft(kappa, attack_batch, batch_size, machine=machine, on_batch=on_batch)
+
+
+def scoring_identity(settings, indices, num_keys, defenses, remix, weights) -> dict:
+    """What a sweep's scores depend on: its progress file resumes only a run with all of
+    it equal (the attack settings, the images, the keys, the defenses and their weights).
+
+    Args:
+      remix: the scored :class:`~remix_jax.defense.RemixParams`.
+      weights: :func:`remix_jax.progress.fingerprint` of every scored network.
+    """
+    return {
+        "settings": settings,
+        "indices": indices,
+        "num_keys": num_keys,
+        "defenses": list(defenses),
+        "remix": {
+            "n_masks": remix.n_masks,
+            "per_channel": remix.per_channel,
+            "inpainter": remix.inpainter_config.to_dict(),
+        },
+        "weights": weights,
+    }
+
+
+def recheck(logits_fn, crafted: dict, labels: np.ndarray, targeted: bool, kappa: float) -> dict:
+    """The cached kappa with ``success`` re-checked here (``success_crafted``: as cached).
+
+    Args:
+      logits_fn: the bare classifier the examples were crafted on.
+      crafted: the cache's arrays of one kappa (``adversarial``, ``success``, ...).
+      labels: (N,) the attack's labels (targets when ``targeted``).
+    """
+    here = evaluation.recheck_success(logits_fn, crafted["adversarial"], labels, targeted, kappa)
+    return {**crafted, "success_crafted": crafted["success"], "success": crafted["success"] & here}
+
+
+def attack_row(kappa: float, crafted: dict) -> dict:
+    """What the attack did at ``kappa``: success, distortions of the successes, time."""
+    ok = crafted["success"]
+    timing = adversarial_cache.crafting_time(crafted)
+    return {
+        "confidence": kappa,
+        "attack_success": float(ok.mean() * 100),
+        "attack_success_where_crafted": float(crafted["success_crafted"].mean() * 100),
+        "fooled": int(ok.sum()),
+        "images": len(ok),
+        **{
+            f"mean_{n}": float(crafted[n][ok].mean()) if ok.any() else None
+            for n in ("l1", "l2", "linf")
+        },
+        "craft_seconds": timing["seconds"],
+        "craft_cpu_seconds": timing["cpu_seconds"],
+        "craft_images_timed": timing["images_timed"],
+        "craft_machines": timing["machines"],
+    }
+
+
+def score_clean(
+    defenses: Mapping[str, Defense], x: np.ndarray, y: np.ndarray, num_keys: int
+) -> dict:
+    """Clean accuracy of every defense (keys ``CLEAN_KEY_BASE + s``)."""
+    rows = {}
+    for name, defense in defenses.items():
+        right = defense.correct_over_keys(x, y, False, num_keys, first_seed=CLEAN_KEY_BASE)
+        rows[name] = evaluation.summarize([np.mean(r) for r in right])
+    return rows
+
+
+def score_kappa(
+    defenses: Mapping[str, Defense], kappa: float, crafted: dict, y: np.ndarray, num_keys: int
+) -> dict:
+    """One row of the figure: the attack, then every defense on all N examples ("all":
+    failed attacks left as the clean image) and on those that fooled the bare
+    classifier ("fooled")."""
+    ok = crafted["success"]
+    row = attack_row(kappa, crafted)
+    for name, defense in defenses.items():
+        right = defense.correct_over_keys(crafted["adversarial"], y, True, num_keys)
+        row[f"{name} | all"] = evaluation.summarize([r.mean() for r in right])
+        row[f"{name} | fooled"] = (
+            evaluation.summarize([r[ok].mean() for r in right]) if ok.any() else None
+        )
+    return row
+
+
+def score_sweep(
+    defenses: Mapping[str, Defense],
+    x: np.ndarray,
+    y: np.ndarray,
+    crafted: Mapping[float, dict],
+    num_keys: int,
+    scoring: progress.ProgressFile,
+    kappas: Callable[[Iterable[float]], Iterable[float]] = iter,
+) -> tuple[dict, list[dict]]:
+    """(clean rows, one row per kappa), resuming from and saving to ``scoring``.
+
+    Args:
+      defenses: name -> :class:`Defense`, in table order.
+      x, y: the N clean images (N, H, W, C) and their labels.
+      crafted: kappa -> the re-checked cache arrays (:func:`recheck`).
+      num_keys: evaluation keys per randomized defense.
+      scoring: the run's progress file (its identity must name everything scored).
+      kappas: wraps the kappas' iteration (e.g. a progress bar).
+    """
+    clean = scoring.get("clean") or {}
+    if not clean:
+        clean = score_clean(defenses, x, y, num_keys)
+        scoring.put("clean", clean)
+    rows = []
+    for kappa in kappas(list(crafted)):
+        row = scoring.get(f"kappa {kappa:g}")
+        if row is None:
+            row = score_kappa(defenses, kappa, crafted[kappa], y, num_keys)
+            scoring.put(f"kappa {kappa:g}", row)
+        rows.append(row)
+    return clean, rows
