@@ -1,12 +1,13 @@
-"""eval.visualize: the figure's layout on a tiny on-the-fly attack, the cache lookup, errors."""
+"""eval.visualize: the figure of a tiny on-the-fly attack, errors (remix_jax.stages_figure's
+parts: test_stages_figure.py)."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 
 from eval import visualize
+from remix_jax import stages_figure
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -52,32 +53,14 @@ def test_figure_has_a_row_per_image_and_a_column_per_stage(tmp_path, data_dir, c
     # MNIST has n = 2 masks: clean, adversarial, reformer, (mask, masked copy, inpainted
     # copy) per mask, combined, after K = 2 rounds, perturbation
     columns = 3 + 3 * 2 + 1 + 1 + 1
-    assert visualize.num_columns(2, 2) == columns
-    geom = visualize.layout(2, columns)
-    assert 10 <= geom.width <= visualize.MAX_WIDTH  # readable at README width
-    assert abs(width_px - geom.width * visualize.DPI) <= 1
-    assert abs(height_px - geom.height * visualize.DPI) <= 1
+    assert stages_figure.num_columns(2, 2) == columns
+    geom = stages_figure.layout(2, columns)
+    assert 10 <= geom.width <= stages_figure.MAX_WIDTH  # readable at README width
+    assert abs(width_px - geom.width * stages_figure.DPI) <= 1
+    assert abs(height_px - geom.height * stages_figure.DPI) <= 1
     # one more row or column would change the size by at least a whole image
-    assert geom.height - visualize.layout(1, columns).height >= geom.cell
-    assert geom.width - visualize.layout(2, columns - 1).width >= geom.cell
-
-
-def test_cached_adversarials_are_looked_up_by_test_index(tmp_path):
-    path = str(tmp_path / "kappa_10.npz")
-    adversarial = np.arange(3 * 2 * 2 * 1, dtype=np.float32).reshape(3, 2, 2, 1)
-    settings = {
-        "indices": [7, 2, 9],
-        "binary_search_steps": 9,
-        "max_iterations": 10000,
-        "confidence": 10,
-    }
-    np.savez(path, adversarial=adversarial, success=np.ones(3, bool), settings=json.dumps(settings))
-    found, note = visualize.cached_adversarials(path, np.array([9, 5, 7]))
-    assert sorted(found) == [7, 9]
-    np.testing.assert_array_equal(found[9], adversarial[2])
-    np.testing.assert_array_equal(found[7], adversarial[0])
-    assert "9 x 10000 steps" in note
-    assert visualize.cached_adversarials(str(tmp_path / "missing.npz"), np.array([1])) == ({}, "")
+    assert geom.height - stages_figure.layout(1, columns).height >= geom.cell
+    assert geom.width - stages_figure.layout(2, columns - 1).width >= geom.cell
 
 
 @pytest.mark.slow
@@ -88,6 +71,18 @@ def test_index_outside_the_test_set_exits_with_a_message(tmp_path, data_dir):
             ["--index", "10000", "--data-dir", data_dir, "--out", str(tmp_path / "x.png")]
         )
     assert not os.listdir(tmp_path)
+
+
+def test_cache_files_follow_the_flags():
+    def paths(*flags):
+        return visualize.cache_paths(visualize.parse(["--confidence", "20", *flags]))
+
+    assert paths("--attack", "ead") == [
+        os.path.join("results", "mnist", "cache", "ead", "kappa_20.npz"),
+        os.path.join("results", "mnist", "cache", "ead-cpu", "kappa_20.npz"),
+    ]
+    assert paths("--cache-dir", "c") == [os.path.join("c", "kappa_20.npz")]
+    assert paths("--no-cache") == []
 
 
 @pytest.mark.parametrize(
@@ -112,7 +107,7 @@ def test_the_figure_shows_what_defend_computes():
 
     pre = load_pretrained("mnist")
     x = np.asarray(jax.random.uniform(jax.random.key(0), (3, 28, 28, 1)))
-    stages = visualize.remix_stages(pre, jax.random.key(5), x, iterations=1)
+    stages = stages_figure.remix_stages(pre.remix, jax.random.key(5), x, iterations=1)
     defended = defend(pre.remix, jax.random.key(5), x, iterations=1)
     np.testing.assert_allclose(stages["combined"], defended, atol=1e-5)
     np.testing.assert_array_equal(stages["masked"], stages["masks"] * stages["reformed"][None])
