@@ -1,9 +1,11 @@
-"""bench.reference_attacks: the "time to the references' quality" table."""
+"""bench.reference_attacks: the "time to the references' quality" table and its files."""
 
 import json
 import pathlib
+import shutil
 
-from bench import reference_attacks
+from bench import reference_attacks, reference_report
+from remix_jax import attack_quality
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ def test_fastest_strictly_matching_run_of_ours_is_chosen():
         _row("ours-cw@5x400", 30.0, successes=99, l2=0.5),  # fewer successes
         _row("advertorch-cw", 80.0, l2=1.00),
     ]
-    (q,) = reference_attacks.to_quality(rows)
+    (q,) = attack_quality.to_quality(rows)
     assert q["reference"] == "advertorch-cw" and q["ours"] == "ours-cw@5x500"
     assert q["speedup"] == 2.0 and q["metric"] == "mean_l2"
 
@@ -39,9 +41,9 @@ def test_ead_is_judged_by_its_decision_rule_and_no_match_is_reported():
         _row("ours-ead", 10.0, attack="ead", l2=0.1, en=3.0),
         _row("foolbox-ead", 50.0, attack="ead", l2=5.0, en=2.9),
     ]
-    (q,) = reference_attacks.to_quality(rows, "EN")
+    (q,) = attack_quality.to_quality(rows, "EN")
     assert q["metric"] == "mean_en" and q["ours"] is None and q["speedup"] is None
-    assert "none matches" in reference_attacks._markdown(
+    assert "none matches" in reference_report.markdown(
         {
             "settings": {
                 "num_examples": 100,
@@ -64,9 +66,22 @@ def test_ead_is_judged_by_its_decision_rule_and_no_match_is_reported():
 def test_committed_budget_bench_table_follows_from_its_rows():
     path = ROOT / "results/bench/reference_attacks_cifar10_budgets2.json"
     payload = json.loads(path.read_text())
-    assert payload["to_quality"] == reference_attacks.to_quality(
+    assert payload["to_quality"] == attack_quality.to_quality(
         payload["rows"], payload["settings"]["decision_rule"]
     )
     names = {r["implementation"] for r in payload["rows"]}
     assert {"advertorch-cw", "foolbox-cw", "advertorch-ead", "foolbox-ead"} <= names
     assert all(r["successes"] == r["n"] for r in payload["rows"])
+
+
+def test_render_only_reproduces_the_committed_tables(tmp_path):
+    name = "reference_attacks_cifar10_budgets2"
+    shutil.copy(ROOT / f"results/bench/{name}.json", tmp_path / f"{name}.json")
+    reference_attacks.main(["--render-only", "--out", str(tmp_path / name)])
+    committed = json.loads((ROOT / f"results/bench/{name}.json").read_text())
+    rendered = json.loads((tmp_path / f"{name}.json").read_text())
+    assert "rendered" in rendered
+    for key in ("rows", "paired", "to_quality", "per_example", "settings"):
+        assert rendered[key] == committed[key], key
+    md = (tmp_path / f"{name}.md").read_text()
+    assert md == (ROOT / f"results/bench/{name}.md").read_text()

@@ -1,0 +1,189 @@
+"""Our networks in PyTorch with the Flax weights, for the benches against torch code.
+
+Only the benches that compare with PyTorch references use these (:mod:`bench.reference_attacks`
+gives the classifier to advertorch and Foolbox's PyTorchModel; :mod:`bench.speed` times
+torch's attack step and ``defend`` on them). Each port takes NHWC images like the Flax
+model; the benches check its outputs against ours before timing or attacking it.
+"""
+
+from __future__ import annotations
+
+
+def torch_port(pre):
+    """`pre`'s classifier (a :class:`Pretrained`) in torch, in eval mode; NHWC images in."""
+    from remix_jax.models.classifiers import CIFARResNet
+
+    if isinstance(pre.classifier, CIFARResNet):
+        return torch_port_cifar(pre.classifier_params, pre.classifier.logit_scale)
+    return torch_port_mnist(pre.classifier_params)
+
+
+def torch_port_cifar(variables, logit_scale: float):
+    """The narrow CIFAR-10 ResNet-9 in torch with the Flax weights (NHWC in).
+
+    Mirrors ``models.classifiers.CIFARResNet``: eight 3x3 SAME convs without bias, each
+    followed by BatchNorm (running statistics, eps 1e-5 as Flax's) and ReLU; 2x2
+    max-pools; two residual blocks; a global max-pool; dense 10; logits x logit_scale.
+    Flax numbers its layers in call order, so Conv_i / BatchNorm_i map to layer i.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    params, stats = variables["params"], variables["batch_stats"]
+    kernels = [np.array(params[f"Conv_{i}"]["kernel"]) for i in range(8)]
+    dense = params["Dense_0"]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(
+                [nn.Conv2d(k.shape[2], k.shape[3], 3, padding=1, bias=False) for k in kernels]
+            )
+            self.norms = nn.ModuleList([nn.BatchNorm2d(k.shape[3], eps=1e-5) for k in kernels])
+            self.dense = nn.Linear(dense["kernel"].shape[0], 10)
+
+        def layer(self, i, h):
+            return torch.relu(self.norms[i](self.convs[i](h)))
+
+        def forward(self, x):  # (B, 32, 32, 3)
+            pool = nn.functional.max_pool2d
+            h = self.layer(0, x.permute(0, 3, 1, 2))
+            h = pool(self.layer(1, h), 2)
+            h = h + self.layer(3, self.layer(2, h))
+            h = pool(self.layer(4, h), 2)
+            h = pool(self.layer(5, h), 2)
+            h = h + self.layer(7, self.layer(6, h))
+            return self.dense(h.amax(dim=(2, 3))) * logit_scale
+
+    net = Net()
+    with torch.no_grad():
+        for i, (conv, norm) in enumerate(zip(net.convs, net.norms, strict=True)):
+            conv.weight.copy_(torch.from_numpy(kernels[i].transpose(3, 2, 0, 1).copy()))
+            bn, st = params[f"BatchNorm_{i}"], stats[f"BatchNorm_{i}"]
+            norm.weight.copy_(torch.from_numpy(np.array(bn["scale"])))
+            norm.bias.copy_(torch.from_numpy(np.array(bn["bias"])))
+            norm.running_mean.copy_(torch.from_numpy(np.array(st["mean"])))
+            norm.running_var.copy_(torch.from_numpy(np.array(st["var"])))
+        net.dense.weight.copy_(torch.from_numpy(np.array(dense["kernel"]).T.copy()))
+        net.dense.bias.copy_(torch.from_numpy(np.array(dense["bias"])))
+    return net.eval()
+
+
+def torch_port_mnist(params):
+    """The MagNet MNIST CNN in torch with the Flax weights; takes NHWC like the Flax one.
+
+    conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10 (3x3 VALID, ReLU). The
+    feature map goes back to NHWC before flattening, so the first dense layer's
+    weights keep Flax's (h, w, c) row order.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(
+                [nn.Conv2d(i, o, 3) for i, o in ((1, 32), (32, 32), (32, 64), (64, 64))]
+            )
+            self.dense = nn.ModuleList(
+                [nn.Linear(1024, 200), nn.Linear(200, 200), nn.Linear(200, 10)]
+            )
+
+        def forward(self, x):  # (B, 28, 28, 1)
+            h = x.permute(0, 3, 1, 2)
+            for k, conv in enumerate(self.convs):
+                h = torch.relu(conv(h))
+                if k % 2:
+                    h = nn.functional.max_pool2d(h, 2)
+            h = h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)
+            h = torch.relu(self.dense[0](h))
+            h = torch.relu(self.dense[1](h))
+            return self.dense[2](h)
+
+    net = Net()
+    convs = [params[f"Conv_{i}"] for i in range(4)]
+    dense = [params[f"Dense_{i}"] for i in range(3)]
+    with torch.no_grad():
+        for mod, p in zip(net.convs, convs, strict=True):  # HWIO -> OIHW
+            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1).copy()))
+            mod.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+        for mod, p in zip(net.dense, dense, strict=True):  # (in, out) -> (out, in)
+            mod.weight.copy_(torch.from_numpy(np.array(p["kernel"]).T.copy()))
+            mod.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+    return net.eval()
+
+
+def torch_autoencoder(params, config):
+    """The stride-1 SkipAutoencoder in torch (NCHW, channels_last), same weights."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    if set(config.strides) != {1}:
+        raise ValueError("the torch port covers stride-1 autoencoders only")
+    depth = len(config.features)
+    in_ch = config.channels + int(config.mask_channel)
+
+    def conv(p):  # a stride-1 SAME transposed conv (Flax, kernel not flipped) is this conv
+        kernel = np.asarray(p["kernel"])  # (3, 3, in, out)
+        layer = nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+            layer.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+        return layer
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.ModuleList([conv(params[f"Conv_{i}"]) for i in range(depth)])
+            self.dec = nn.ModuleList([conv(params[f"ConvTranspose_{j}"]) for j in range(depth)])
+
+        def forward(self, x, mask=None):  # NCHW
+            h = x
+            if config.mask_channel:
+                h = torch.cat([x, 2 * mask.mean(1, keepdim=True) - 1], 1)
+            encoded = []
+            for layer in self.enc:
+                h = torch.relu(layer(h))
+                encoded.append(h)
+            for j, i in enumerate(reversed(range(1, depth))):
+                h = self.dec[j](h)
+                if i % config.skip_every == 0:
+                    h = h + encoded[i - 1]
+                h = torch.relu(h)
+            return torch.sigmoid(self.dec[depth - 1](h))
+
+    assert in_ch == Net().enc[0].in_channels
+    return Net().eval().to(memory_format=torch.channels_last)
+
+
+def torch_defense(remix, x, masks):
+    """``defend`` (reformer, then the masked copies inpainted and summed) in torch.
+
+    Args:
+      remix: the :class:`RemixParams` whose stride-1 reformer and inpainter are ported.
+      x: (B, H, W, C) images (numpy or JAX), float32.
+      masks: (n_masks, B, H, W, 1) numpy float32, the masks ``defend`` draws.
+
+    Returns:
+      A function of no arguments giving the (B, C, H, W) defended batch.
+    """
+    import numpy as np
+    import torch
+
+    h, w, c = x.shape[1:]
+    reformer = torch_autoencoder(remix.reformer, remix.reformer_config)
+    inpainter = torch_autoencoder(remix.inpainter, remix.inpainter_config)
+    tx = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2)
+    tm = torch.from_numpy(masks).permute(0, 1, 4, 2, 3).reshape(-1, 1, h, w)
+
+    def torch_defend():
+        with torch.inference_mode():
+            reformed = reformer(tx)
+            copies = reformed.repeat(remix.n_masks, 1, 1, 1) * tm
+            restored = inpainter(copies, tm) * (1 - tm)
+            return restored.reshape(remix.n_masks, len(x), c, h, w).sum(0)
+
+    return torch_defend
