@@ -1,5 +1,6 @@
 """The REMIX detector: its copies are REMIX's, its scores are finite, differentiable and
-higher on noise, MagNet's thresholds, the ROC AUC, and eval.detector's helpers."""
+higher on noise, MagNet's thresholds, the ROC AUC, a detector run's scores and their
+evaluation, and eval.detector's command line."""
 
 import glob
 import itertools
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from eval import detector as cli
-from remix_jax import RemixParams, defend, detector, mask_inpaint
+from remix_jax import RemixParams, defend, detector, detector_report, mask_inpaint
 from remix_jax.defense import autoencoder_fn
 from remix_jax.models import AutoencoderConfig, init_autoencoder
 
@@ -205,19 +206,22 @@ def test_only_finished_caches_are_found_and_outputs_are_named(tmp_path):
     assert adversarial_cache.default_folder("mnist", "cw", "paper") == os.path.join(
         "results", "mnist", "cache", "cw"
     )
-    assert cli.default_out("mnist", "cw", "paper") == os.path.join(
+    assert detector_report.default_out("mnist", "cw", "paper") == os.path.join(
         "results", "mnist", "detector-cw"
     )
-    assert cli.default_out("mnist", "cw", "cpu", "misclassified") == os.path.join(
+    assert detector_report.default_out("mnist", "cw", "cpu", "misclassified") == os.path.join(
         "results", "mnist", "detector-cw-cpu-misclassified"
     )
-    assert cli.spread([0.5, 0.7])["mean"] == pytest.approx(0.6)
-    with pytest.raises(SystemExit):
-        cli.parse(["--attack", "cw", "--drop-rates", "0"])
+    assert detector_report.spread([0.5, 0.7])["mean"] == pytest.approx(0.6)
+    for bad in (["--drop-rates", "0"], ["--num-keys", "0"], ["--temperature", "0"]):
+        with pytest.raises(SystemExit):
+            cli.parse(["--attack", "cw", *bad])
+    with pytest.raises(SystemExit):  # 10 validation images reject none at 0.05
+        cli.parse(["--attack", "cw", "--validation-size", "10", "--drop-rates", "0.05"])
 
 
 def test_cli_writes_its_table_and_plot(tmp_path):
-    spread = cli.spread
+    spread = detector_report.spread
     names = ["REMIX inpaint-L2", "MagNet I-L2"]
     result = {
         "dataset": "mnist",
@@ -253,7 +257,7 @@ def test_cli_writes_its_table_and_plot(tmp_path):
         ],
     }
     out = str(tmp_path / "sub" / "detector-cw-cpu")
-    cli.write_outputs(out, result)
+    detector_report.write_outputs(out, result)
     with open(out + ".md") as f:
         table = f.read()
     assert "| REMIX inpaint-L2 | 0.850 ± 0.071 | 0.850 ± 0.071 |" in table
@@ -266,7 +270,7 @@ def test_cli_writes_its_table_and_plot(tmp_path):
         assert f.read() == table
 
 
-def test_cli_evaluate_thresholds_unions_and_empty_kappas():
+def test_evaluate_run_thresholds_unions_and_empty_kappas():
     val = np.arange(100.0)  # drop rate 0.1 -> threshold 90: 10 of 100 rejected
     run = {
         "val": {"a": val, "b": val},
@@ -274,7 +278,9 @@ def test_cli_evaluate_thresholds_unions_and_empty_kappas():
         0.0: {"a": np.array([91.0, 10.0, 5.0, 0.0]), "b": np.array([0.0, 92.0, 0.0, 0.0])},
         5.0: {},  # nothing fooled the classifier
     }
-    out = cli.evaluate(run, ["a", "b"], {"a or b": ["a", "b"], "c": ["c"]}, [0.1], [0.0, 5.0])
+    out = detector.evaluate_run(
+        run, ["a", "b"], {"a or b": ["a", "b"], "c": ["c"]}, [0.1], [0.0, 5.0]
+    )
     assert out["threshold"] == {("a", 0.1): 90.0, ("b", 0.1): 90.0}
     assert out["clean_rejected"] == {("a", 0.1): 50.0, ("b", 0.1): 0.0, ("a or b", 0.1): 50.0}
     assert out["detected"] == {
@@ -286,6 +292,53 @@ def test_cli_evaluate_thresholds_unions_and_empty_kappas():
         ("a", 0.0): pytest.approx(detector.roc_auc([0, 95], [91, 10, 5, 0])),
         ("b", 0.0): pytest.approx(detector.roc_auc([0, 0], [0, 92, 0, 0])),
     }
+
+
+def test_set_salts_are_distinct_and_fixed_per_set():
+    assert [detector.set_salt(w) for w in ("val", "clean", 0.0, 2.5, 40.0)] == [0, 1, 100, 125, 500]
+
+
+def test_remix_run_draws_each_sets_masks_from_its_salt_and_skips_empty_sets():
+    params = tiny_params(reformer=False)
+    # two names for one RemixParams: one compilation; the names must not mix
+    variants = {"A": params, "B": params}
+    sets = {"val": np.asarray(images(2)), "clean": np.asarray(images(2, seed=1)), 5.0: images(0)}
+    calls = []
+    key = jax.random.key(4)
+    run = detector.remix_run(
+        key, variants, toy_logits, sets, batch_size=2, on_set=lambda: calls.append(1)
+    )
+    assert list(run) == ["val", "clean", 5.0] and run[5.0] == {}
+    assert len(calls) == len(variants) * len(sets)  # one progress tick per (variant, set)
+    assert list(run["clean"]) == [f"{v} {s}" for v in variants for s in detector.SCORES]
+    for where in ("val", "clean"):
+        salted = jax.random.fold_in(key, detector.set_salt(where))
+        expected = detector.batched_scores(params, toy_logits, salted, sets[where], batch_size=2)
+        for v, s in itertools.product(variants, detector.SCORES):
+            np.testing.assert_array_equal(run[where][f"{v} {s}"], expected[s])
+    # another set's salt draws other masks: the same images score otherwise
+    other = detector.batched_scores(params, toy_logits, jax.random.fold_in(key, 0), sets["clean"])
+    assert not np.allclose(other["inpaint-L2"], run["clean"]["A inpaint-L2"])
+
+
+def test_magnet_run_scores_in_batches_and_names_its_detectors():
+    from remix_jax import magnet
+    from remix_jax.datasets import DetectorSpec
+    from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
+
+    config = MagNetAEConfig(1, (3,))
+    weights = MagNetAutoencoder(config).init(jax.random.key(0), jnp.zeros((1, *HW, 1)))["params"]
+    specs = (
+        DetectorSpec("II-L1", "II", "L1", 0.1),
+        DetectorSpec("JSD-T10", "II", "JSD", 0.1, 10.0),
+    )
+    m = magnet.MagNetParams({"II": weights}, {}, (("II", config),), specs, "II")
+    x = np.asarray(images(4))
+    run = detector.magnet_run(m, toy_logits, {"val": x, 0.0: x[:0]}, batch_size=2)
+    assert run[0.0] == {} and list(run["val"]) == ["MagNet II-L1", "MagNet JSD-T10"]
+    expected = magnet.detector_scores(m, toy_logits, x)
+    for name in ("II-L1", "JSD-T10"):
+        np.testing.assert_allclose(run["val"][f"MagNet {name}"], expected[name], rtol=1e-5)
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -22,13 +22,18 @@ the perturbation, and measuring against its output would hide what it removed.
 
 Thresholds follow MagNet (:func:`remix_jax.magnet.threshold`): an input is rejected
 when its score is >= the threshold set on clean validation images at a drop rate.
+
+A detector run (``eval.detector``) scores named image sets, "val" (clean validation
+images, for the thresholds), "clean" (the negatives) and each kappa (its positives):
+:func:`remix_run` under one key per run, :func:`magnet_run` once (deterministic),
+then :func:`evaluate_run` gives each run's thresholds, rejections and ROC AUCs.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +41,8 @@ import numpy as np
 
 from remix_jax._checks import check_images, check_int
 from remix_jax.defense import RemixParams, autoencoder_fn, inpaint_copies
-from remix_jax.magnet import jensen_shannon, threshold
+from remix_jax.magnet import MagNetParams, jensen_shannon, threshold
+from remix_jax.magnet import detector_scores as magnet_detector_scores
 from remix_jax.masking import num_positions
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -289,3 +295,139 @@ def roc_auc(clean_scores: np.ndarray, adversarial_scores: np.ndarray) -> float:
     ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[group]  # 1-based, ties averaged
     u = ranks[neg.size :].sum() - pos.size * (pos.size + 1) / 2.0
     return float(u / (neg.size * pos.size))
+
+
+def set_salt(where: str | float) -> int:
+    """What a detector run folds into its key for the masks of one image set.
+
+    0 for the validation images ("val"), 1 for the clean test images ("clean") and
+    100 + round(10 kappa) for the adversarial examples of a kappa: each set draws its
+    own masks, and a kappa's masks do not depend on which other kappas are scored.
+    """
+    if where == "val":
+        return 0
+    if where == "clean":
+        return 1
+    return 100 + round(where * 10)
+
+
+def remix_run(
+    key: jax.Array,
+    variants: Mapping[str, RemixParams],
+    logits_fn: LogitsFn,
+    sets: Mapping[str | float, np.ndarray],
+    *,
+    temperature: float = 10.0,
+    batch_size: int = 250,
+    on_set: Callable[[], object] | None = None,
+) -> dict:
+    """Every REMIX variant's detector scores of every image set, under one key.
+
+    Set ``where`` draws its masks from ``fold_in(key, set_salt(where))``, the same
+    masks for every variant, whatever the other sets.
+
+    Args:
+      key: PRNG key of the run.
+      variants: name -> :class:`RemixParams` with ``n_masks >= 2`` (e.g. REMIX with
+        and without its reformer).
+      logits_fn: the protected classifier, ``(B, H, W, C) -> (B, K)``.
+      sets: where ("val", "clean" or a kappa) -> (N, H, W, C) images in [0, 1]; N may
+        be 0 (nothing fooled the classifier at that kappa).
+      temperature, batch_size: as :func:`batched_scores`.
+      on_set: called after each (variant, set), e.g. to advance a progress bar.
+
+    Returns:
+      where -> "<variant> <score>" -> (N,) float32 scores; {} for an empty set.
+    """
+    run = {where: {} for where in sets}
+    for v, params in variants.items():
+        for where, x in sets.items():
+            if len(x):
+                scores = batched_scores(
+                    params,
+                    logits_fn,
+                    jax.random.fold_in(key, set_salt(where)),
+                    x,
+                    temperature=temperature,
+                    batch_size=batch_size,
+                )
+                run[where].update({f"{v} {k}": val for k, val in scores.items()})
+            if on_set is not None:
+                on_set()
+    return run
+
+
+def magnet_run(
+    magnet: MagNetParams,
+    logits_fn: LogitsFn,
+    sets: Mapping[str | float, np.ndarray],
+    *,
+    batch_size: int = 250,
+) -> dict:
+    """MagNet's detector scores of every image set (deterministic: no key).
+
+    Args:
+      magnet: the MagNet whose detectors score (thresholds not used).
+      logits_fn: the protected classifier (its JSD detectors').
+      sets: where -> (N, H, W, C) images in [0, 1], as :func:`remix_run`.
+      batch_size: images per jitted call.
+
+    Returns:
+      where -> "MagNet <detector>" -> (N,) float32 scores; {} for an empty set.
+    """
+    # the weights are closed over (constants of the compiled function), as the
+    # committed runs computed them: passed as arguments they may compile to other
+    # float rounding
+    fn = jax.jit(lambda x: magnet_detector_scores(magnet, logits_fn, x))
+
+    def scores(x):
+        if not len(x):
+            return {}
+        parts = [fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return {f"MagNet {k}": np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+    return {where: scores(x) for where, x in sets.items()}
+
+
+def evaluate_run(
+    run: Mapping, names: Sequence[str], unions: Mapping, drop_rates: Sequence[float], kappas
+) -> dict:
+    """AUC, thresholds, clean rejection and detection (%) of one run's scores.
+
+    Args:
+      run: "val" / "clean" / each kappa -> detector name -> (N,) scores (a kappa's
+        dict is empty when nothing fooled the classifier), as :func:`remix_run`.
+      names: the detectors to evaluate.
+      unions: label -> member detectors: a union fires when any member does (at the
+        members' thresholds for the same drop rate); only those within ``names``.
+      drop_rates: validation rejection rates that set the thresholds.
+      kappas: the kappas in ``run``.
+
+    Returns:
+      "auc" {(name, kappa)}, "threshold" {(name, rate)}, "clean_rejected"
+      {(name, rate)} and "detected" {(name, rate, kappa)}.
+    """
+    out = {"auc": {}, "threshold": {}, "clean_rejected": {}, "detected": {}}
+    fires = {}  # (name, rate) -> {where: (N,) bool}
+    for n in names:
+        for r in drop_rates:
+            t = threshold(run["val"][n], r)
+            out["threshold"][(n, r)] = t
+            fires[(n, r)] = {w: run[w][n] >= t for w in run if n in run[w]}
+    for label, members in unions.items():
+        if set(members) <= set(names):
+            for r in drop_rates:
+                fires[(label, r)] = {
+                    w: np.any([fires[(m, r)][w] for m in members], axis=0)
+                    for w in fires[(members[0], r)]
+                }
+    for (n, r), f in fires.items():
+        out["clean_rejected"][(n, r)] = float(f["clean"].mean() * 100)
+        for kappa in kappas:
+            if kappa in f:
+                out["detected"][(n, r, kappa)] = float(f[kappa].mean() * 100)
+    for n in names:
+        for kappa in kappas:
+            if n in run.get(kappa, {}):
+                out["auc"][(n, kappa)] = roc_auc(run["clean"][n], run[kappa][n])
+    return out
