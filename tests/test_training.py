@@ -390,3 +390,33 @@ def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_cla
     )
     sums = task.evaluate(start, images, jnp.zeros(4, jnp.int32))
     assert set(sums) == {"mse_hidden", "ce", "agreement", "accuracy"}
+
+
+def test_ctrl_c_during_a_step_stops_at_the_step_boundary_saves_and_resumes(tmp_path):
+    """The signal arrives while JAX runs a step (from inside the jitted loss); fit
+    finishes that step, saves it and raises KeyboardInterrupt; the run then resumes."""
+    train, val = toy_digits(96), toy_digits(32, seed=1)
+    task = objectives.classifier_task(MNISTClassifier(), (28, 28, 1))
+    calls = []
+
+    def interrupt_third_call():
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def loss(params, key, images, labels):
+        jax.debug.callback(interrupt_third_call)
+        return task.loss(params, key, images, labels)
+
+    interrupted = task._replace(loss=loss)
+    config = training.TrainConfig(epochs=1, batch_size=16, save_every=100)
+    folder = str(tmp_path / "run")
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(
+            jax.random.key(0), interrupted, optax.sgd(0.01), train, val, config, folder, {}
+        )
+    assert signal.getsignal(signal.SIGINT) is handler  # the caller's handler is back
+    assert checkpoints.latest_step(folder) == 3  # the step it was in, finished and saved
+    _, meta = training.fit(jax.random.key(0), task, optax.sgd(0.01), train, val, config, folder, {})
+    assert meta["resumed_from"] == [3] and meta["steps"] == 6

@@ -10,9 +10,12 @@ epoch end; Ctrl-C saves first).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -111,6 +114,41 @@ def _make_step(task: Task, optimizer: optax.GradientTransformation):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Ctrl-C (SIGINT) and SIGTERM set a flag that the training loop reads between
+    steps, instead of raising inside a JAX call.
+
+    A KeyboardInterrupt thrown while a step is being dispatched can leave the runtime
+    waiting forever: the save that follows it then never ends (seen with a CIFAR-10
+    U-Net: orbax hung on moving the interrupted step's arrays to the host). A second
+    signal interrupts at once, as usual. Outside the main thread (where Python cannot
+    install handlers) nothing is deferred.
+
+    Yields:
+      A list that receives the number of each deferred signal.
+    """
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        if requested:  # asked twice: stop now
+            raise KeyboardInterrupt
+        requested.append(signum)
+        logger.warning("interrupt received: stopping after this step (again to stop now)")
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def fit(
     key: jax.Array,
     task: Task,
@@ -187,6 +225,8 @@ def fit(
     bar = tqdm(
         total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True
     )
+    interrupts = contextlib.ExitStack()
+    requested = interrupts.enter_context(deferred_interrupts())
     try:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -205,6 +245,8 @@ def fit(
                     bar.set_postfix({k: f"{float(v):.4f}" for k, v in metrics.items()})
                 if step % config.save_every == 0 and step % steps_per_epoch:
                     save()
+                if requested:  # between steps: nothing of JAX's is interrupted
+                    raise KeyboardInterrupt
             val = evaluate(task.evaluate, params, *validation, config.eval_batch_size)
             bar.write(
                 f"epoch {epoch + 1}: " + ", ".join(f"val_{k}={v:.4f}" for k, v in val.items())
@@ -224,6 +266,7 @@ def fit(
         raise
     finally:
         bar.close()
+        interrupts.close()
     if checkpoints.latest_step(checkpoint_dir) != step:
         save()
     return params, meta
