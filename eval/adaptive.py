@@ -155,7 +155,7 @@ def main(argv=None) -> None:
     runtime.use_full_precision()
     from tqdm import tqdm
 
-    from remix_jax import adaptive_eval, adaptive_report, data, evaluation, provenance
+    from remix_jax import adaptive_eval, adaptive_report, data, evaluation, progress, provenance
     from remix_jax.pretrained import load_pretrained
 
     setup = adaptive_plan.AdaptiveSetup.from_args(args)
@@ -183,7 +183,12 @@ def main(argv=None) -> None:
         validation,
     )
     runs = tqdm(adaptive_plan.plan(setup), desc=f"adaptive {args.attack}")
-    scored = adaptive_eval.evaluate(run, runs, log=tqdm.write)
+    # every scored run is kept until the result is written: a killed scoring resumes
+    weights = progress.fingerprint(pre.classifier_params, pre.remix)
+    scoring = progress.ProgressFile(
+        check + ".progress.json", adaptive_eval.scoring_identity(run, weights)
+    )
+    scored = adaptive_eval.evaluate(run, runs, log=tqdm.write, scoring=scoring)
     result = {
         "dataset": args.dataset,
         "attack": args.attack,
@@ -204,6 +209,7 @@ def main(argv=None) -> None:
     }
     print(adaptive_report.markdown(result))
     provenance.write_unless_reproduced(check, result, adaptive_report.write_outputs)
+    scoring.finish()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 
+import numpy as np
 import pytest
 
 from eval import adaptive
@@ -298,3 +299,53 @@ def test_committed_adaptive_results_are_consistent(path):
         ]
         assert len(runs) == worst["attacks"]
         assert worst["accuracy"]["mean"] <= min(runs) + 1e-6
+
+
+class FakeEvaluation:
+    """Scores each run without JAX: image i survives iff budget < 0.15 or i is even."""
+
+    def __init__(self, setup, fail_at=None):
+        self.setup, self.indices, self.fail_at, self.scored = setup, [7, 8, 9], fail_at, []
+
+    def craft(self, run):
+        return {}
+
+    def score(self, run, crafted):
+        if len(self.scored) == self.fail_at:
+            raise KeyboardInterrupt  # killed while scoring this run
+        self.scored.append((run["threat"], run["budget"]))
+        right = np.array([True, run["budget"] < 0.15, True])
+        hits = {"reformer + mask-inpaint": [right] * self.setup.num_keys}
+        return {**run, "accuracy": {"none": {"mean": float(right.mean())}}}, hits
+
+    def clean(self):
+        return {"none": {"mean": 100.0}}
+
+    def detector_summary(self):
+        return None
+
+
+def test_a_killed_adaptive_scoring_resumes_from_its_finished_runs(tmp_path):
+    from remix_jax import adaptive_eval, progress
+
+    args = adaptive.parse(["--attack", "pgd", "--budgets", "0.1", "0.2", "--num-keys", "2"])
+    setup = AdaptiveSetup.from_args(args)
+    runs = adaptive_plan.plan(setup)
+    straight = adaptive_eval.evaluate(FakeEvaluation(setup), runs, log=lambda s: None)
+
+    path = str(tmp_path / "out.progress.json")
+    identity = adaptive_eval.scoring_identity(FakeEvaluation(setup), "weights")
+    killed = FakeEvaluation(setup, fail_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        adaptive_eval.evaluate(
+            killed, runs, log=lambda s: None, scoring=progress.ProgressFile(path, identity)
+        )
+    resumed = FakeEvaluation(setup)
+    again = adaptive_eval.evaluate(
+        resumed, runs, log=lambda s: None, scoring=progress.ProgressFile(path, identity)
+    )
+    assert resumed.scored == [(r["threat"], r["budget"]) for r in runs[3:]]  # only the rest
+    assert again == straight  # the worst case counts the reloaded runs too
+    # another setup (here more keys) never reuses these runs
+    other = AdaptiveSetup.from_args(adaptive.parse(["--attack", "pgd", "--num-keys", "3"]))
+    assert adaptive_eval.scoring_identity(FakeEvaluation(other), "weights") != identity

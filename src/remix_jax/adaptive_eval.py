@@ -10,6 +10,7 @@ and :mod:`remix_jax.adaptive_report` renders.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax import attack_registry, evaluation
+from remix_jax import attack_registry, evaluation, progress
 from remix_jax import detector as detector_lib
 from remix_jax.adaptive_plan import (
     CALIBRATION_KEY,
@@ -269,12 +270,35 @@ class AdaptiveEvaluation:
         }
 
 
-def evaluate(evaluation_: AdaptiveEvaluation, runs: list[dict], *, log=print) -> dict:
+def evaluate(
+    evaluation_: AdaptiveEvaluation,
+    runs: list[dict],
+    *,
+    log=print,
+    scoring: progress.ProgressFile | None = None,
+) -> dict:
     """Crafts (or loads) and scores every run; then the clean accuracies, the worst case
-    per budget and, with a detector, its summary. ``log`` gets one line per run."""
+    per budget and, with a detector, its summary. ``log`` gets one line per run.
+
+    With ``scoring`` (its identity: :func:`scoring_identity`), each scored run is kept
+    on disk, so a killed evaluation resumes without scoring its finished runs again.
+    """
     rows, survived = [], {}  # (budget, defense) -> per attack run, per key: (N,) bool right
     for r in runs:
-        row, hits = evaluation_.score(r, evaluation_.craft(r))
+        name = settings_digest(run_settings(evaluation_.setup, evaluation_.indices, r))
+        done = scoring.get(name) if scoring is not None else None
+        if done is None:
+            row, hits = evaluation_.score(r, evaluation_.craft(r))
+            if scoring is not None:
+                as_bits = {
+                    d: [h.astype(int).tolist() for h in per_key] for d, per_key in hits.items()
+                }
+                scoring.put(name, {"row": row, "hits": as_bits})
+        else:
+            row = done["row"]
+            hits = {
+                d: [np.asarray(h, bool) for h in per_key] for d, per_key in done["hits"].items()
+            }
         for defense, right in hits.items():
             survived.setdefault((r["budget"], defense), []).append(right)
         rows.append(row)
@@ -288,6 +312,16 @@ def evaluate(evaluation_: AdaptiveEvaluation, runs: list[dict], *, log=print) ->
         "rows": rows,
         "worst_case": worst_case(survived, evaluation_.setup.num_keys),
         "detector": evaluation_.detector_summary() if evaluation_.setup.detector else None,
+    }
+
+
+def scoring_identity(evaluation_: AdaptiveEvaluation, weights: str) -> dict:
+    """What the scored runs depend on beyond each run's own settings: the whole setup,
+    the images and the weights (:func:`remix_jax.progress.fingerprint`)."""
+    return {
+        "setup": dataclasses.asdict(evaluation_.setup),
+        "indices": evaluation_.indices,
+        "weights": weights,
     }
 
 
