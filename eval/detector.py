@@ -136,7 +136,7 @@ def main(argv=None) -> None:
     runtime.use_full_precision()
     import jax
 
-    from remix_jax import components, data, evaluation, provenance, training
+    from remix_jax import components, data, evaluation, progress, provenance, training
     from remix_jax.pretrained import load_magnet, load_pretrained
 
     started = time.time()
@@ -159,6 +159,14 @@ def main(argv=None) -> None:
     clean_right = float((evaluation.predict(pre.logits_fn, x_clean) == y).mean() * 100)
     sets = {"val": x_val, "clean": x_clean}
     sets.update({k: c["adversarial"][positive[k]] for k, c in crafted.items()})
+    # every key's scores are kept until the result is written: a killed run resumes
+    run_identity = {
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "render_only")},
+        "indices": [int(i) for i in indices],
+        "attack_settings": settings,
+        "weights": progress.fingerprint(pre.classifier_params, pre.remix, magnet),
+    }
+    scoring = progress.ProgressFile(out + ".progress.json", run_identity)
     evaluated = report.evaluate_detectors(
         [jax.random.key(s) for s in range(args.num_keys)],
         report.remix_variants(pre.remix, args.variants),
@@ -171,6 +179,7 @@ def main(argv=None) -> None:
         temperature=args.temperature,
         batch_size=args.batch_size,
         progress=f"REMIX detector scores ({name})",
+        scoring=scoring,
     )
     result = {
         "dataset": args.dataset,
@@ -190,6 +199,7 @@ def main(argv=None) -> None:
     }
     print(report.markdown(result))
     provenance.write_unless_reproduced(out, result, report.write_outputs)
+    scoring.finish()
 
 
 if __name__ == "__main__":

@@ -181,8 +181,8 @@ def test_union_detectors_name_each_variant_and_magnets_official_set():
     }
 
 
-def test_evaluate_detectors_is_the_runs_evaluated_and_summarized():
-    """The library entry point agrees with its parts: REMIX per key, MagNet once."""
+def tiny_detector_run(scoring=None) -> tuple[dict, dict, dict]:
+    """evaluate_detectors on a tiny MagNet and REMIX: (result, REMIX params, sets)."""
     from remix_jax.datasets import DetectorSpec
     from remix_jax.magnet import MagNetParams
     from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
@@ -206,7 +206,14 @@ def test_evaluate_detectors_is_the_runs_evaluated_and_summarized():
         rows,
         official=["I-L2"],
         drop_rates=[0.5],
+        scoring=scoring,
     )
+    return got, params, sets
+
+
+def test_evaluate_detectors_is_the_runs_evaluated_and_summarized():
+    """The library entry point agrees with its parts: REMIX per key, MagNet once."""
+    got, params, sets = tiny_detector_run()
     assert list(got) == [
         "detectors",
         "unions",
@@ -228,6 +235,29 @@ def test_evaluate_detectors_is_the_runs_evaluated_and_summarized():
     assert got["rows"][0]["auc"][names[0]]["runs"] == 2
     assert got["rows"][0]["auc"]["MagNet I-L2"]["runs"] == 1
     assert got["rows"][1]["auc"][names[0]] is None
+
+
+def test_a_killed_detector_evaluation_resumes_at_its_first_unscored_key(tmp_path, monkeypatch):
+    from remix_jax import progress
+
+    straight, _, _ = tiny_detector_run()
+    path = str(tmp_path / "run.progress.json")
+    calls, real = [], detector.remix_run
+
+    def killed_at_second_key(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(detector, "remix_run", killed_at_second_key)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_detector_run(progress.ProgressFile(path, {"run": 1}))
+    calls.clear()
+    monkeypatch.setattr(detector, "remix_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed, _, _ = tiny_detector_run(progress.ProgressFile(path, {"run": 1}))
+    assert len(calls) == 1  # key 0 came from the file
+    assert resumed == straight
 
 
 def test_render_again_writes_the_files_again(tmp_path):

@@ -284,6 +284,7 @@ def evaluate_detectors(
     temperature: float = 10.0,
     batch_size: int = 250,
     progress: str | None = None,
+    scoring=None,
 ) -> dict:
     """Every detector scored on ``sets``, evaluated per key and summarized.
 
@@ -305,6 +306,8 @@ def evaluate_detectors(
       temperature, batch_size: as :func:`remix_jax.detector.remix_run`.
       progress: the description of a progress bar over the REMIX scorings (one per
         key, variant and set); None shows none.
+      scoring: keeps each key's evaluated run, so a killed evaluation resumes at its
+        first unscored key (its identity must name everything the scores depend on).
 
     Returns:
       the result's "detectors", "unions", "thresholds", "magnet_thresholds_shipped"
@@ -326,24 +329,25 @@ def evaluate_detectors(
         unit="set",
         disable=progress is None,
     )
-    remix = [
-        detector.evaluate_run(
-            detector.remix_run(
-                key,
-                variants,
-                logits_fn,
-                sets,
-                temperature=temperature,
-                batch_size=batch_size,
-                on_set=bar.update,
-            ),
-            remix_names,
-            unions,
-            drop_rates,
-            kappas,
+    remix = []
+    for i, key in enumerate(keys):
+        done = scoring.get(f"key {i}") if scoring is not None else None
+        if done is not None:  # scored before the run was killed
+            remix.append(_evaluated_from_json(done))
+            bar.update(len(variants) * len(sets))
+            continue
+        scores = detector.remix_run(
+            key,
+            variants,
+            logits_fn,
+            sets,
+            temperature=temperature,
+            batch_size=batch_size,
+            on_set=bar.update,
         )
-        for key in keys
-    ]
+        remix.append(detector.evaluate_run(scores, remix_names, unions, drop_rates, kappas))
+        if scoring is not None:
+            scoring.put(f"key {i}", _evaluated_to_json(remix[-1]))
     bar.close()
     evaluated_magnet = detector.evaluate_run(magnet_run, magnet_names, unions, drop_rates, kappas)
     summary = summarize_runs(
@@ -355,6 +359,16 @@ def evaluate_detectors(
         "magnet_thresholds_shipped": shipped,
         **{k: summary[k] for k in ("clean_rejected", "rows")},
     }
+
+
+def _evaluated_to_json(evaluated: dict) -> dict:
+    """An :func:`remix_jax.detector.evaluate_run` result with its tuple keys as lists."""
+    return {part: [[list(k), v] for k, v in values.items()] for part, values in evaluated.items()}
+
+
+def _evaluated_from_json(stored: dict) -> dict:
+    """The inverse of :func:`_evaluated_to_json` (JSON keeps floats exactly)."""
+    return {part: {tuple(k): v for k, v in values} for part, values in stored.items()}
 
 
 def render_again(out: str) -> None:
