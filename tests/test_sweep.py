@@ -265,3 +265,28 @@ def test_progress_is_reused_only_under_the_same_identity(tmp_path):
     assert other.get("kappa 0") is None
     same.finish()
     assert not os.path.exists(path)
+
+
+@pytest.mark.slow
+def test_rerunning_a_committed_sweep_leaves_its_files_byte_identical(tmp_path, in_process, capsys):
+    """The committed 20-image sweep, scored again from the committed cache, reproduces
+    its numbers, so every file keeps its bytes (provenance of the run that made them)."""
+    import shutil
+
+    from eval import sweep
+
+    committed = os.path.join(REPO, "results", "mnist", "rerun-check", "cw-20")
+    with open(committed + ".json") as f:
+        recorded = json.load(f)
+    assert "--num-examples 20" in recorded["command"]
+    for suffix in (".json", ".md", ".csv", ".png"):
+        shutil.copy(committed + suffix, tmp_path / f"cw-20{suffix}")
+    sweep.main(
+        ["--attack", "cw", "--num-examples", "20", "--num-keys", "2", "--no-magnet"]
+        + ["--out", str(tmp_path / "cw-20")]
+    )
+    assert "already holds these numbers" in capsys.readouterr().out
+    for suffix in (".json", ".md", ".csv", ".png"):
+        with open(committed + suffix, "rb") as f:
+            assert (tmp_path / f"cw-20{suffix}").read_bytes() == f.read(), suffix
+    assert not (tmp_path / "cw-20.progress.json").exists()
