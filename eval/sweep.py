@@ -164,7 +164,6 @@ def main(argv=None) -> None:
     cache_dir = args.cache_dir or adversarial_cache.default_folder(args.dataset, name, args.preset)
     os.makedirs(cache_dir, exist_ok=True)
 
-    machine = provenance.machine()
     x_all = data.to_float(split.images)
     chosen = evaluation.first_correct(pre.logits_fn, x_all, split.labels, args.num_examples)
     if len(chosen) < args.num_examples:
@@ -179,39 +178,13 @@ def main(argv=None) -> None:
     attack = attack_registry.get(args.attack).resolve()
     cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), settings, log=tqdm.write)
 
-    def craft(kappa):
-        bar = tqdm(total=len(x), desc=f"{name} kappa={kappa:g}", unit="img", leave=False)
-        steps = settings["binary_search_steps"]
-
-        def on_step(start, end, done):  # one batch is tens of minutes on a CPU
-            bar.set_postfix_str(f"images {start}-{end}: search step {done}/{steps} done")
-
-        def on_batch(start, part, crafted_now):
-            if crafted_now:
-                tqdm.write(
-                    f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
-                    f": {part['seconds']:.0f} s wall, {part['cpu_seconds']:.0f} s CPU"
-                )
-            bar.update(len(part["success"]))
-
-        try:
-            return sweep_eval.craft_kappa(
-                cache, attack, pre.logits_fn, x, attack_labels, kappa, settings,
-                args.batch_size, machine=machine, on_step=on_step, on_batch=on_batch,
-            )  # fmt: skip
-        except adversarial_cache.SettingsMismatch as e:
-            sys.exit(f"error: {e}")
-        finally:
-            bar.close()
-
-    crafted = {}
-    for kappa in tqdm(kappas, desc=f"{name} sweep"):
-        crafted[kappa] = sweep_eval.recheck(
-            pre.logits_fn, craft(kappa), attack_labels, args.targeted, kappa
-        )
-        ok = crafted[kappa]["success"]
-        mean_l2 = f"mean L2 {crafted[kappa]['l2'][ok].mean():.3f}" if ok.any() else "no success"
-        tqdm.write(f"{name} kappa={kappa:g}: success {ok.mean():.1%}, {mean_l2}")
+    try:
+        crafted = sweep_eval.craft_sweep(
+            cache, attack, pre.logits_fn, x, attack_labels, kappas, settings, args.batch_size,
+            machine=provenance.machine(), name=name,
+        )  # fmt: skip
+    except adversarial_cache.SettingsMismatch as e:
+        sys.exit(f"error: {e}")
     if args.craft_only:
         return
 

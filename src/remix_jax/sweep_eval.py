@@ -67,6 +67,72 @@ def craft_kappa(
     return cache.craft(kappa, attack_batch, batch_size, machine=machine, on_batch=on_batch)
 
 
+def craft_sweep(
+    cache: adversarial_cache.AdversarialCache,
+    attack: Callable,
+    logits_fn: Callable,
+    x: np.ndarray,
+    labels: np.ndarray,
+    kappas: Iterable[float],
+    settings: Mapping,
+    batch_size: int,
+    *,
+    machine: str,
+    name: str,
+) -> dict[float, dict]:
+    """Every kappa crafted (or read from ``cache``) with its success re-checked here,
+    with progress bars (per kappa: images done and the batch's search step).
+
+    Args:
+      name: the attack's name in the progress lines (e.g. "cw-targeted").
+      others: as :func:`craft_kappa`; ``settings["targeted"]`` picks the success test.
+
+    Returns:
+      kappa -> the re-checked arrays (:func:`recheck`).
+    """
+    from tqdm import tqdm
+
+    crafted = {}
+    for kappa in tqdm(list(kappas), desc=f"{name} sweep"):
+        arrays = _craft_with_progress(
+            cache, attack, logits_fn, x, labels, kappa, settings, batch_size, machine, name
+        )
+        crafted[kappa] = recheck(logits_fn, arrays, labels, settings["targeted"], kappa)
+        ok = crafted[kappa]["success"]
+        mean_l2 = f"mean L2 {crafted[kappa]['l2'][ok].mean():.3f}" if ok.any() else "no success"
+        tqdm.write(f"{name} kappa={kappa:g}: success {ok.mean():.1%}, {mean_l2}")
+    return crafted
+
+
+def _craft_with_progress(
+    cache, attack, logits_fn, x, labels, kappa, settings, batch_size, machine, name
+):
+    """:func:`craft_kappa` under a progress bar of its images and search steps."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(x), desc=f"{name} kappa={kappa:g}", unit="img", leave=False)
+    steps = settings["binary_search_steps"]
+
+    def on_step(start, end, done):  # one batch is tens of minutes on a CPU
+        bar.set_postfix_str(f"images {start}-{end}: search step {done}/{steps} done")
+
+    def on_batch(start, part, crafted_now):
+        if crafted_now:
+            tqdm.write(
+                f"{name} kappa={kappa:g} images {start}-{start + len(part['success'])}"
+                f": {part['seconds']:.0f} s wall, {part['cpu_seconds']:.0f} s CPU"
+            )
+        bar.update(len(part["success"]))
+
+    try:
+        return craft_kappa(
+            cache, attack, logits_fn, x, labels, kappa, settings, batch_size,
+            machine=machine, on_step=on_step, on_batch=on_batch,
+        )  # fmt: skip
+    finally:
+        bar.close()
+
+
 def scoring_identity(settings, indices, num_keys, defenses, remix, weights) -> dict:
     """What a sweep's scores depend on: its progress file resumes only a run with all of
     it equal (the attack settings, the images, the keys, the defenses and their weights).
