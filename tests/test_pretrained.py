@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from remix_jax import checkpoints, data, datasets, evaluation
+from remix_jax import checkpoints, components, data, datasets, evaluation
 from remix_jax.models.classifiers import as_variables
 from remix_jax.pretrained import load_classifier, load_pretrained
 
@@ -97,8 +97,67 @@ def test_committed_clean_results_are_consistent():
 
 
 def test_missing_checkpoint_gives_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint|meta.json"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint for mnist/classifier") as info:
         load_pretrained("mnist", str(tmp_path))
+    assert str(tmp_path / "mnist" / "classifier") in str(info.value)
+
+
+def make_component(root, component="inpainter", dataset="mnist"):
+    """Creates ``<root>/<dataset>/<component>/`` and returns it as a string."""
+    (root / dataset / component).mkdir(parents=True)
+    return str(root / dataset / component)
+
+
+@pytest.fixture
+def four_roots(tmp_path, monkeypatch):
+    """Stand-ins for root=, $REMIX_CHECKPOINT_DIR, the checkout and the installed weights."""
+    roots = {name: tmp_path / name for name in ("explicit", "env", "checkout", "installed")}
+    monkeypatch.setenv("REMIX_CHECKPOINT_DIR", str(roots["env"]))
+    monkeypatch.setattr(components, "source_checkpoint_root", lambda: str(roots["checkout"]))
+    monkeypatch.setattr(components, "INSTALLED_CHECKPOINTS", str(roots["installed"]))
+    return roots
+
+
+def test_checkpoints_are_searched_in_the_documented_order(four_roots):
+    def find(component="inpainter", root=None):
+        return components.find_checkpoint("mnist", component, root)
+
+    # each rung wins over those after it, per component (the folder is made first)
+    assert make_component(four_roots["installed"]) == find()
+    assert make_component(four_roots["checkout"]) == find()
+    assert make_component(four_roots["env"]) == find()
+    assert make_component(four_roots["installed"], "reformer") == find("reformer")
+    # an explicit root is the only place searched: no silent fallback to other weights
+    with pytest.raises(FileNotFoundError, match="root="):
+        find(root=str(four_roots["explicit"]))
+    explicit = make_component(four_roots["explicit"])
+    assert find(root=str(four_roots["explicit"])) == explicit
+    # training writes to the first default root
+    assert components.checkpoint_dir("mnist", "inpainter") == find()
+
+
+def test_search_without_the_env_variable_starts_at_the_checkout(four_roots, monkeypatch):
+    monkeypatch.delenv("REMIX_CHECKPOINT_DIR")
+    labels = [label for label, _ in components.checkpoint_roots()]
+    assert labels == ["the source checkout", "the installed package"]
+    assert components.checkpoint_root() == str(four_roots["checkout"])
+
+
+def test_nothing_found_lists_every_place_and_the_fixes(four_roots):
+    with pytest.raises(FileNotFoundError) as info:
+        load_pretrained("mnist")
+    message = str(info.value)
+    for name in ("env", "checkout", "installed"):
+        assert str(four_roots[name] / "mnist" / "classifier") in message
+    for fix in ("root=", "REMIX_CHECKPOINT_DIR", "reinstall", "python -m train.classifier"):
+        assert fix in message
+
+
+def test_the_checkout_rung_exists_only_in_a_source_tree(tmp_path, monkeypatch):
+    assert components.source_checkpoint_root() == os.path.join(REPO, "checkpoints")
+    installed = tmp_path / "lib" / "python3.11" / "site-packages" / "remix_jax"
+    monkeypatch.setattr(components, "_PACKAGE_DIR", str(installed))
+    assert components.source_checkpoint_root() is None
 
 
 def test_committed_cifar10_clean_results_are_consistent():

@@ -88,14 +88,88 @@ def check_dataset(dataset: str) -> None:
     datasets.get(dataset)
 
 
+# Where checkpoints are looked for (see find_checkpoint). The wheel carries the
+# shipped MNIST / CIFAR-10 weights in the data-only package remix_jax._weights
+# (pyproject.toml maps it onto the repo's checkpoints/).
+CHECKPOINT_ENV = "REMIX_CHECKPOINT_DIR"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+INSTALLED_CHECKPOINTS = os.path.join(_PACKAGE_DIR, "_weights")
+
+
+def source_checkpoint_root() -> str | None:
+    """The checkout's ``checkpoints/`` when the package runs from a source tree, else None.
+
+    A source tree is ``<repo>/src/remix_jax`` beside ``<repo>/pyproject.toml`` (an
+    editable install, ``PYTHONPATH=src``, the repo's own commands). An installed
+    package sits in site-packages, whose ``../checkpoints`` is not ours.
+    """
+    src = os.path.dirname(_PACKAGE_DIR)
+    repo = os.path.dirname(src)
+    if os.path.basename(src) == "src" and os.path.isfile(os.path.join(repo, "pyproject.toml")):
+        return os.path.join(repo, "checkpoints")
+    return None
+
+
+def checkpoint_roots() -> list[tuple[str, str]]:
+    """The checkpoint roots searched when no ``root`` is given, in order.
+
+    Returns:
+      (label, folder) pairs: ``$REMIX_CHECKPOINT_DIR`` if set, the source checkout's
+      ``checkpoints/`` when running from one, then the weights installed with the
+      package.
+    """
+    roots = []
+    if os.environ.get(CHECKPOINT_ENV):
+        roots.append((f"${CHECKPOINT_ENV}", os.environ[CHECKPOINT_ENV]))
+    source = source_checkpoint_root()
+    if source is not None:
+        roots.append(("the source checkout", source))
+    roots.append(("the installed package", INSTALLED_CHECKPOINTS))
+    return roots
+
+
 def checkpoint_root() -> str:
-    """The shipped checkpoints: ``$REMIX_CHECKPOINT_DIR``, else the repo's ``checkpoints/``."""
-    env = os.environ.get("REMIX_CHECKPOINT_DIR")
-    if env:
-        return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "checkpoints"))
+    """The default checkpoint root, where training writes: the first of :func:`checkpoint_roots`."""
+    return checkpoint_roots()[0][1]
 
 
 def checkpoint_dir(dataset: str, component: str, root: str | None = None) -> str:
+    """Where ``<root>/<dataset>/<component>`` is, found or not (training writes there)."""
     return os.path.join(root or checkpoint_root(), dataset, component)
+
+
+def find_checkpoint(dataset: str, component: str, root: str | None = None) -> str:
+    """The folder holding a component's checkpoint, for loading.
+
+    Search order: (1) ``root`` when given, and only it: an explicit folder means
+    those weights, and falling back to others would evaluate a different model
+    unnoticed; otherwise the first of (2) ``$REMIX_CHECKPOINT_DIR``, (3) the source
+    checkout's ``checkpoints/``, (4) the weights installed with the package, that
+    has ``<dataset>/<component>/``. Each component is searched on its own, so a
+    ``$REMIX_CHECKPOINT_DIR`` holding only your classifier still gets the shipped
+    reformer and inpainter.
+
+    Args:
+      dataset: a dataset name ("mnist").
+      component: "classifier", "reformer", "inpainter" or "magnet".
+      root: a checkpoint root holding ``<dataset>/<component>/``.
+
+    Raises:
+      FileNotFoundError: no searched place has it; the message lists them and the fixes.
+    """
+    places = [("root=", root)] if root else checkpoint_roots()
+    searched = []
+    for label, place in places:
+        folder = os.path.join(place, dataset, component)
+        if os.path.isdir(folder):
+            return folder
+        searched.append(f"  {label}: {os.path.abspath(folder)}")
+    train = f"python -m train.{component} --dataset {dataset}"
+    raise FileNotFoundError(
+        f"no checkpoint for {dataset}/{component}; searched\n"
+        + "\n".join(searched)
+        + f"\nFix: pass root= a folder holding {dataset}/{component}/ (what `{train}` "
+        f"writes: orbax step folders and meta.json), set {CHECKPOINT_ENV} to such a "
+        "folder, reinstall remix-jax if its shipped mnist/cifar10 weights are missing, "
+        "or train it with that command."
+    )

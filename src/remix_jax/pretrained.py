@@ -40,14 +40,14 @@ class Pretrained(NamedTuple):
 def load_classifier(
     dataset: str, root: str | None = None, *, folder: str | None = None
 ) -> tuple[nn.Module, Any]:
-    """Restores the dataset's classifier from ``<root>/<dataset>/classifier`` (or ``folder``).
+    """Restores the dataset's classifier: ``folder``, else found as :func:`load_pretrained` says.
 
     Returns:
       (module, weights): the bare params for stateless nets (MNIST), the whole
       variables dict for BatchNorm nets; ``model.apply(as_variables(weights), x)``
       classifies either way.
     """
-    folder = folder or components.checkpoint_dir(dataset, "classifier", root)
+    folder = folder or components.find_checkpoint(dataset, "classifier", root)
     try:
         fields = checkpoints.read_metadata(folder).get("config", {}).get("module", {})
     except FileNotFoundError:
@@ -83,7 +83,7 @@ def load_autoencoder(
     dataset: str, component: str, root: str | None = None
 ) -> tuple[AutoencoderConfig, Any, dict]:
     """Restores the dataset's shipped reformer or inpainter (see :func:`restore_autoencoder`)."""
-    folder = components.checkpoint_dir(dataset, component, root)
+    folder = components.find_checkpoint(dataset, component, root)
     return restore_autoencoder(folder, datasets.get(dataset).hw)
 
 
@@ -98,8 +98,8 @@ def load_magnet(
 
     Args:
       dataset: a registered dataset with a MagNet set-up ("mnist", "cifar10").
-      root: checkpoint root (default as :func:`load_pretrained`); MagNet lives in
-        ``<root>/<dataset>/magnet``.
+      root: checkpoint root, searched as :func:`load_pretrained` says; MagNet lives
+        in ``<root>/<dataset>/magnet``.
       folder: that folder directly (overrides ``root``).
       calibrated: read the thresholds from its ``detectors.json``; False returns the
         dataset's detectors (official and extra) with no thresholds yet.
@@ -109,7 +109,7 @@ def load_magnet(
       those of ``detectors.json``.
     """
     setup = components.magnet_setup(dataset)
-    folder = folder or components.checkpoint_dir(dataset, "magnet", root)
+    folder = folder or components.find_checkpoint(dataset, "magnet", root)
     hw = datasets.get(dataset).hw
     configs, params = [], {}
     for name in sorted(setup.autoencoders):
@@ -142,13 +142,17 @@ def load_pretrained(
 
     Args:
       dataset: which dataset's models.
-      root: checkpoint folder (default: ``$REMIX_CHECKPOINT_DIR`` or the repo's
-        ``checkpoints/``).
+      root: checkpoint root holding ``<dataset>/<component>/``; when given, the only
+        place searched. Otherwise each component comes from the first of
+        ``$REMIX_CHECKPOINT_DIR``, the source checkout's ``checkpoints/`` (editable
+        install, the repo's commands) and the MNIST / CIFAR-10 weights installed
+        with the package (:func:`remix_jax.components.find_checkpoint`).
       inpainter: an inpainter checkpoint folder to use instead of the shipped one
         (a candidate or ablation); its n and mask layout come with it.
 
     Raises:
-      FileNotFoundError: a component has not been trained (the message names it).
+      FileNotFoundError: a component is nowhere searched (the message lists the
+        places and the fixes) or its folder holds no checkpoint.
     """
     components.check_dataset(dataset)
     model, params = load_classifier(dataset, root)
