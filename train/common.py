@@ -123,7 +123,7 @@ def train_component(
     runtime.configure()
     import jax
 
-    from remix_jax import checkpoints, components, provenance, training
+    from remix_jax import checkpoints, components, datasets, provenance, training
 
     directory = os.path.abspath(
         args.checkpoint_dir or components.checkpoint_dir(args.dataset, component)
@@ -138,6 +138,7 @@ def train_component(
     meta = {
         "component": component,
         "dataset": args.dataset,
+        "dataset_spec": datasets.spec_to_dict(datasets.get(args.dataset)),
         "config": config,
         "train": {
             "epochs": args.epochs,

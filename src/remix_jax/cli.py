@@ -23,19 +23,49 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 DATA_DIR_HELP = (
     "folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, else tensorflow-datasets)"
 )
-CHECKPOINT_ROOT_HELP = "default: $REMIX_CHECKPOINT_DIR, else the repo's checkpoints/"
+CHECKPOINT_ROOT_HELP = (
+    "only this folder (default: each component from $REMIX_CHECKPOINT_DIR, the checkout's "
+    "checkpoints/, then the weights installed with the package)"
+)
 
 
 def add_dataset_flag(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
-    """``--dataset`` (or ``--datasets`` with ``many``): choices and default from the registry."""
+    """``--dataset`` (or ``--datasets`` with ``many``): a registered name or a data source.
+
+    A registered name (the default: the registry's first) parses as itself; a folder
+    or ``tfds:<name>[/<config>]`` is registered from its data by
+    :func:`remix_jax.data.resolve` while parsing, so the value the tool sees is a
+    registry name; bad data fails here, with the reason, before any work.
+    """
     from remix_jax import datasets  # imports no JAX
 
+    def dataset(text: str) -> str:
+        if text in datasets.names():
+            return text
+        from remix_jax import data  # numpy and Pillow: only for a source
+
+        try:
+            return data.resolve(text)
+        except (FileNotFoundError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    text = (
+        f"a registered dataset ({', '.join(datasets.names())}), tfds:<name>[/<config>], "
+        "or a folder with <split>.npz files or <split>/<class>/*.png|jpg images"
+    )
     if many:
         parser.add_argument(
-            "--datasets", nargs="+", choices=datasets.names(), default=datasets.names()
+            "--datasets",
+            nargs="+",
+            type=dataset,
+            default=datasets.names(),
+            metavar="DATASET",
+            help=f"each {text}",
         )
     else:
-        parser.add_argument("--dataset", choices=datasets.names(), default=datasets.default())
+        parser.add_argument(
+            "--dataset", type=dataset, default=datasets.default(), metavar="DATASET", help=text
+        )
 
 
 def check_output_path(prefix: str) -> None:

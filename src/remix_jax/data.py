@@ -1,24 +1,29 @@
-"""Registered datasets as NHWC uint8 arrays, from a local folder or tensorflow-datasets.
+"""Datasets as NHWC uint8 arrays: registered ones, and any image data by where it lives.
 
-A local data folder (argument ``data_dir`` or environment ``REMIX_DATA_DIR``) is
-read first: ``<dir>/<dataset>/<split>.npz``, or its shards
-``<split>-NNNNN-of-MMMMM.npz`` concatenated in order, each with arrays ``image``
-(N, H, W, C) uint8, ``label`` (N,) and ``source`` (a string naming the origin).
-Without one, tensorflow-datasets downloads and prepares the dataset (needs
-TensorFlow: ``pip install 'remix-jax[tfds]'``).
+A registered dataset (:mod:`remix_jax.datasets`) is read from a local data folder
+(argument ``data_dir`` or environment ``REMIX_DATA_DIR``) first:
+``<dir>/<dataset>/<split>.npz``, or its shards ``<split>-NNNNN-of-MMMMM.npz``
+concatenated in order, each with arrays ``image`` (N, H, W, C) uint8, ``label`` (N,)
+and ``source`` (a string naming the origin). Without one, tensorflow-datasets
+downloads and prepares the dataset (needs TensorFlow: ``pip install 'remix-jax[tfds]'``).
+
+Any other image-classification data is named by where it is (:func:`resolve`):
+``tfds:<name>[/<config>]`` (:mod:`remix_jax.tfds_source`), or a folder holding
+``<split>.npz`` files as above (an optional ``class_names`` array names the classes)
+or the ImageFolder layout ``<split>/<class name>/*.png|jpg|jpeg``
+(:mod:`remix_jax.image_folder`). Its spec is derived from the data
+(:func:`remix_jax.datasets.derive_spec`) and registered on first use.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 from typing import NamedTuple
 
 import numpy as np
 
-from remix_jax import datasets
+from remix_jax import datasets, npz_files, sources, tfds_source
 
 SPLITS = ("train", "test")
 logger = logging.getLogger(__name__)
@@ -34,58 +39,6 @@ class Split(NamedTuple):
     source: str
 
 
-def _check_name(dataset: str, split: str) -> None:
-    datasets.get(dataset)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-
-
-def _split_files(folder: str, split: str) -> list[str]:
-    single = os.path.join(folder, f"{split}.npz")
-    if os.path.isfile(single):
-        return [single]
-    pattern = re.compile(rf"{re.escape(split)}-(\d{{5}})-of-(\d{{5}})\.npz$")
-    shards = sorted(
-        p
-        for p in glob.glob(os.path.join(folder, f"{split}-*-of-*.npz"))
-        if pattern.search(os.path.basename(p))
-    )
-    if shards:
-        numbers = [pattern.search(os.path.basename(p)).groups() for p in shards]
-        totals = {int(total) for _, total in numbers}
-        indices = sorted(int(index) for index, _ in numbers)
-        if len(totals) != 1 or indices != list(range(next(iter(totals)))):
-            raise FileNotFoundError(
-                f"{folder}: the shards of split {split!r} are incomplete or mixed: "
-                f"{[os.path.basename(p) for p in shards]}"
-            )
-    return shards
-
-
-def _load_npz(files: list[str]) -> Split:
-    images, labels, sources = [], [], []
-    for path in files:
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                missing = {"image", "label"} - set(f.files)
-                if missing:
-                    raise ValueError(f"{path} lacks arrays {sorted(missing)}")
-                images.append(f["image"])
-                labels.append(f["label"])
-                sources.append(str(f["source"]) if "source" in f.files else path)
-        except (OSError, ValueError, EOFError) as e:
-            if str(path) in str(e):
-                raise
-            # numpy's own message neither names the file nor should be followed (it
-            # suggests allow_pickle=True, i.e. running code from the file)
-            raise ValueError(
-                f"{path} is not a readable dataset file (.npz with uint8 "
-                f"'image' and int 'label' arrays): {type(e).__name__}"
-            ) from e
-    source = sources[0] if len(set(sources)) == 1 else "; ".join(dict.fromkeys(sources))
-    return Split(np.concatenate(images), np.concatenate(labels).astype(np.int32), source)
-
-
 def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -> Split:
     name = datasets.get(dataset).tfds_name
     if name is None:
@@ -93,13 +46,6 @@ def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -
             f"dataset {dataset!r} has no tensorflow-datasets name: set {DATA_DIR_ENV} or pass "
             f"--data-dir to a folder holding {dataset}/{split}.npz"
         )
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise FileNotFoundError(
-            f"no local data for {dataset!r} and tensorflow-datasets cannot be imported ({e}); "
-            f"set {DATA_DIR_ENV} or pass --data-dir, or pip install 'remix-jax[tfds]'"
-        ) from e
     # a warning, so that it reaches stderr without logging set up: without a network
     # tensorflow-datasets retries for minutes before it fails, and users should know why
     logger.warning(
@@ -110,26 +56,43 @@ def _load_tfds(dataset: str, split: str, tfds_dir: str | None, download: bool) -
         " (downloads on first use)" if download else "",
     )
     try:
-        images, labels = tfds.as_numpy(
-            tfds.load(
-                name,
-                split=split,
-                as_supervised=True,
-                batch_size=-1,
-                data_dir=tfds_dir,
-                download=download,
-            )
-        )
-    except Exception as e:
+        return Split(*tfds_source.read(name, split, tfds_dir, download=download))
+    except (FileNotFoundError, ValueError) as e:
         raise FileNotFoundError(
-            f"tensorflow-datasets could not load {dataset}/{split} ({type(e).__name__}: {e}); "
+            f"tensorflow-datasets could not load {dataset}/{split} ({e}); "
             f"set {DATA_DIR_ENV} or pass --data-dir to a folder holding "
             f"{dataset}/{split}.npz, or install 'remix-jax[tfds]' and allow downloads"
         ) from e
-    version = tfds.builder(name, data_dir=tfds_dir).version
-    return Split(
-        np.asarray(images), np.asarray(labels, np.int32), f"tensorflow-datasets {name}:{version}"
-    )
+
+
+def resolve(dataset: str, data_dir: str | None = None, *, tfds_dir: str | None = None) -> str:
+    """The registry name of ``dataset``: a registered name, a folder or ``tfds:<name>``.
+
+    A source seen first is registered with a spec derived from its data and the spec
+    printed (:func:`remix_jax.sources.resolve`). ``tfds_dir`` (else ``data_dir``) is
+    tensorflow-datasets' data folder for a ``tfds:`` source.
+    """
+    return sources.resolve(dataset, tfds_dir or data_dir)
+
+
+def _load_registered(
+    dataset: str, split: str, data_dir: str | None, tfds_dir: str | None, download: bool
+) -> Split:
+    """One split of a registered dataset: ``<data dir>/<dataset>/``, else tensorflow-datasets."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    origin = "argument data_dir" if data_dir else f"environment {DATA_DIR_ENV}"
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
+    if data_dir is None:
+        return _load_tfds(dataset, split, tfds_dir, download)
+    folder = os.path.join(data_dir, dataset)
+    files = npz_files.split_files(folder, split)
+    if not files:
+        raise FileNotFoundError(
+            f"no {split}.npz or {split}-NNNNN-of-MMMMM.npz shards in {folder} "
+            f"(folder from {origin})"
+        )
+    return Split(*npz_files.read(files))
 
 
 def load_split(
@@ -141,21 +104,12 @@ def load_split(
     download: bool = True,
 ) -> Split:
     """Loads one split with its origin. See :func:`load`."""
-    _check_name(dataset, split)
-    origin = "argument data_dir" if data_dir else f"environment {DATA_DIR_ENV}"
-    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
-    if data_dir is not None:
-        folder = os.path.join(data_dir, dataset)
-        files = _split_files(folder, split)
-        if not files:
-            raise FileNotFoundError(
-                f"no {split}.npz or {split}-NNNNN-of-MMMMM.npz shards in {folder} "
-                f"(folder from {origin})"
-            )
-        result = _load_npz(files)
-    else:
-        result = _load_tfds(dataset, split, tfds_dir, download)
+    dataset = resolve(dataset, data_dir, tfds_dir=tfds_dir)
     spec = datasets.get(dataset)
+    if spec.source is None:
+        result = _load_registered(dataset, split, data_dir, tfds_dir, download)
+    else:  # REMIX_DATA_DIR holds registered datasets: a source has its own data
+        result = Split(*sources.read(spec, split, tfds_dir or data_dir, download=download))
     expected = spec.image_shape
     if result.images.shape[1:] != expected or result.images.dtype != np.uint8:
         raise ValueError(
@@ -166,8 +120,11 @@ def load_split(
     if result.labels.ndim != 1 or (
         result.labels.size and not 0 <= result.labels.min() <= result.labels.max() < num_classes
     ):
+        # a folder of .npz files without class names: its classes were counted
+        counted = " (counted in the training labels; a 'class_names' array sets it)"
         raise ValueError(
             f"{dataset}/{split}: labels must be a 1-D array of class indices in [0, {num_classes})"
+            + (counted if spec.source and not spec.class_names else "")
         )
     if len(result.labels) != len(result.images):
         raise ValueError(
@@ -184,22 +141,29 @@ def load(
     tfds_dir: str | None = None,
     download: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Loads a registered dataset (:func:`remix_jax.datasets.names`).
+    """Loads a dataset: a registered one, or any image-classification data by where it is.
 
     Args:
-      dataset: its registry name, e.g. "mnist" or "cifar10".
-      split: "train" or "test".
-      data_dir: folder holding ``<dataset>/<split>.npz`` (or shards); defaults to
-        the environment variable ``REMIX_DATA_DIR``; if neither is set,
-        tensorflow-datasets is used.
-      tfds_dir: tensorflow-datasets' data folder (its default if None).
+      dataset: a registry name (e.g. "mnist", "cifar10"); ``"tfds:<name>[/<config>]"``;
+        or a folder with ``<split>.npz`` files or ``<split>/<class name>/`` images
+        (see :func:`resolve`, which registers it on first use).
+      split: "train" or "test" for a registered dataset; a source's own split names.
+      data_dir: for a registered dataset, the folder holding ``<dataset>/<split>.npz``
+        (or shards), default the environment variable ``REMIX_DATA_DIR``, and if
+        neither is set tensorflow-datasets; for a ``tfds:`` dataset,
+        tensorflow-datasets' data folder; unused for a folder.
+      tfds_dir: tensorflow-datasets' data folder (its default if None; for a ``tfds:``
+        dataset preferred over ``data_dir``).
       download: let tensorflow-datasets download and prepare the data.
 
     Returns:
       images (N, H, W, C) uint8 and labels (N,) int32.
 
     Raises:
-      FileNotFoundError: the data is missing (the message says how to provide it).
+      FileNotFoundError: the data or the split is missing (the message says how to
+        provide it).
+      ValueError: an unknown dataset, or data that does not fit its spec (the message
+        names the file and the fault).
     """
     split_ = load_split(dataset, split, data_dir, tfds_dir=tfds_dir, download=download)
     return split_.images, split_.labels

@@ -12,13 +12,17 @@ dataset. Registering one more is one :func:`register` call::
         name="svhn", display_name="SVHN", image_shape=(32, 32, 3), num_classes=10,
         n_masks=3, reformer_noise=0.025, kappa_grid=(0, 10, 20, 30)))
 
-The registry imports no JAX (the CLIs read it before parsing). Checkpoints of a
-dataset live in ``<checkpoint root>/<name>/<component>``.
+Data the registry does not know (a folder, a tensorflow-datasets name) gets a spec
+derived from its images by :func:`derive_spec` (:func:`remix_jax.data.resolve` does
+this on first use); :func:`spec_to_dict` / :func:`spec_from_dict` carry a spec through
+a checkpoint's ``meta.json``. The registry imports no JAX (the CLIs read it before
+parsing). Checkpoints of a dataset live in ``<checkpoint root>/<name>/<component>``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Mapping
 
@@ -97,6 +101,10 @@ class DatasetSpec:
       classifier_recipe: the default flags of ``train.classifier``.
       magnet: MagNet's set-up, or None where the project has none.
       tfds_name: tensorflow-datasets' name for it (None: local data only).
+      source: where the data of a dataset registered from its data lives (a folder,
+        or "tfds:<name>[/<config>]"); None: ``<data dir>/<name>/`` or ``tfds_name``.
+      class_names: class index -> name, where the data names its classes (an
+        ImageFolder's sorted class folders, tensorflow-datasets' labels); may be empty.
     """
 
     name: str
@@ -112,6 +120,8 @@ class DatasetSpec:
     classifier_recipe: Mapping[str, object] = dataclasses.field(default_factory=dict)
     magnet: MagNetSetup | None = None
     tfds_name: str | None = None
+    source: str | None = None
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         shape = tuple(self.image_shape)
@@ -123,8 +133,14 @@ class DatasetSpec:
             raise ValueError(f"n_masks must be in [2, H*W], got {self.n_masks}")
         if not self.name or not self.name.replace("_", "").isalnum():
             raise ValueError(f"name must be a non-empty identifier, got {self.name!r}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names must name all {self.num_classes} classes, got {len(self.class_names)}"
+            )
         object.__setattr__(self, "image_shape", shape)
         object.__setattr__(self, "kappa_grid", tuple(self.kappa_grid))
+        object.__setattr__(self, "detector_drop_rates", tuple(self.detector_drop_rates))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
         object.__setattr__(
             self, "pgd_budgets", _frozen({k: tuple(v) for k, v in self.pgd_budgets.items()})
         )
@@ -171,6 +187,153 @@ def default() -> str:
 def file_suffix(name: str) -> str:
     """ "" for the default dataset, "_<name>" for the others (result file names)."""
     return "" if name == default() else f"_{get(name).name}"
+
+
+# Defaults of a dataset registered from its data (derive_spec). REMIX's n, the
+# reformer's noise and the L-inf budgets are per-pixel settings: they follow the shipped
+# dataset with the same channel count (MNIST for grayscale, CIFAR-10 for colour) at any
+# size. An L2 budget bounds the norm over all H*W*C values, so it scales with
+# sqrt(H*W*C) from that dataset's size (CIFAR-10's 0.5 at 32x32x3 -> 3.5 at 224x224x3,
+# near ImageNet's usual 3.0).
+_REFERENCE_BY_CHANNELS = {1: "mnist", 3: "cifar10"}
+# CW / EAD's kappa is a logit margin: it depends on the classifier, not the images. The
+# default classifier's gaps on CIFAR-10 have median 5.6 and maximum 20
+# (results/logit-gaps.md); the grid spans them and beyond.
+DERIVED_KAPPA_GRID = (0.0, 5.0, 10.0, 20.0, 40.0)
+# Its global max-pool takes any H x W from 8 x 8 up (three 2x2 poolings).
+DERIVED_CLASSIFIER = "remix_jax.models.classifiers:CIFARResNet"
+MIN_DERIVED_SIZE = 8
+
+
+def derive_spec(
+    name: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    source: str,
+    display_name: str | None = None,
+    class_names: tuple[str, ...] = (),
+) -> DatasetSpec:
+    """The spec of a dataset the registry does not know, with defaults from its images.
+
+    Args:
+      name: the registry name (an identifier; also the checkpoint folder name).
+      image_shape: (H, W, C), C in {1, 3}, H and W >= :data:`MIN_DERIVED_SIZE`.
+      num_classes: >= 2.
+      source: where its data lives (a folder or "tfds:<name>[/<config>]").
+      display_name: how tables name it (default: ``name``).
+      class_names: class index -> name, if the data names its classes.
+
+    Returns:
+      A spec with n_masks, reformer_noise and the L-inf budgets of the shipped dataset
+      with the same channel count, L2 budgets scaled by sqrt(H*W*C) from it,
+      :data:`DERIVED_KAPPA_GRID`, detector drop rates (0.01, 0.05),
+      :data:`DERIVED_CLASSIFIER` with CIFAR-10's recipe at batch 128 without
+      augmentation, and no MagNet set-up.
+
+    Raises:
+      ValueError: a shape or class count it cannot serve.
+    """
+    shape = tuple(int(d) for d in image_shape)
+    if len(shape) != 3 or shape[2] not in _REFERENCE_BY_CHANNELS:
+        raise ValueError(f"images must be (H, W, 1 or 3), got {image_shape}")
+    if min(shape[:2]) < MIN_DERIVED_SIZE:
+        raise ValueError(
+            f"images of {shape[0]}x{shape[1]} are too small for the default classifier "
+            f"(at least {MIN_DERIVED_SIZE}x{MIN_DERIVED_SIZE})"
+        )
+    reference = get(_REFERENCE_BY_CHANNELS[shape[2]])
+    # CIFAR-10's one-cycle recipe at a quarter of its batch (the learning rate scaled
+    # alike), so that a few thousand images still give many steps; no augmentation, as a
+    # flip does not keep the label of every dataset (digits, text, laterality): pass
+    # --augment to train.classifier where it does
+    recipe = get("cifar10").classifier_recipe
+    recipe = {
+        **recipe,
+        "batch_size": recipe["batch_size"] // 4,
+        "learning_rate": recipe["learning_rate"] / 4,
+        "augment": False,
+    }
+    scale = (shape[0] * shape[1] * shape[2] / math.prod(reference.image_shape)) ** 0.5
+    return DatasetSpec(
+        name=name,
+        display_name=display_name or name,
+        image_shape=shape,
+        num_classes=num_classes,
+        n_masks=reference.n_masks,
+        reformer_noise=reference.reformer_noise,
+        kappa_grid=DERIVED_KAPPA_GRID,
+        pgd_budgets={
+            "linf": reference.pgd_budgets["linf"],
+            "l2": tuple(float(f"{eps * scale:.3g}") for eps in reference.pgd_budgets["l2"]),
+        },
+        detector_drop_rates=(0.01, 0.05),
+        classifier=DERIVED_CLASSIFIER,
+        classifier_recipe=recipe,
+        source=source,
+        class_names=class_names,
+    )
+
+
+def summary(spec: DatasetSpec) -> str:
+    """A few lines that show a spec's data and settings (printed when one is derived)."""
+    h, w, c = spec.image_shape
+    names = ", ".join(spec.class_names[:10]) + (", ..." if len(spec.class_names) > 10 else "")
+
+    def epsilon(eps: float) -> str:  # 8/255 rather than 0.03137
+        text, steps = f"{eps:.4g}", eps * 255
+        return f"{round(steps)}/255" if len(text) > 5 and abs(steps - round(steps)) < 1e-6 else text
+
+    budgets = "; ".join(
+        f"{norm} {', '.join(map(epsilon, eps_list))}" for norm, eps_list in spec.pgd_budgets.items()
+    )
+    return (
+        f"dataset {spec.name!r} ({spec.source or spec.display_name}): {h}x{w}x{c} images, "
+        f"{spec.num_classes} classes" + (f" ({names})" if names else "") + "\n"
+        f"  n_masks={spec.n_masks}  reformer_noise={spec.reformer_noise:g}  "
+        f"kappa_grid={', '.join(f'{k:g}' for k in spec.kappa_grid)}\n"
+        f"  PGD budgets: {budgets}  detector drop rates: "
+        f"{', '.join(f'{r:g}' for r in spec.detector_drop_rates)}\n"
+        f"  classifier {spec.classifier} {dict(spec.classifier_recipe)}"
+    )
+
+
+def spec_to_dict(spec: DatasetSpec) -> dict:
+    """A spec as plain JSON-able values (lists for tuples), e.g. for a checkpoint's meta.json.
+
+    :func:`spec_from_dict` inverts it: ``spec_from_dict(spec_to_dict(s)) == s``.
+    """
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, tuple | list):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(spec)
+
+
+def spec_from_dict(fields: Mapping) -> DatasetSpec:
+    """The :class:`DatasetSpec` that :func:`spec_to_dict` wrote (after a JSON round trip).
+
+    Raises:
+      ValueError: fields a DatasetSpec does not have (a newer writer), or bad values.
+    """
+    known = {f.name for f in dataclasses.fields(DatasetSpec)}
+    if unknown := sorted(set(fields) - known):
+        raise ValueError(f"not DatasetSpec fields: {unknown}")
+    fields = dict(fields)
+    if (magnet := fields.get("magnet")) is not None:
+        fields["magnet"] = MagNetSetup(
+            autoencoders={k: tuple(v) for k, v in magnet["autoencoders"].items()},
+            reformer=magnet["reformer"],
+            detectors=tuple(DetectorSpec(**d) for d in magnet["detectors"]),
+            extra_detectors=tuple(DetectorSpec(**d) for d in magnet.get("extra_detectors", ())),
+        )
+    return DatasetSpec(**fields)
 
 
 # MagNet as in its official MNIST code (train_defense.py / test_defense.py) and

@@ -68,7 +68,8 @@ def classifier_task(
     stateful = bool(state_collections)
 
     def init(key):
-        variables = model.init(key, dummy)
+        # jitted: eager init of a ResNet compiles each of its ~100 ops separately
+        variables = jax.jit(model.init)(key, dummy)
         return dict(variables) if stateful else variables["params"]
 
     def loss(params, key, images, labels):
