@@ -120,9 +120,11 @@ def parse(argv):
         help="last N training images: the detector's clean calibration set",
     )
     cli.add_source_flags(p)
+    cli.add_classifier_flag(p)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    cli.require_with_classifier(p, args, "--out", "--cache-dir")
     spec = datasets.get(args.dataset)
     if args.detector_drop_rate is None:
         args.detector_drop_rate = spec.detector_drop_rates[0]
@@ -160,7 +162,7 @@ def main(argv=None) -> None:
 
     setup = adaptive_plan.AdaptiveSetup.from_args(args)
     try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root)
+        pre = load_pretrained(args.dataset, args.checkpoint_root, classifier=args.classifier)
         split = data.load_split(args.dataset, "test", args.data_dir)
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
         sys.exit(f"error: {e}")
@@ -200,6 +202,7 @@ def main(argv=None) -> None:
             "n_masks": pre.remix.n_masks,
             "seed": args.seed,
         },
+        **pre.classifier_entry(),
         "num_examples": len(chosen),
         "num_keys": args.num_keys,
         **scored,  # clean, rows, worst_case, detector

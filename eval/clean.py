@@ -21,8 +21,10 @@ from remix_jax.cli import (
     CHECKPOINT_ROOT_HELP,
     DATA_DIR_HELP,
     HelpFormatter,
+    add_classifier_flag,
     add_dataset_flag,
     check_output_path,
+    require_with_classifier,
 )
 
 
@@ -36,6 +38,7 @@ def main(argv=None) -> None:
         default=None,
         help="use this inpainter checkpoint folder instead of the shipped one",
     )
+    add_classifier_flag(p)
     p.add_argument("--num-keys", type=int, default=5, help="keys per randomized row")
     p.add_argument(
         "--iterations",
@@ -54,6 +57,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--out", default=None, help="default: results/<dataset>/clean")
     args = p.parse_args(argv)
+    require_with_classifier(p, args, "--out")
     if args.num_keys < 1 or min(args.iterations) < 1:
         sys.exit("error: --num-keys and --iterations must be >= 1")
     if args.limit is not None and args.limit < 1:
@@ -74,7 +78,9 @@ def main(argv=None) -> None:
 
     try:
         split = data.load_split(args.dataset, "test", args.data_dir)
-        pre = load_pretrained(args.dataset, args.checkpoint_root, inpainter=args.inpainter)
+        pre = load_pretrained(
+            args.dataset, args.checkpoint_root, inpainter=args.inpainter, classifier=args.classifier
+        )
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     trained_masks = pre.remix.n_masks
@@ -115,6 +121,7 @@ def main(argv=None) -> None:
         "dataset": args.dataset,
         "images": len(x),
         "rows": rows,
+        **pre.classifier_entry(),
         "inpainter_checkpoint": inpainter_dir,
         "inpainter_config": pre.remix.inpainter_config.__dict__,
         "inpainter_trained_masks": trained_masks,

@@ -30,12 +30,14 @@ from remix_jax import adversarial_cache, attack_registry, datasets, runtime
 from remix_jax import detector_report as report
 from remix_jax.cli import (
     HelpFormatter,
+    add_classifier_flag,
     add_dataset_flag,
     add_source_flags,
     check_output_path,
     fraction,
     positive_float,
     positive_int,
+    require_with_classifier,
 )
 from remix_jax.detector_report import VARIANTS
 
@@ -89,12 +91,14 @@ def parse(argv):
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     p.add_argument("--batch-size", type=positive_int, default=250)
     add_source_flags(p)
+    add_classifier_flag(p)
     p.add_argument("--cache-dir", default=None, help="default: eval.sweep's for the preset")
     p.add_argument("--out", help="default: results/<dataset>/detector-<attack>[-<preset>]")
     p.add_argument(
         "--render-only", action="store_true", help="rewrite the .md and .png from <out>.json"
     )
     args = p.parse_args(argv)
+    require_with_classifier(p, args, "--out", "--cache-dir")
     if args.drop_rates is None:
         args.drop_rates = list(datasets.get(args.dataset).detector_drop_rates)
     if args.validation_size * min(args.drop_rates) < 1:
@@ -142,12 +146,13 @@ def main(argv=None) -> None:
     started = time.time()
     folder, caches = _caches(args, name)
     try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root)
+        pre = load_pretrained(args.dataset, args.checkpoint_root, classifier=args.classifier)
         magnet = load_magnet(args.dataset, args.checkpoint_root)
         test = data.load_split(args.dataset, "test", args.data_dir)
         train = data.load_split(args.dataset, "train", args.data_dir)
         _, (val_images, _) = training.holdout(train.images, train.labels, args.validation_size)
         crafted, indices, settings = report.read_crafted(caches)
+        pre.check_crafted_on(settings, folder)
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
         sys.exit(f"error: {e}")
     x_clean, y = data.to_float(test.images)[indices], test.labels[indices]
@@ -192,6 +197,7 @@ def main(argv=None) -> None:
         ),
         **report.describe_images(args.positives, len(y), clean_right, len(x_val), train.source),
         "data_source": test.source,
+        **pre.classifier_entry(),
         "num_examples": len(y),
         **evaluated,
         "wall_seconds": round(time.time() - started, 1),

@@ -88,6 +88,7 @@ def parse(argv):
         help="score REMIX with this inpainter checkpoint folder instead of the "
         "shipped one (the caches do not depend on it; pass --out)",
     )
+    cli.add_classifier_flag(p)
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -103,6 +104,7 @@ def parse(argv):
     args = p.parse_args(argv)
     if args.inpainter and not args.out:
         p.error("--inpainter needs --out (the default results are the shipped defense's)")
+    cli.require_with_classifier(p, args, "--out", "--cache-dir")
     if args.craft_only and args.render_only:
         p.error("--craft-only and --render-only exclude each other")
     return args
@@ -152,7 +154,9 @@ def main(argv=None) -> None:
 
     skip_magnet = args.no_magnet or args.craft_only
     try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root, inpainter=args.inpainter)
+        pre = load_pretrained(
+            args.dataset, args.checkpoint_root, inpainter=args.inpainter, classifier=args.classifier
+        )
         magnet = None if skip_magnet else load_magnet(args.dataset, args.checkpoint_root)
         split = data.load_split(args.dataset, "test", args.data_dir)
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
@@ -176,7 +180,9 @@ def main(argv=None) -> None:
         y, datasets.get(args.dataset).num_classes, args.targeted
     )
     attack = attack_registry.get(args.attack).resolve()
-    cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), settings, log=tqdm.write)
+    # another classifier's examples are never read as this one's (SettingsMismatch)
+    own = pre.classifier_entry()
+    cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), {**settings, **own}, log=tqdm.write)
 
     try:
         crafted = sweep_eval.craft_sweep(
@@ -215,6 +221,7 @@ def main(argv=None) -> None:
         "rows": rows,
         "data_source": split.source,
         **({"inpainter": args.inpainter} if args.inpainter else {}),
+        **own,
         "wall_seconds": round(time.time() - started, 1),
         **provenance.stamp(),
     }

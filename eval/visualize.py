@@ -23,7 +23,13 @@ import os
 import sys
 
 from remix_jax import attack_registry
-from remix_jax.cli import HelpFormatter, add_dataset_flag, add_source_flags
+from remix_jax.cli import (
+    HelpFormatter,
+    add_classifier_flag,
+    add_dataset_flag,
+    add_source_flags,
+    require_with_classifier,
+)
 
 DEFAULT_ROWS = 3
 
@@ -59,10 +65,12 @@ def parse(argv) -> argparse.Namespace:
         help="PNG path, the PDF gets the same stem (default: results/<dataset>/remix_at_work.png)",
     )
     add_source_flags(p)
+    add_classifier_flag(p)
     p.add_argument(
         "--cache-dir",
         default=None,
-        help="sweep cache folder (default: results/<dataset>/cache/<attack>, then <attack>-cpu)",
+        help="sweep cache folder (default: results/<dataset>/cache/<attack>, then <attack>-cpu; "
+        "none with --classifier)",
     )
     p.add_argument("--no-cache", action="store_true", help="always craft on the fly")
     # settings of on-the-fly crafting: fast, not the paper's 9 x 10000
@@ -77,6 +85,7 @@ def parse(argv) -> argparse.Namespace:
         help="EAD: which distortion picks the best example",
     )
     args = p.parse_args(argv)
+    require_with_classifier(p, args, "--out")
     if args.confidence < 0:
         p.error("--confidence must be >= 0")
     for name in ("iterations", "binary_search_steps", "max_iterations"):
@@ -104,10 +113,11 @@ def _start_runtime() -> None:
 
 def cache_paths(args) -> list[str]:
     """The cache files to look in: --cache-dir's, else the reference settings' folder
-    then the CPU preset's (see eval.sweep); none with --no-cache."""
+    then the CPU preset's (see eval.sweep); none with --no-cache, and with --classifier
+    only --cache-dir's (the default caches hold the dataset classifier's examples)."""
     from remix_jax import adversarial_cache
 
-    if args.no_cache:
+    if args.no_cache or (args.classifier and not args.cache_dir):
         return []
     folders = (
         [args.cache_dir]
@@ -159,7 +169,7 @@ def main(argv=None) -> None:
     from remix_jax.pretrained import load_pretrained
 
     try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root)
+        pre = load_pretrained(args.dataset, args.checkpoint_root, classifier=args.classifier)
         split = data.load_split(args.dataset, "test", args.data_dir)
         x_all = data.to_float(split.images)
         indices = stages_figure.choose_indices(

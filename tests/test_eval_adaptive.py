@@ -349,3 +349,14 @@ def test_a_killed_adaptive_scoring_resumes_from_its_finished_runs(tmp_path):
     # another setup (here more keys) never reuses these runs
     other = AdaptiveSetup.from_args(adaptive.parse(["--attack", "pgd", "--num-keys", "3"]))
     assert adaptive_eval.scoring_identity(FakeEvaluation(other), "weights") != identity
+
+
+def test_another_classifier_never_reuses_the_shipped_classifiers_runs():
+    def identities(*extra):
+        setup = AdaptiveSetup.from_args(adaptive.parse(["--attack", "pgd", *extra]))
+        return [adaptive_plan.run_settings(setup, [0, 1], r) for r in adaptive_plan.plan(setup)]
+
+    shipped = identities()
+    own = identities("--classifier", "my_pkg.model:logits_fn", "--out", "x", "--cache-dir", "y")
+    assert all("classifier" not in s for s in shipped)  # the committed caches keep their names
+    assert [s["classifier"] for s in own] == ["my_pkg.model:logits_fn"] * len(own)

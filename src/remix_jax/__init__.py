@@ -20,6 +20,8 @@ _EXPORTS = {
     "batch_random_masks": "remix_jax.masking",
     "random_masks": "remix_jax.masking",
     "load_pretrained": "remix_jax.pretrained",
+    "load_classifier_fn": "remix_jax.pretrained",
+    "load_remix": "remix_jax.pretrained",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
     from remix_jax.defense import mask_inpaint as mask_inpaint
     from remix_jax.masking import batch_random_masks as batch_random_masks
     from remix_jax.masking import random_masks as random_masks
+    from remix_jax.pretrained import load_classifier_fn as load_classifier_fn
     from remix_jax.pretrained import load_pretrained as load_pretrained
+    from remix_jax.pretrained import load_remix as load_remix
 
 
 def __getattr__(name: str):

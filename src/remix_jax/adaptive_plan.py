@@ -54,6 +54,8 @@ class AdaptiveSetup:
       sanity, sanity_budget, large_budget: the checks of Carlini et al. (2019).
       detector, detector_weights, detector_drop_rate, validation_size: the detector
         scored beside REMIX and the detector-aware attacks' weights.
+      classifier: the attacked classifier when it is not the dataset's shipped one (a
+        checkpoint folder or "package.module:function"); part of every run's identity.
     """
 
     dataset: str
@@ -76,6 +78,7 @@ class AdaptiveSetup:
     detector_weights: tuple[float, ...] = (1.0, 10.0, 100.0)
     detector_drop_rate: float = 0.001
     validation_size: int = 5000
+    classifier: str | None = None
 
     @classmethod
     def from_args(cls, args) -> AdaptiveSetup:
@@ -180,6 +183,8 @@ def run_settings(setup: AdaptiveSetup, indices: list[int], run: dict) -> dict:
     }
     if "detector_weight" in run and threshold_from != LEGACY_THRESHOLD_FROM:
         settings.update(threshold_from)
+    if setup.classifier is not None:  # only then: the shipped classifier's caches keep their names
+        settings["classifier"] = setup.classifier
     return settings
 
 

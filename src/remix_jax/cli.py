@@ -93,6 +93,46 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
 
 
+def add_classifier_flag(parser: argparse.ArgumentParser) -> None:
+    """``--classifier``: the classifier to protect and score, instead of the dataset's.
+
+    The value passes through to :func:`remix_jax.pretrained.load_pretrained`
+    (``classifier=``), which resolves and checks it once JAX runs; with
+    :func:`require_with_classifier` a tool asks for the paths whose defaults hold the
+    shipped classifier's results.
+    """
+    parser.add_argument(
+        "--classifier",
+        default=None,
+        metavar="FOLDER|MODULE:FUNCTION",
+        help="the classifier to protect instead of the dataset's: a checkpoint folder (what "
+        "train.classifier --checkpoint-dir writes) or package.module:function naming a "
+        "JAX logits_fn(x) (x (B, H, W, C) float32 in [0, 1] -> (B, num_classes) logits) or "
+        "a function of no arguments returning one",
+    )
+
+
+def require_with_classifier(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *flags: str
+) -> None:
+    """Fails at parsing unless each of ``flags`` (e.g. "--out") is given where
+    ``--classifier`` scores another classifier on a project dataset (mnist, cifar10):
+    their defaults hold the shipped classifier's results and caches, which it must
+    not overwrite or read as its own. Datasets registered from their data have no
+    shipped results, so their defaults stand.
+    """
+    from remix_jax import datasets  # imports no JAX
+
+    if args.classifier is None or datasets.get(args.dataset).source is not None:
+        return
+    missing = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_")) is None]
+    if missing:
+        parser.error(
+            f"--classifier on {args.dataset} needs {' and '.join(missing)} (the defaults hold "
+            "the shipped classifier's results)"
+        )
+
+
 def _bounded(kind: type, low: float, *, strict: bool, high: float | None = None):
     """An argparse ``type`` that parses ``kind`` and refuses values out of range (or NaN),
     so a bad flag fails at parsing, with the flag's name, before any work."""

@@ -100,6 +100,7 @@ def classifier_task(
 def _autoencoder_init(config: AutoencoderConfig, hw: tuple[int, int]):
     model = autoencoder_module(config)
 
+    @jax.jit  # eager init compiles each layer's initializer separately
     def init(key):
         mask = jnp.ones((1, *hw, 1)) if config.mask_channel else None
         return model.init(key, jnp.zeros((1, *hw, config.channels)), mask)["params"]
