@@ -10,20 +10,20 @@ from remix_jax import attack_registry
 
 
 def test_registered_attacks_resolve_and_pass_their_own_settings():
-    from remix_jax.attacks import cw_l2, ead, pgd
+    from remix_jax.attacks import apgd, cw_l2, ead, pgd
 
-    assert attack_registry.names() == ["cw", "ead", "pgd"]
+    assert attack_registry.names() == ["cw", "ead", "pgd", "apgd"]
     assert attack_registry.names("confidence") == ["cw", "ead"]
-    assert attack_registry.names("epsilon") == ["pgd"]
-    got = [attack_registry.get(n).resolve() for n in ("cw", "ead", "pgd")]
-    assert got == [cw_l2, ead, pgd]
+    assert attack_registry.names("epsilon") == ["pgd", "apgd"]
+    got = [attack_registry.get(n).resolve() for n in ("cw", "ead", "pgd", "apgd")]
+    assert got == [cw_l2, ead, pgd, apgd]
     args = argparse.Namespace(beta=0.5, decision_rule="L1", other=1)
     assert attack_registry.get("ead").own_settings(args) == {"beta": 0.5, "decision_rule": "L1"}
     assert attack_registry.get("cw").own_settings(args) == {}
     # a source without a flag leaves the attack's default
     assert attack_registry.get("ead").own_settings(argparse.Namespace(beta=0.1)) == {"beta": 0.1}
     assert attack_registry.get("pgd").randomized(1) == {"key": 1, "stochastic": True}
-    with pytest.raises(ValueError, match=r"one of \['cw', 'ead', 'pgd'\]"):
+    with pytest.raises(ValueError, match=r"one of \['cw', 'ead', 'pgd', 'apgd'\]"):
         attack_registry.get("fgsm")
     with pytest.raises(ValueError, match="budget"):
         attack_registry.AttackSpec("x", "m:f", "time")

@@ -10,6 +10,12 @@ from __future__ import annotations
 from remix_jax import result_files
 
 
+def _epsilon(result: dict) -> bool:
+    """Whether the result's attack is bounded to a norm ball (its settings name the norm)
+    rather than swept over the confidence kappa."""
+    return "norm" in result["settings"]
+
+
 def label(defense: str, threat: str) -> str:
     """The legend / table name of a defense under a threat."""
     if defense == "none":
@@ -38,7 +44,7 @@ def curves(result: dict) -> dict[str, list[tuple[float, dict]]]:
             lines.setdefault(f"{w['defense']}: worst case over every attack", []).append(
                 (w["budget"], w["accuracy"])
             )
-    if result["attack"] == "pgd":
+    if _epsilon(result):
         for name, points in lines.items():
             defense = "none" if name == "no defense" else name.split(":")[0]
             points.insert(0, (0.0, result["clean"][defense]))
@@ -47,9 +53,8 @@ def curves(result: dict) -> dict[str, list[tuple[float, dict]]]:
 
 def markdown(result: dict) -> str:
     """The result as a Markdown table (accuracy: mean +- std over evaluation keys)."""
-    budget = {"pgd": f"epsilon ({result['settings'].get('norm', '')})"}.get(
-        result["attack"], "kappa"
-    )
+    norm = result["settings"].get("norm", "")
+    budget = f"epsilon ({norm})" if _epsilon(result) else "kappa"
     settings = ", ".join(f"{k} {v}" for k, v in result["settings"].items() if v is not None)
     lines = [
         f"# {result['dataset']}: REMIX under adaptive {result['attack'].upper()}",

@@ -120,3 +120,6 @@ register(
     )
 )
 register(AttackSpec("pgd", "remix_jax.attacks.pgd:pgd", "epsilon", randomized_key="stochastic"))
+# APGD (Croce & Hein 2020): eval.adaptive passes it pgd's arguments (steps, norm, loss
+# "ce" or "margin", start, penalty); its own (restarts, draws, "dlr" losses) keep defaults
+register(AttackSpec("apgd", "remix_jax.attacks.apgd:apgd", "epsilon", randomized_key="stochastic"))
