@@ -77,6 +77,20 @@ def check_key(name: str, key) -> None:
         raise ValueError(f"{name} must be a single key (shape ()), got shape {key.shape}")
 
 
+def check_logits_shape(shape: Sequence[int], batch: int) -> int:
+    """A classifier's output on ``batch`` images must be (batch, K >= 2); returns K.
+
+    Checked on shapes only (free under jit). A (B,) output would otherwise broadcast
+    into wrong answers or surface as an unrelated error (labels outside [0, 1)).
+    """
+    if len(shape) != 2 or shape[0] != batch or shape[1] < 2:
+        raise ValueError(
+            f"logits_fn must return logits of shape (B, num_classes >= 2), got shape "
+            f"{tuple(shape)} on {batch} image(s)"
+        )
+    return int(shape[1])
+
+
 def fold_counter(key, counter):
     """``fold_in(key, counter)`` for a key that is folded with many counters.
 
