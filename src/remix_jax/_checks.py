@@ -109,3 +109,36 @@ def check_int(name: str, value, *, low: int, high: int | None = None) -> int:
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return int(value)
+
+
+def check_real(name: str, value, *, low: float | None = None, above: float | None = None) -> None:
+    """Checks a finite real number (Python, numpy or a 0-d array) >= low and > above.
+
+    A traced scalar passes unchecked (its value is unknown at trace time); a string,
+    None or a bool raises TypeError before any arithmetic, naming ``name``.
+    """
+    if isinstance(value, jax.core.Tracer):
+        if value.ndim == 0 and _is_real_dtype(value.dtype):
+            return
+        raise TypeError(f"{name} must be a real scalar, got a traced array of {value.aval}")
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float))
+        or (dtype is not None and np.ndim(value) == 0 and _is_real_dtype(dtype))
+    ):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r:.40}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if above is not None and value <= above:
+        raise ValueError(f"{name} must be > {above}, got {value}")
+
+
+def _is_real_dtype(dtype) -> bool:
+    """Integer or float (bfloat16 too), not bool or complex."""
+    return bool(
+        jax.numpy.issubdtype(dtype, jax.numpy.integer)
+        or jax.numpy.issubdtype(dtype, jax.numpy.floating)
+    )
