@@ -18,7 +18,9 @@ _EXPORTS = {
     "defend": "remix_jax.defense",
     "mask_inpaint": "remix_jax.defense",
     "batch_random_masks": "remix_jax.masking",
+    "checked": "remix_jax.validation",
     "random_masks": "remix_jax.masking",
+    "image_checks": "remix_jax.validation",
     "load_pretrained": "remix_jax.pretrained",
     "load_classifier_fn": "remix_jax.pretrained",
     "load_remix": "remix_jax.pretrained",
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from remix_jax.pretrained import load_classifier_fn as load_classifier_fn
     from remix_jax.pretrained import load_pretrained as load_pretrained
     from remix_jax.pretrained import load_remix as load_remix
+    from remix_jax.validation import checked as checked
+    from remix_jax.validation import image_checks as image_checks
 
 
 def __getattr__(name: str):

@@ -35,8 +35,13 @@ def check_images(
     check_image_shape(name, x, channels=channels, hw=hw)
     if is_concrete(x):
         values = np.asarray(x, np.float32)
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"{name} contains NaN or inf")
+        bad = np.argwhere(~np.isfinite(values))
+        if len(bad):
+            # where the first one sits: a single NaN pixel is otherwise hard to find
+            raise ValueError(
+                f"{name} must be finite (no NaN or inf), got {values[tuple(bad[0])]} at index "
+                f"{tuple(int(i) for i in bad[0])} ({len(bad)} of {values.size} values)"
+            )
         if values.size and (values.min() < low or values.max() > high):
             raise ValueError(
                 f"{name} must lie in [{low}, {high}], got values in "
@@ -75,6 +80,17 @@ def check_key(name: str, key) -> None:
         )
     if key.shape != ():
         raise ValueError(f"{name} must be a single key (shape ()), got shape {key.shape}")
+
+
+def check_keys(name: str, keys, count: int) -> None:
+    """``count`` typed PRNG keys in a (count,) array, one per image (tracers too)."""
+    if not (isinstance(keys, jax.Array) and jax.numpy.issubdtype(keys.dtype, jax.dtypes.prng_key)):
+        raise TypeError(
+            f"{name} must be typed PRNG keys from jax.random.split(jax.random.key(seed), B), "
+            f"got {getattr(keys, 'dtype', type(keys).__name__)}"
+        )
+    if keys.shape != (count,):
+        raise ValueError(f"{name} must have shape ({count},), one key per image, got {keys.shape}")
 
 
 def check_logits_shape(shape: Sequence[int], batch: int) -> int:

@@ -13,6 +13,7 @@ adversarial perturbation.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from remix_jax._checks import check_images, check_int, check_key
+from remix_jax._checks import check_image_shape, check_images, check_int, check_key, check_keys
 from remix_jax.masking import num_positions, random_masks
 from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 
@@ -62,10 +63,13 @@ def autoencoder_fn(config: AutoencoderConfig, params: Any) -> InpaintFn:
     The mask (1 = visible) is passed to the network only if its config asks for it.
     """
     model = autoencoder_module(config)
+    # inputs of another float dtype (float16, bfloat16) are cast to the weights' dtype:
+    # Flax would otherwise promote them implicitly, which strict promotion forbids
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
 
     def apply(images: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        mask = mask if config.mask_channel else None
-        return model.apply({"params": params}, images, mask)
+        mask = mask.astype(dtype) if config.mask_channel else None
+        return model.apply({"params": params}, images.astype(dtype), mask)
 
     return apply
 
@@ -95,7 +99,8 @@ def mask_inpaint(
     Raises:
       TypeError / ValueError: for a key that is not a typed PRNG key, images that are
         not (B, H, W, C) floats in [0, 1] without NaN (values checked outside jit),
-        or n outside [2, positions].
+        n outside [2, positions], or an ``inpaint_fn`` whose output is not the shape
+        of its input.
     """
     check_key("key", key)
     check_images("x", x)
@@ -125,15 +130,49 @@ def inpaint_copies(
     Returns:
       restored (n, B, H, W, C), the inpainter's output on copy i, and masks
       (n, B, H, W, 1|C), 0 on the positions copy i hid.
+
+    Raises:
+      TypeError / ValueError: for ``keys`` that are not (B,) typed PRNG keys, ``x``
+        that is not a (B, H, W, C) float array, n outside [1, positions], or an
+        ``inpaint_fn`` whose output is not the shape of its input (checked on shapes
+        only: free under ``jit``).
     """
+    check_image_shape("x", x)
+    check_keys("keys", keys, x.shape[0])
+    n = check_int("n", n, low=1, high=num_positions(x.shape[1:], per_channel))
+    x = jnp.asarray(x)  # numpy float64 becomes float32 quietly, not with astype's warning
     masks = jax.vmap(lambda k: random_masks(k, x.shape[1:], n, per_channel=per_channel))(keys)
     masks = jnp.moveaxis(masks, 1, 0).astype(x.dtype)  # (n, B, H, W, 1|C)
-    return jax.vmap(inpaint_fn)(masks * x[None], masks), masks
+    restored = jax.vmap(inpaint_fn)(masks * x[None], masks)
+    # another shape would broadcast against the masks in combine_copies into a wrong image
+    if restored.shape != (n, *x.shape):
+        raise ValueError(
+            f"inpaint_fn must return images of the shape of its input {x.shape}, "
+            f"got shape {restored.shape[1:]}"
+        )
+    return restored, masks
 
 
 def combine_copies(restored: jax.Array, masks: jax.Array) -> jax.Array:
-    """Eq. 2's combination: each pixel from the copy that hid it, (n, B, ...) -> (B, ...)."""
-    return jnp.sum(restored * (1 - masks), axis=0)
+    """Eq. 2's combination: each pixel from the copy that hid it, (n, B, ...) -> (B, ...).
+
+    Args:
+      restored: (n, B, H, W, C) inpainted copies, as from :func:`inpaint_copies`.
+      masks: (n, B, H, W, 1|C) their complementary masks (0 = hidden).
+
+    Returns:
+      (B, H, W, C) in the dtype of ``restored``.
+
+    Raises:
+      ValueError: for shapes that do not pair up (checked on shapes: free under jit);
+        NumPy broadcasting would otherwise combine them into a wrong image.
+    """
+    shape, mask_shape = getattr(restored, "shape", None), getattr(masks, "shape", None)
+    if shape is None or len(shape) != 5:
+        raise ValueError(f"restored must have shape (n, B, H, W, C), got {shape}")
+    if mask_shape is None or tuple(mask_shape) not in ((*shape[:-1], 1), tuple(shape)):
+        raise ValueError(f"masks must have shape {(*shape[:-1], '1|C')}, got {mask_shape}")
+    return jnp.sum(restored * (1 - masks.astype(restored.dtype)), axis=0)
 
 
 def _mask_inpaint_each(inpaint_fn, keys, x, n, per_channel):
@@ -233,6 +272,36 @@ def _defend(
     return jax.lax.map(one, (x, jnp.swapaxes(key_data, 0, 1)), batch_size=chunk)
 
 
+def check_defense_inputs(params: RemixParams, x) -> None:
+    """The checks of ``params`` and images that :func:`defend` and the detector share.
+
+    Raises:
+      TypeError / ValueError: for params that are not :class:`RemixParams`, images
+        that are not (B, H, W, C) floats in [0, 1] with the inpainter's channels
+        (values checked outside jit), a height or width that the networks' strides
+        do not divide, or ``params.n_masks`` outside [2, positions].
+    """
+    if not isinstance(params, RemixParams):
+        raise TypeError(f"params must be a RemixParams, got {type(params).__name__}")
+    check_images("x", x, channels=params.inpainter_config.channels)
+    for name, config in (
+        ("inpainter", params.inpainter_config),
+        ("reformer", params.reformer_config),
+    ):
+        # a stride-2 layer on an odd size comes back one pixel larger: a Flax shape error
+        scale = math.prod(config.strides) if config is not None else 1
+        if x.shape[1] % scale or x.shape[2] % scale:
+            raise ValueError(
+                f"x's height and width must divide by {scale}, the product of the "
+                f"{name}'s strides {config.strides}, got shape {tuple(x.shape)}"
+            )
+    # one mask would hide every pixel: the output would be the inpainter's guess from nothing
+    n = check_int("params.n_masks", params.n_masks, low=2)
+    positions = num_positions(x.shape[1:], params.per_channel)
+    if n > positions:
+        raise ValueError(f"params.n_masks must be <= {positions} positions, got {n}")
+
+
 def defend(
     params: RemixParams,
     key: jax.Array,
@@ -273,16 +342,15 @@ def defend(
 
     Returns:
       (B, H, W, C) defended images in [0, 1], in the networks' dtype (float32).
+
+    Raises:
+      TypeError / ValueError: see :func:`check_defense_inputs`; also for a key that is
+        not a typed PRNG key or bad ``iterations``, ``chunk``, ``bpda`` or ``loop``.
     """
-    if not isinstance(params, RemixParams):
-        raise TypeError(f"params must be a RemixParams, got {type(params).__name__}")
     check_key("key", key)
-    check_images("x", x, channels=params.inpainter_config.channels)
-    # one mask would hide every pixel: the output would be the inpainter's guess from nothing
-    n = check_int("params.n_masks", params.n_masks, low=2)
-    positions = num_positions(x.shape[1:], params.per_channel)
-    if n > positions:
-        raise ValueError(f"params.n_masks must be <= {positions} positions, got {n}")
+    check_defense_inputs(params, x)
+    # the networks' dtype: other float dtypes (bfloat16, float16) are computed in it
+    x = jnp.asarray(x, jnp.float32)
     k = params.iterations if iterations is None else iterations
     k = check_int("iterations", k, low=0)
     if chunk == "auto":

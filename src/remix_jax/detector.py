@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax._checks import check_images, check_int
-from remix_jax.defense import RemixParams, autoencoder_fn, inpaint_copies
+from remix_jax._checks import check_images, check_int, check_key, check_logits_shape, check_real
+from remix_jax.defense import RemixParams, autoencoder_fn, check_defense_inputs, inpaint_copies
 from remix_jax.magnet import MagNetParams, jensen_shannon, threshold
 from remix_jax.magnet import detector_scores as magnet_detector_scores
 from remix_jax.masking import num_positions
@@ -50,17 +50,14 @@ InpaintFn = Callable[[jax.Array, jax.Array], jax.Array]
 SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
 
 
-def _check(params: RemixParams, x) -> None:
-    if not isinstance(params, RemixParams):
-        raise TypeError(f"params must be a RemixParams, got {type(params).__name__}")
-    check_images("x", x, channels=params.inpainter_config.channels)
-    positions = num_positions(x.shape[1:], params.per_channel)
-    check_int("params.n_masks", params.n_masks, low=2, high=positions)
+def _check(params: RemixParams, key, x) -> None:
+    check_key("key", key)
+    check_defense_inputs(params, x)
 
 
 def _check_temperature(temperature) -> None:
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    # a traced temperature passes (jit); a concrete one must be a finite number > 0
+    check_real("temperature", temperature, above=0.0)
 
 
 def _copies_each(inpaint_fn, keys, x, n, per_channel):
@@ -90,13 +87,15 @@ def mask_inpaint_copies(
       copies (n, B, H, W, C) and masks (n, B, H, W, 1) (or (n, B, H, W, C) with
       ``per_channel``), 0 on the positions each copy hid.
     """
+    check_key("key", key)
     check_images("x", x)
     n = check_int("n", n, low=1, high=num_positions(x.shape[1:], per_channel))
+    x = jnp.asarray(x, jnp.float32)  # copies mix x with the inpainter's float32 output
     return _copies_each(inpaint_fn, jax.random.split(key, x.shape[0]), x, n, per_channel)
 
 
 def _remix_copies_each(params, keys, x):
-    inputs = x
+    inputs = x = jnp.asarray(x, jnp.float32)  # the networks' dtype, whatever x's float
     if params.reformer is not None:
         inputs = autoencoder_fn(params.reformer_config, params.reformer)(x)
     inpaint = autoencoder_fn(params.inpainter_config, params.inpainter)
@@ -121,7 +120,7 @@ def inpainted_copies(
     Returns:
       copies (n, B, H, W, C) and masks (n, B, H, W, 1|C), as :func:`mask_inpaint_copies`.
     """
-    _check(params, x)
+    _check(params, key, x)
     return _remix_copies_each(params, jax.random.split(key, x.shape[0]), x)
 
 
@@ -147,19 +146,25 @@ def scores_of_copies(
       score name (:data:`SCORES`) -> (B,) float32.
     """
     check_images("x", x)
-    if copies.ndim != 5 or copies.shape[1:] != x.shape or copies.shape[0] < 2:
-        raise ValueError(f"copies must have shape (n >= 2, *{x.shape}), got {copies.shape}")
-    if masks.shape[:-1] != copies.shape[:-1] or masks.shape[-1] not in (1, x.shape[-1]):
-        raise ValueError(f"masks must have shape {copies.shape[:-1]} + (1|C,), got {masks.shape}")
+    shape, mask_shape = getattr(copies, "shape", None), getattr(masks, "shape", None)
+    if shape is None or len(shape) != 5 or shape[1:] != x.shape or shape[0] < 2:
+        raise ValueError(f"copies must have shape (n >= 2, *{x.shape}), got {shape}")
+    if mask_shape is None or mask_shape[:-1] != shape[:-1] or mask_shape[-1] not in (1, shape[-1]):
+        raise ValueError(f"masks must have shape {shape[:-1]} + (1|C,), got {mask_shape}")
     _check_temperature(temperature)
-    n, b = copies.shape[:2]
+    x = jnp.asarray(x, copies.dtype)  # compared with the copies: another float dtype is cast
+    n, b = shape[:2]
     hidden = jnp.broadcast_to(1 - masks, copies.shape)
     error = jnp.sum((copies - x[None]) ** 2 * hidden, axis=(2, 3, 4))
     per_copy = error / jnp.sum(hidden, axis=(2, 3, 4))  # (n, B)
     combined = jnp.sum(copies * (1 - masks), axis=0)
     logits = logits_fn(jnp.concatenate([x, combined, copies.reshape(n * b, *x.shape[1:])]))
-    probs = jax.nn.softmax(logits / temperature, axis=-1)
-    p_input, p_output, p_copies = probs[:b], probs[b : 2 * b], probs[2 * b :].reshape(n, b, -1)
+    check_logits_shape(logits.shape, (n + 2) * b)
+    # in the logits' dtype: a numpy integer temperature would otherwise promote them
+    probs = jax.nn.softmax(logits / jnp.asarray(temperature, logits.dtype), axis=-1)
+    # the class count spelled out: reshape's -1 divides by zero on an empty batch
+    p_copies = probs[2 * b :].reshape(n, b, probs.shape[-1])
+    p_input, p_output = probs[:b], probs[b : 2 * b]
     pairs = itertools.combinations(range(n), 2)
     disagree = jnp.stack([jensen_shannon(p_copies[i], p_copies[j]) for i, j in pairs])
     scores = {
@@ -199,7 +204,7 @@ def detector_scores(
     Returns:
       score name (:data:`SCORES`) -> (B,) float32.
     """
-    _check(params, x)
+    _check(params, key, x)
     _check_temperature(temperature)
     return _scores_each(params, logits_fn, jax.random.split(key, x.shape[0]), x, temperature)
 
@@ -228,7 +233,7 @@ def batched_scores(
     Returns:
       score name -> (N,) float32 numpy array.
     """
-    _check(params, x)
+    _check(params, key, x)
     _check_temperature(temperature)
     batch_size = check_int("batch_size", batch_size, low=1)
     keys = jax.random.split(key, len(x))
@@ -339,6 +344,7 @@ def remix_run(
     Returns:
       where -> "<variant> <score>" -> (N,) float32 scores; {} for an empty set.
     """
+    check_key("key", key)
     run = {where: {} for where in sets}
     for v, params in variants.items():
         for where, x in sets.items():

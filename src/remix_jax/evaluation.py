@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from remix_jax import magnet as magnet_lib
+from remix_jax._checks import check_images, check_int, check_key, check_logits_shape
 from remix_jax.attacks.common import is_success
-from remix_jax.defense import RemixParams, autoencoder_fn, defend
+from remix_jax.defense import RemixParams, autoencoder_fn, check_defense_inputs, defend
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -21,22 +22,48 @@ LogitsFn = Callable[[jax.Array], jax.Array]
 # per call (a sweep calls predict for every defense, key and kappa)
 @functools.partial(jax.jit, static_argnums=0)
 def _argmax(logits_fn: LogitsFn, xb: jax.Array) -> jax.Array:
-    return jnp.argmax(logits_fn(xb), axis=-1)
+    return jnp.argmax(_logits(logits_fn, xb), axis=-1)
+
+
+def _logits(logits_fn: LogitsFn, xb: jax.Array) -> jax.Array:
+    """``logits_fn(xb)``, checked at trace time to be (B, K >= 2): the argmax of a (B,)
+    output would be one scalar, of a (B, 1) output always 0."""
+    logits = logits_fn(xb)
+    check_logits_shape(logits.shape, xb.shape[0])
+    return logits
 
 
 def predict(logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Argmax predictions (N,) of ``logits_fn`` over (N, H, W, C) images, in batches."""
-    return np.concatenate(
-        [
-            np.asarray(_argmax(logits_fn, x[i : i + batch_size]))
-            for i in range(0, len(x), batch_size)
-        ]
-    )
+    """Argmax predictions (N,) of ``logits_fn`` over (N, H, W, C) images, in batches.
+
+    Args:
+      logits_fn: ``fn(x (B, H, W, C)) -> logits (B, K)``.
+      x: (N, H, W, C) float images, in whatever range ``logits_fn`` takes; N may be 0.
+      batch_size: images per jitted call.
+
+    Returns:
+      (N,) int32 labels.
+
+    Raises:
+      TypeError / ValueError: for images that are not (N, H, W, C) floats without NaN
+        or inf (a NaN image would be labelled 0 silently), or a bad batch size.
+    """
+    check_images("x", x, low=-np.inf, high=np.inf)  # the range is the classifier's business
+    batch_size = check_int("batch_size", batch_size, low=1)
+    return _predict(logits_fn, x, batch_size)
+
+
+def _predict(logits_fn: LogitsFn, x, batch_size: int) -> np.ndarray:
+    """:func:`predict` without the checks (for images the library made itself)."""
+    parts = [
+        np.asarray(_argmax(logits_fn, x[i : i + batch_size])) for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _success(logits_fn: LogitsFn, xb, labels, targeted: bool, kappa) -> jax.Array:
-    return is_success(logits_fn(xb), labels, targeted, kappa)
+    return is_success(_logits(logits_fn, xb), labels, targeted, kappa)
 
 
 def recheck_success(
@@ -84,14 +111,31 @@ def remix_predict(
     iterations: int | None = None,
     batch_size: int = 1000,
 ) -> np.ndarray:
-    """Predictions (N,) on REMIX-defended images; batch b uses ``fold_in(key, b)``."""
+    """Predictions (N,) on REMIX-defended images; batch b uses ``fold_in(key, b)``.
+
+    Args:
+      logits_fn: ``fn(x (B, H, W, C)) -> logits (B, K)``.
+      params, iterations: as :func:`remix_jax.defend`.
+      key: PRNG key (``jax.random.key(seed)``).
+      x: (N, H, W, C) float images in [0, 1]; N may be 0.
+      batch_size: images per call of ``defend``.
+
+    Returns:
+      (N,) int32 labels.
+
+    Raises:
+      TypeError / ValueError: as :func:`remix_jax.defend`, or for a bad batch size.
+    """
+    check_key("key", key)  # before fold_in, whose own error names no argument
+    check_defense_inputs(params, x)  # all of x, an empty batch too, before the first batch
+    batch_size = check_int("batch_size", batch_size, low=1)
     out = []
     for b, start in enumerate(range(0, len(x), batch_size)):
         defended = defend(
             params, jax.random.fold_in(key, b), x[start : start + batch_size], iterations=iterations
         )
-        out.append(predict(logits_fn, defended, batch_size))
-    return np.concatenate(out)
+        out.append(_predict(logits_fn, defended, batch_size))  # defend checked the images
+    return np.concatenate(out) if out else np.zeros(0, np.int32)
 
 
 def summarize(accuracies: list[float], scale: float = 100.0) -> dict:

@@ -93,6 +93,7 @@ def batch_random_masks(
     Returns:
       (batch, n, H, W, 1) float32 (or (batch, n, H, W, C) with ``per_channel``).
     """
+    check_key("key", key)
     batch = check_int("batch", batch, low=0)
     keys = jax.random.split(key, batch)
     return jax.vmap(lambda k: random_masks(k, shape, n, per_channel=per_channel))(keys)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from remix_jax._checks import check_images, check_int
+from remix_jax._checks import check_images, check_int, check_real
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 # Carlini's sentinel for "no successful example yet" and the "no upper bound" value.
@@ -120,6 +120,8 @@ def finish(logits_fn: LogitsFn, x, labels, best_adv, found, const, targeted, con
 
 # The most iterations per search step an attack accepts (the reference uses 10,000).
 MAX_ITERATIONS = 1_000_000
+# The most binary-search steps on c (the reference uses 9; see validate()).
+MAX_SEARCH_STEPS = 100
 
 
 def validate(
@@ -135,6 +137,9 @@ def validate(
     clip_max,
 ) -> None:
     """Checks the attack arguments; raises ValueError/TypeError naming the bad one."""
+    # an infinite box breaks CW's tanh change of variables (every step NaN, no success)
+    check_real("clip_min", clip_min)
+    check_real("clip_max", clip_max)
     if not clip_min < clip_max:
         raise ValueError(f"clip_min must be < clip_max, got {clip_min} and {clip_max}")
     check_images("x", x, low=clip_min, high=clip_max)
@@ -145,18 +150,14 @@ def validate(
         raise ValueError(f"labels must have shape ({x.shape[0]},), got {got}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    check_int("binary_search_steps", binary_search_steps, low=1)
+    # c grows tenfold per failed step, past float32 after ~40 from 1e-3, and bisection
+    # reaches float32 resolution in fewer: more steps change nothing but the run time
+    check_int("binary_search_steps", binary_search_steps, low=1, high=MAX_SEARCH_STEPS)
     # a bound, not a budget anyone runs: 10**9 iterations would run for years unasked
     check_int("max_iterations", max_iterations, low=1, high=MAX_ITERATIONS)
-    for name, value in (
-        ("confidence", confidence),
-        ("learning_rate", learning_rate),
-        ("initial_const", initial_const),
-    ):
-        if not np.isfinite(value) or value < 0 or (name != "confidence" and value == 0):
-            raise ValueError(
-                f"{name} must be {'>= 0' if name == 'confidence' else '> 0'}, got {value}"
-            )
+    check_real("confidence", confidence, low=0.0)
+    check_real("learning_rate", learning_rate, above=0.0)
+    check_real("initial_const", initial_const, above=0.0)
 
 
 def check_label_range(labels, num_classes: int) -> None:

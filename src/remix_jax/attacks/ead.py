@@ -31,6 +31,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from remix_jax._checks import check_real
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult, LogitsFn
 from remix_jax.attacks.search import Algorithm, Step, launch
@@ -135,8 +136,7 @@ def ead(
     """
     if decision_rule not in DECISION_RULES:
         raise ValueError(f"decision_rule must be one of {DECISION_RULES}, got {decision_rule!r}")
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
+    check_real("beta", beta, low=0.0)
     return launch(
         EAD,
         logits_fn,

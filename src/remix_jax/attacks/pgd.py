@@ -31,7 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax._checks import check_int, check_key
+from remix_jax._checks import (
+    check_images,
+    check_int,
+    check_key,
+    check_logits_shape,
+    check_real,
+)
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult
 
@@ -178,7 +184,8 @@ def pgd(
       under a fresh draw; ``const`` is 0 (PGD has none).
     """
     check_key("key", key)
-    check_int("steps", steps, low=1)
+    # the attacks' bound, checked here so that the error names steps, not max_iterations
+    check_int("steps", steps, low=1, high=common.MAX_ITERATIONS)
     common.validate(
         x,
         labels,
@@ -194,23 +201,28 @@ def pgd(
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if not (np.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    check_real("epsilon", epsilon, above=0.0)
     step_size = 2.5 * epsilon / steps if step_size is None else step_size
-    if not (np.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    model = _bind(logits_fn, stochastic, key)
-    common.check_label_range(labels, jax.eval_shape(model, x[:1]).shape[-1])
+    check_real("step_size", step_size, above=0.0)
+    if start is not None:
+        # anywhere (it is projected into the ball and the box), but a NaN would survive
+        # the projection and make every iterate NaN
+        check_images("start", start, low=-np.inf, high=np.inf)
+        if start.shape != x.shape:
+            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
 
+    # the steps run in float32 whatever the input's float dtype: probe the model so too
     x = jnp.asarray(x, jnp.float32)
+    model = _bind(logits_fn, stochastic, key)
+    # the whole batch, traced only (a one-image probe passes a one-row classifier)
+    logits_shape = jax.eval_shape(model, x).shape
+    common.check_label_range(labels, check_logits_shape(logits_shape, x.shape[0]))
     labels = jnp.asarray(labels, jnp.int32)
     settings = (norm, loss, targeted, stochastic)
     eps, alpha = jnp.float32(epsilon), jnp.float32(step_size)
     start_key, step_key, final_key = jax.random.split(key, 3)
     adv = x
     if start is not None:
-        if jnp.shape(start) != x.shape:
-            raise ValueError(f"start must have the shape of x {x.shape}, got {jnp.shape(start)}")
         adv = jnp.clip(x + _project(jnp.asarray(start, jnp.float32) - x, eps, norm), 0.0, 1.0)
     elif random_start:
         adv = jnp.clip(x + _random_start(start_key, x, eps, norm), 0.0, 1.0)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax._checks import check_key, fold_counter
+from remix_jax._checks import check_key, check_logits_shape, fold_counter
 from remix_jax.attacks import common
 
 
@@ -403,9 +403,13 @@ def launch(
     )
     if key is not None:
         check_key("key", key)
+    # the attack runs in float32 whatever the input's float dtype: probe the model so too
+    x = jnp.asarray(x, jnp.float32)
     model = logits_fn if key is None else _with_key(logits_fn, key)
     try:
-        out = jax.eval_shape(model, x[:1])
+        # the whole batch, traced only: a classifier that returns one row whatever the
+        # batch would pass a one-image probe
+        out = jax.eval_shape(model, x)
     except TypeError as e:  # most often a model that does not take the key it is given
         hint = (
             "with key=, logits_fn is called as logits_fn(x, key); a deterministic "
@@ -415,12 +419,7 @@ def launch(
             "logits_fn(x, key) needs key="
         )
         raise TypeError(f"{e} ({hint})") from e
-    if len(out.shape) != 2 or out.shape[0] != 1 or out.shape[1] < 2:
-        raise ValueError(
-            f"logits_fn must return logits of shape (B, num_classes >= 2); "
-            f"on 1 image it returned shape {out.shape}"
-        )
-    common.check_label_range(labels, out.shape[1])
+    common.check_label_range(labels, check_logits_shape(out.shape, x.shape[0]))
     hyper = Hyper(
         *(jnp.float32(v) for v in (confidence, learning_rate, initial_const, clip_min, clip_max)),
         extra=None if extra is None else {k: jnp.float32(v) for k, v in extra.items()},
