@@ -257,7 +257,7 @@ def test_compacting_finished_examples_changes_nothing(monkeypatch):
 
 @pytest.fixture(scope="module")
 def mnist_cnn(data_dir):
-    """The committed MNIST classifier and 10 test images it gets right."""
+    """The committed MNIST classifier and 5 test images it gets right."""
     import os
 
     from remix_jax import data
@@ -276,7 +276,7 @@ def mnist_cnn(data_dir):
     images, labels = data.load("mnist", "test", data_dir)
     x = data.to_float(images[:30])
     right = predict(logits_fn, x) == labels[:30]
-    return logits_fn, jnp.asarray(x[right][:10]), jnp.asarray(labels[:30][right][:10])
+    return logits_fn, jnp.asarray(x[right][:5]), jnp.asarray(labels[:30][right][:5])
 
 
 @pytest.mark.slow
@@ -293,7 +293,7 @@ def test_real_cnn_kappa_zero_always_succeeds_and_higher_kappa_costs_more(mnist_c
     m = np.asarray(margin(logits_fn(low.adversarial), labels, targeted=False))
     assert np.all(m >= 0) and np.all(np.argmax(logits_fn(low.adversarial), -1) != labels)
     both = np.asarray(low.success & high.success)
-    assert both.sum() >= 5
+    assert both.sum() >= 3
     norm = "l2" if attack == "cw" else "l1"
     assert getattr(high, norm)[both].mean() > getattr(low, norm)[both].mean()
 

@@ -64,14 +64,15 @@ def test_config_round_trips_through_dict_and_validates():
 
 def test_mnist_classifier_logits_and_dropout():
     model = MNISTClassifier()
+    apply = jax.jit(model.apply, static_argnames="train")  # one compile, not one per op
     x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
-    params = model.init(jax.random.key(1), x)["params"]
-    logits = model.apply({"params": params}, x)
+    params = jax.jit(model.init)(jax.random.key(1), x)["params"]
+    logits = apply({"params": params}, x)
     chex.assert_shape(logits, (3, 10))
     # layer sizes of MagNet's network: 28-2-2=24 -> 12 -> 8 -> 4, 4*4*64 = 1024 inputs
     assert params["Dense_0"]["kernel"].shape == (1024, 200)
-    a = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})
-    np.testing.assert_array_equal(model.apply({"params": params}, x), logits)
+    a = apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})
+    np.testing.assert_array_equal(apply({"params": params}, x), logits)
     assert not np.allclose(a, logits)
 
 
@@ -79,13 +80,14 @@ def test_cifar_resnet_logits_and_batch_independence_in_inference():
     from remix_jax.models.classifiers import CIFARResNet
 
     model = CIFARResNet(width=4)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    apply = jax.jit(model.apply)  # one compile per batch size, not one per op
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     x = jax.random.uniform(jax.random.key(1), (3, 32, 32, 3))
-    logits = model.apply(variables, x)
+    logits = apply(variables, x)
     chex.assert_shape(logits, (3, 10))
     # inference uses the running statistics: an image's logits do not depend on the
     # rest of the batch (attacks rely on it)
-    np.testing.assert_allclose(model.apply(variables, x[:1]), logits[:1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(apply(variables, x[:1]), logits[:1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("hw", "c"), [((28, 28), 1), ((32, 32), 3)])
