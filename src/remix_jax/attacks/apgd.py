@@ -85,16 +85,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from remix_jax._checks import (
-    check_images,
     check_int,
-    check_key,
     check_logits_shape,
     check_real,
     fold_counter,
 )
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult
-from remix_jax.attacks.pgd import NORMS, _bind, _l2_norm, _objective, _per_example, _project
+from remix_jax.attacks.pgd import (
+    _bind,
+    _l2_norm,
+    _objective,
+    _per_example,
+    _project,
+    check_ball_attack,
+    check_start,
+)
 
 LOSSES = ("ce", "margin", "dlr", "dlr-targeted")
 LOOPS = ("device", "host")
@@ -479,25 +485,9 @@ def apgd(
       not succeed); ``success``: its argmax is not the label, under R fresh draws
       (their mean logits) for a randomized model; ``const`` is 0.
     """
-    check_key("key", key)
-    # the attacks' bound, checked here so that the error names steps, not max_iterations
-    check_int("steps", steps, low=1, high=common.MAX_ITERATIONS)
-    common.validate(
-        x,
-        labels,
-        max_iterations=steps,
-        confidence=0.0,
-        binary_search_steps=1,
-        learning_rate=1.0,
-        initial_const=1.0,
-        clip_min=0.0,
-        clip_max=1.0,
+    check_ball_attack(
+        key, x, labels, steps=steps, norm=norm, loss=loss, losses=LOSSES, epsilon=epsilon
     )
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    check_real("epsilon", epsilon, above=0.0)
     check_int("restarts", restarts, low=1)
     check_int("draws", draws, low=1)
     if draws > 1 and not stochastic:
@@ -511,14 +501,12 @@ def apgd(
     if loop not in LOOPS:
         raise ValueError(f"loop must be one of {LOOPS} or None, got {loop!r}")
     check_int("chunk", chunk, low=1)
-    if start is not None:
-        # anywhere (it is projected), but a NaN would survive the projection
-        check_images("start", start, low=-np.inf, high=np.inf)
-        if start.shape != x.shape:
-            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
+    check_start(start, x)
 
     x = jnp.asarray(x, jnp.float32)  # the steps run in float32: probe the model so too
-    classes = check_logits_shape(jax.eval_shape(_bind(logits_fn, stochastic, key), x[:1]).shape, 1)
+    # the whole batch, traced only (a one-image probe passes a one-row classifier)
+    logits_shape = jax.eval_shape(_bind(logits_fn, stochastic, key), x).shape
+    classes = check_logits_shape(logits_shape, x.shape[0])
     common.check_label_range(labels, classes)
     fewest = {"dlr": 3, "dlr-targeted": 4}.get(loss, 2)
     if classes < fewest:

@@ -134,6 +134,38 @@ def _finish(x, labels, adv, best, best_margin, key, *, logits_fn, settings, pena
     )
 
 
+def check_ball_attack(key, x, labels, *, steps, norm, loss, losses, epsilon) -> None:
+    """The arguments every norm-ball attack (pgd, apgd) shares, checked before any work."""
+    check_key("key", key)
+    # the attacks' bound, checked here so that the error names steps, not max_iterations
+    check_int("steps", steps, low=1, high=common.MAX_ITERATIONS)
+    common.validate(
+        x,
+        labels,
+        confidence=0.0,
+        binary_search_steps=1,
+        max_iterations=steps,
+        learning_rate=1.0,
+        initial_const=1.0,
+        clip_min=0.0,
+        clip_max=1.0,
+    )
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if loss not in losses:
+        raise ValueError(f"loss must be one of {losses}, got {loss!r}")
+    check_real("epsilon", epsilon, above=0.0)
+
+
+def check_start(start, x) -> None:
+    """A start point may lie anywhere (it is projected into the ball and the box), but a
+    NaN would survive the projection and make every iterate NaN."""
+    if start is not None:
+        check_images("start", start, low=-np.inf, high=np.inf)
+        if start.shape != x.shape:
+            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
+
+
 def pgd(
     logits_fn: common.LogitsFn,
     x: jax.Array,
@@ -183,33 +215,12 @@ def pgd(
       own check is a noisy estimate); ``success``: its margin is >= 0 (wrong argmax)
       under a fresh draw; ``const`` is 0 (PGD has none).
     """
-    check_key("key", key)
-    # the attacks' bound, checked here so that the error names steps, not max_iterations
-    check_int("steps", steps, low=1, high=common.MAX_ITERATIONS)
-    common.validate(
-        x,
-        labels,
-        confidence=0.0,
-        binary_search_steps=1,
-        max_iterations=steps,
-        learning_rate=1.0,
-        initial_const=1.0,
-        clip_min=0.0,
-        clip_max=1.0,
+    check_ball_attack(
+        key, x, labels, steps=steps, norm=norm, loss=loss, losses=LOSSES, epsilon=epsilon
     )
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    check_real("epsilon", epsilon, above=0.0)
     step_size = 2.5 * epsilon / steps if step_size is None else step_size
     check_real("step_size", step_size, above=0.0)
-    if start is not None:
-        # anywhere (it is projected into the ball and the box), but a NaN would survive
-        # the projection and make every iterate NaN
-        check_images("start", start, low=-np.inf, high=np.inf)
-        if start.shape != x.shape:
-            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
+    check_start(start, x)
 
     # the steps run in float32 whatever the input's float dtype: probe the model so too
     x = jnp.asarray(x, jnp.float32)
