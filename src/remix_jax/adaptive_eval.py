@@ -271,7 +271,7 @@ class AdaptiveEvaluation:
 
 
 def evaluate(
-    evaluation_: AdaptiveEvaluation,
+    adaptive_run: AdaptiveEvaluation,
     runs: list[dict],
     *,
     log=print,
@@ -285,10 +285,10 @@ def evaluate(
     """
     rows, survived = [], {}  # (budget, defense) -> per attack run, per key: (N,) bool right
     for r in runs:
-        name = settings_digest(run_settings(evaluation_.setup, evaluation_.indices, r))
+        name = settings_digest(run_settings(adaptive_run.setup, adaptive_run.indices, r))
         done = scoring.get(name) if scoring is not None else None
         if done is None:
-            row, hits = evaluation_.score(r, evaluation_.craft(r))
+            row, hits = adaptive_run.score(r, adaptive_run.craft(r))
             if scoring is not None:
                 as_bits = {
                     d: [h.astype(int).tolist() for h in per_key] for d, per_key in hits.items()
@@ -308,19 +308,19 @@ def evaluate(
             + ", ".join(f"{d} {a['mean']:.1f}" for d, a in row["accuracy"].items())
         )
     return {
-        "clean": evaluation_.clean(),
+        "clean": adaptive_run.clean(),
         "rows": rows,
-        "worst_case": worst_case(survived, evaluation_.setup.num_keys),
-        "detector": evaluation_.detector_summary() if evaluation_.setup.detector else None,
+        "worst_case": worst_case(survived, adaptive_run.setup.num_keys),
+        "detector": adaptive_run.detector_summary() if adaptive_run.setup.detector else None,
     }
 
 
-def scoring_identity(evaluation_: AdaptiveEvaluation, weights: str) -> dict:
+def scoring_identity(adaptive_run: AdaptiveEvaluation, weights: str) -> dict:
     """What the scored runs depend on beyond each run's own settings: the whole setup,
     the images and the weights (:func:`remix_jax.progress.fingerprint`)."""
     return {
-        "setup": dataclasses.asdict(evaluation_.setup),
-        "indices": evaluation_.indices,
+        "setup": dataclasses.asdict(adaptive_run.setup),
+        "indices": adaptive_run.indices,
         "weights": weights,
     }
 
