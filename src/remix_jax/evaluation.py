@@ -115,9 +115,10 @@ def remix_predict(
 
     Args:
       logits_fn: ``fn(x (B, H, W, C)) -> logits (B, K)``.
-      params, iterations: as :func:`remix_jax.defend`.
+      params: as :func:`remix_jax.defend`.
       key: PRNG key (``jax.random.key(seed)``).
       x: (N, H, W, C) float images in [0, 1]; N may be 0.
+      iterations: as :func:`remix_jax.defend`.
       batch_size: images per call of ``defend``.
 
     Returns:

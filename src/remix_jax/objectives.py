@@ -201,10 +201,13 @@ def classifier_aware_inpainter_task(
     it). The classifier is frozen: REMIX protects the given network.
 
     Args:
-      config, hw, n_masks, per_channel: as :func:`inpainter_task`.
+      config: as :func:`inpainter_task`.
+      hw: as :func:`inpainter_task`.
+      n_masks: as :func:`inpainter_task`.
       classify: ``classify(x (B, H, W, C) in [0, 1]) -> logits``; gradients flow
         through it to the inpainter, never into its weights (closed over constants).
       classifier_weight: lambda >= 0.
+      per_channel: as :func:`inpainter_task`.
       init_params: start from these weights (the MSE-trained inpainter) instead of a
         fresh initialisation.
       reform: a frozen reformer applied before masking, as the shipped defense does

@@ -400,7 +400,8 @@ def load_remix(
 
     Args:
       folder: a folder holding ``reformer/`` and ``inpainter/`` (``checkpoints/<name>``).
-      reformer, inpainter: a component's own folder, instead of ``folder``'s.
+      reformer: the reformer's own folder, instead of ``folder``'s.
+      inpainter: the inpainter's own folder, instead of ``folder``'s.
 
     Returns:
       :class:`RemixParams` for :func:`remix_jax.defend`: n and the mask layout the

@@ -63,7 +63,8 @@ def image_checks(
     Args:
       x: (B, H, W, C) float images, concrete or traced; B may be 0.
       channels: the expected C, or None for any.
-      low, high: the range the values must lie in.
+      low: the smallest value allowed.
+      high: the largest value allowed.
       name: the argument's name in the messages.
 
     Raises:
@@ -102,7 +103,9 @@ def checked(
     Args:
       fn: the function to guard, e.g. :func:`remix_jax.defend` (``argnum=2``).
       argnum: the position of the images among ``fn``'s positional arguments.
-      channels, low, high: as :func:`image_checks`.
+      channels: as :func:`image_checks`.
+      low: as :func:`image_checks`.
+      high: as :func:`image_checks`.
 
     Returns:
       ``guarded(*args, **kwargs) -> (checkify.Error, fn(*args, **kwargs))``.

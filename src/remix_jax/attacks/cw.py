@@ -115,7 +115,8 @@ def cw_l2(
       learning_rate: Adam's learning rate.
       initial_const: first c.
       abort_early: stop an example's inner loop when its loss stalls.
-      clip_min, clip_max: the box.
+      clip_min: the box's lower bound.
+      clip_max: the box's upper bound.
       loop: "device" (one XLA computation), "host" (jitted chunks of iterations,
         faster on CPU) or None (host on CPU, device elsewhere); see
         :mod:`remix_jax.attacks.search`.

@@ -127,9 +127,19 @@ def ead(
       beta: L1 weight (the REMIX paper uses 0.1).
       decision_rule: "EN" (smallest beta*L1 + L2^2) or "L1" (smallest L1).
       fista: FISTA (True, the paper's choice) or plain ISTA.
-      targeted, confidence, binary_search_steps, max_iterations, learning_rate,
-      initial_const, abort_early, clip_min, clip_max, loop, compact, key, on_step: as in
-      :func:`remix_jax.attacks.cw_l2`.
+      targeted: as in :func:`remix_jax.attacks.cw_l2`.
+      confidence: as in :func:`remix_jax.attacks.cw_l2`.
+      binary_search_steps: as in :func:`remix_jax.attacks.cw_l2`.
+      max_iterations: as in :func:`remix_jax.attacks.cw_l2`.
+      learning_rate: as in :func:`remix_jax.attacks.cw_l2`.
+      initial_const: as in :func:`remix_jax.attacks.cw_l2`.
+      abort_early: as in :func:`remix_jax.attacks.cw_l2`.
+      clip_min: as in :func:`remix_jax.attacks.cw_l2`.
+      clip_max: as in :func:`remix_jax.attacks.cw_l2`.
+      loop: as in :func:`remix_jax.attacks.cw_l2`.
+      compact: as in :func:`remix_jax.attacks.cw_l2`.
+      key: as in :func:`remix_jax.attacks.cw_l2`.
+      on_step: as in :func:`remix_jax.attacks.cw_l2`.
 
     Returns:
       :class:`AttackResult`.
