@@ -46,6 +46,9 @@ class AdaptiveEvaluation:
       cache_dir: where crafted runs are kept.
       validation: ``() -> (M, H, W, C)`` clean validation images, loaded only if the
         detector needs calibrating.
+      models: the attacked models by (defense, BPDA components, draws), shared between
+        evaluations of the same classifier and defense so that each compiles once
+        (None: this evaluation's own).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class AdaptiveEvaluation:
         indices: list[int],
         cache_dir: str,
         validation: Callable[[], np.ndarray],
+        models: dict | None = None,
     ):
         self.setup, self.logits_fn, self.x, self.y = setup, logits_fn, x, y
         self.indices, self.cache_dir, self.validation = indices, cache_dir, validation
@@ -65,7 +69,8 @@ class AdaptiveEvaluation:
         self.remix = {"reformer + mask-inpaint": remix, "mask-inpaint": remix.without_reformer()}
         self.spec = attack_registry.get(setup.attack)
         self.eval_keys = [jax.random.key(EVAL_KEY_BASE + s) for s in range(setup.num_keys)]
-        self._models: dict = {}  # one logits function per (defense, bpda, samples)
+        # one logits function per (defense, bpda, samples)
+        self._models: dict = {} if models is None else models
         self._thresholds: dict[str, float] = {}
         self.defenses = {"none": evaluation.Defense(False, self._bare_predict)}
         for name in setup.defenses:
