@@ -62,31 +62,13 @@ def torch_side(pre, logits_fn, x):
     """(advertorch.attacks, the torch port of ``pre``'s classifier, the port's check).
 
     The port must give ``logits_fn``'s logits within ``PORT_TOLERANCE`` on the (N, H, W,
-    C) attack images ``x`` and as many uniform-noise images, or the bench exits.
+    C) attack images ``x`` and as many uniform-noise images, or the bench exits
+    (:func:`bench.torch_ports.checked_port`).
     """
-    import numpy as np
-    import torch
-
-    from bench.torch_ports import torch_port
+    from bench.torch_ports import checked_port
 
     at = import_advertorch()
-    net = torch_port(pre)
-    # the attack images, and as many uniform-noise images (off the data manifold)
-    noise = np.random.default_rng(0).uniform(size=x.shape).astype(np.float32)
-    check = np.concatenate([x, noise])
-    with torch.no_grad():
-        theirs = net(torch.from_numpy(check)).numpy()
-    diff = float(np.abs(theirs - np.asarray(logits_fn(check))).max())
-    port = {
-        "max_abs_logit_diff": diff,
-        "images_checked": len(check),
-        "torch_threads": torch.get_num_threads(),
-    }
-    print(f"torch port: max |logit diff| {diff:.2e} on {len(check)} images", flush=True)
-    if not diff <= PORT_TOLERANCE:
-        sys.exit(
-            f"error: the torch port differs from the Flax model by {diff:.2e} > {PORT_TOLERANCE:g}"
-        )
+    net, port = checked_port(pre, logits_fn, x, PORT_TOLERANCE)
     return at, net, port
 
 

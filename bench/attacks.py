@@ -17,9 +17,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.common import require_positive
 from remix_jax import datasets
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    attack_iterations,
+    check_output_path,
+    nonnegative_float,
+    positive_int,
+    search_steps,
+)
+
+
+def _settings(text: str) -> list[tuple[str, str]]:
+    """``"1x100,9x1000"`` -> [("1", "100"), ("9", "1000")]; ValueError unless pairs."""
+    pairs = [tuple(g.split("x")) for g in text.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(text)
+    return pairs
 
 
 def main(argv=None) -> None:
@@ -27,24 +43,26 @@ def main(argv=None) -> None:
     p.add_argument("--part", choices=["throughput", "convergence", "compaction"], required=True)
     add_dataset_flag(p)
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
-    p.add_argument("--batch", type=int, default=1000, help="throughput batch")
-    p.add_argument("--iterations", type=int, default=50, help="timed throughput iterations")
-    p.add_argument("--num-examples", type=int, default=100, help="convergence images")
+    p.add_argument("--batch", type=positive_int, default=1000, help="throughput batch")
+    p.add_argument(
+        "--iterations", type=positive_int, default=50, help="timed throughput iterations"
+    )
+    p.add_argument("--num-examples", type=positive_int, default=100, help="convergence images")
     p.add_argument(
         "--grid",
         default="1x100,3x1000,5x1000,9x1000,9x10000",
         help="search steps x iterations settings (convergence)",
     )
-    p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 20.0])
-    p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
+    p.add_argument("--confidences", type=nonnegative_float, nargs="+", default=[0.0, 20.0])
+    p.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    require_positive(p, args, "batch", "num_examples")
-    try:
-        grid = [tuple(int(v) for v in g.split("x")) for g in args.grid.split(",")]
-    except ValueError:
-        sys.exit(f"error: --grid must look like 1x100,9x1000, got {args.grid!r}")
+    try:  # each setting within the attacks' bounds, or a run fails hours in
+        grid = [(search_steps(s), attack_iterations(i)) for s, i in _settings(args.grid)]
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        why = f" ({e})" if isinstance(e, argparse.ArgumentTypeError) else ""
+        sys.exit(f"error: --grid must look like 1x100,9x1000, got {args.grid!r}{why}")
 
     from remix_jax import runtime
 
@@ -59,6 +77,7 @@ def main(argv=None) -> None:
 
     suffix = datasets.file_suffix(args.dataset)
     out = args.out or f"results/bench/attacks_{args.part}_{jax.default_backend()}{suffix}.json"
+    check_output_path(out)
 
     def save():  # after every row, so an interrupted run keeps what it measured
         write_json(

@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import require_positive
-from remix_jax.cli import HelpFormatter
+from remix_jax.cli import HelpFormatter, check_output_path, positive_int
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument(
-        "--widths", type=int, nargs="+", default=[16, 24, 32], help="ResNet-9 widths timed"
+        "--widths", type=positive_int, nargs="+", default=[16, 24, 32], help="ResNet-9 widths timed"
     )
-    p.add_argument("--batch-size", type=int, default=512, help="training batch")
-    p.add_argument("--attack-batch", type=int, default=500, help="input-gradient batch")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs (best kept)")
+    p.add_argument("--batch-size", type=positive_int, default=512, help="training batch")
+    p.add_argument("--attack-batch", type=positive_int, default=500, help="input-gradient batch")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed runs (best kept)")
     p.add_argument(
         "--out", default=None, help="JSON path (default: results/bench/cifar_widths_<backend>.json)"
     )
     args = p.parse_args(argv)
-    require_positive(p, args, "widths", "batch_size", "attack_batch", "repeats")
 
     from remix_jax import runtime
 
@@ -40,11 +38,12 @@ def main(argv=None) -> None:
     from bench.common import write_json
     from remix_jax import provenance
 
+    out = args.out or f"results/bench/cifar_widths_{jax.devices()[0].platform}.json"
+    check_output_path(out)
     rows = []
     for width in args.widths:
         rows.append(measure(width, args))
         print(rows[-1], flush=True)
-    out = args.out or f"results/bench/cifar_widths_{jax.devices()[0].platform}.json"
     write_json(out, {"rows": rows, "settings": vars(args), **provenance.stamp()})
     print(f"-> {out}")
 

@@ -35,11 +35,3 @@ def write_json(path: str, payload: dict) -> None:
         json.dump(payload, f, indent=2)
         f.write("\n")
     os.replace(path + ".tmp", path)
-
-
-def require_positive(parser, args, *names: str) -> None:
-    """Exits through ``parser.error`` unless every named flag (int or list) is >= 1."""
-    for name in names:
-        value = getattr(args, name)
-        if min(value if isinstance(value, list) else [value]) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")

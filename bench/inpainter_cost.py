@@ -14,7 +14,7 @@ import os
 
 from bench import common
 from remix_jax import datasets
-from remix_jax.cli import HelpFormatter, add_dataset_flag
+from remix_jax.cli import HelpFormatter, add_dataset_flag, check_output_path, positive_int
 
 # name -> AutoencoderConfig fields (channels and mask_channel are added)
 CANDIDATES = {
@@ -60,11 +60,10 @@ def step_seconds(task, batch, repeats: int) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per candidate")
-    p.add_argument("--train-images", type=int, default=45_000, help="images per epoch")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed steps per candidate")
+    p.add_argument("--train-images", type=positive_int, default=45_000, help="images per epoch")
     args = p.parse_args(argv)
-    common.require_positive(p, args, "batch_size", "repeats", "train_images")
     from remix_jax import runtime
 
     runtime.configure()
@@ -73,6 +72,11 @@ def main(argv=None) -> None:
     from remix_jax import objectives, pretrained, provenance
     from remix_jax.models.autoencoder import AutoencoderConfig
 
+    platform = jax.default_backend()
+    path = os.path.join(
+        "results", "bench", f"inpainter_cost_{platform}{datasets.file_suffix(args.dataset)}.json"
+    )
+    check_output_path(path, "the result")
     spec = datasets.get(args.dataset)
     batch = (args.batch_size, *spec.image_shape)
     steps_per_epoch = args.train_images // args.batch_size
@@ -97,10 +101,6 @@ def main(argv=None) -> None:
     print(f"shipped rednet, classifier-aware: {rows[-1]['step_seconds']:.3f} s per step")
     for row in rows:
         row["minutes_per_epoch"] = round(row["step_seconds"] * steps_per_epoch / 60, 1)
-    platform = jax.default_backend()
-    path = os.path.join(
-        "results", "bench", f"inpainter_cost_{platform}{datasets.file_suffix(args.dataset)}.json"
-    )
     common.write_json(path, {"dataset": args.dataset, "batch_size": args.batch_size,
                              "steps_per_epoch": steps_per_epoch, "rows": rows,
                              **provenance.stamp()})  # fmt: skip

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import require_positive
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, check_output_path, positive_int, seed
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--steps", type=int, default=1500, help="training steps per initialiser")
-    p.add_argument("--every", type=int, default=250, help="validation loss every N steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps", type=positive_int, default=1500, help="training steps per initialiser"
+    )
+    p.add_argument("--every", type=positive_int, default=250, help="validation loss every N steps")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument(
         "--out", default=None, help="JSON path (default: results/bench/magnet_init_<backend>.json)"
     )
     args = p.parse_args(argv)
-    require_positive(p, args, "steps", "every")
 
     from remix_jax import runtime
 
@@ -41,6 +41,8 @@ def main(argv=None) -> None:
     from remix_jax import components, data, provenance
     from remix_jax.models import magnet as magnet_models
 
+    out = args.out or f"results/bench/magnet_init_{jax.default_backend()}.json"
+    check_output_path(out)
     images, _ = data.load("mnist", "train", args.data_dir)
     x = data.to_float(images[:-5000])  # the training part train.magnet uses
     config = components.magnet_autoencoder("mnist", "I")
@@ -72,7 +74,6 @@ def main(argv=None) -> None:
                 curve.append({"step": i, "mse": float(value)})
                 print(f"{name}: step {i} mse {float(value):.4f}", flush=True)
         curves[name] = curve
-    out = args.out or f"results/bench/magnet_init_{jax.default_backend()}.json"
     write_json(out, {"curves": curves, **provenance.stamp()})
     print(f"-> {out}")
 

@@ -23,9 +23,15 @@ import argparse
 import json
 import os
 
-from bench.common import require_positive
 from remix_jax import datasets
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+    nonnegative_float,
+    positive_int,
+)
 
 # NVIDIA H100 SXM datasheet: FP32 (no tensor cores) peak, what full float32 can reach
 H100_FP32_PEAK = 67e12
@@ -97,13 +103,15 @@ def iteration_flops(attack: str, logits_fn, x, y, beta: float) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
-    p.add_argument("--num-examples", type=int, default=1000)
-    p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
+    p.add_argument("--num-examples", type=positive_int, default=1000)
+    p.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--bench-dir", default="results/bench")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None, help="default results/bench/presets[_cifar10]")
     args = p.parse_args(argv)
-    require_positive(p, args, "num_examples")
+    suffix = datasets.file_suffix(args.dataset)
+    args.out = args.out or f"results/bench/presets{suffix}"
+    check_output_path(args.out)
 
     from remix_jax import runtime
 
@@ -114,8 +122,6 @@ def main(argv=None) -> None:
     from remix_jax.attack_registry import PRESETS
 
     pre, x, y = setup(args.dataset, 100, args.data_dir)  # FLOPs per image do not depend on N
-    suffix = datasets.file_suffix(args.dataset)
-    args.out = args.out or f"results/bench/presets{suffix}"
     rates = {
         platform: throughput(
             os.path.join(args.bench_dir, f"attacks_throughput_{platform}{suffix}.json")

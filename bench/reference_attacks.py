@@ -49,24 +49,48 @@ import argparse
 import sys
 import time
 
-from bench.common import require_positive
 from bench.reference_runs import IMPLEMENTATIONS
 from remix_jax import datasets
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    attack_iterations,
+    check_output_path,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    search_steps,
+)
+
+
+def _budget(text: str) -> tuple[int, int]:
+    """``"5x500"`` -> (5, 500), our search steps x iterations (the type of --ours-budgets)."""
+    steps, sep, iterations = text.partition("x")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected STEPSxITERATIONS like 5x500, got {text!r}")
+    return search_steps(steps), attack_iterations(iterations)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
-    p.add_argument("--num-examples", type=int, default=100, help="images attacked")
-    p.add_argument("--binary-search-steps", type=int, default=5, help="search steps on c")
-    p.add_argument("--max-iterations", type=int, default=1000, help="iterations per search step")
-    p.add_argument("--confidences", type=float, nargs="+", default=[0.0, 10.0], help="kappa values")
+    p.add_argument("--num-examples", type=positive_int, default=100, help="images attacked")
+    p.add_argument("--binary-search-steps", type=search_steps, default=5, help="search steps on c")
     p.add_argument(
-        "--learning-rate", type=float, default=1e-2, help="Adam lr (CW), initial FISTA step (EAD)"
+        "--max-iterations", type=attack_iterations, default=1000, help="iterations per search step"
     )
-    p.add_argument("--initial-const", type=float, default=1e-3, help="first c")
-    p.add_argument("--beta", type=float, default=1e-2, help="EAD's L1 weight (both)")
+    p.add_argument(
+        "--confidences", type=nonnegative_float, nargs="+", default=[0.0, 10.0], help="kappa values"
+    )
+    p.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=1e-2,
+        help="Adam lr (CW), initial FISTA step (EAD)",
+    )
+    p.add_argument("--initial-const", type=positive_float, default=1e-3, help="first c")
+    p.add_argument("--beta", type=nonnegative_float, default=1e-2, help="EAD's L1 weight (both)")
     p.add_argument(
         "--decision-rule",
         choices=["EN", "L1"],
@@ -94,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ours-budgets",
+        type=_budget,
         nargs="*",
         default=[],
         metavar="STEPSxITERATIONS",
@@ -120,7 +145,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     p = _parser()
     args = p.parse_args(argv)
-    require_positive(p, args, "num_examples", "binary_search_steps", "max_iterations")
     if args.out is None:
         args.out = "results/bench/reference_attacks" + (datasets.file_suffix(args.dataset))
     if args.render_only:
@@ -128,6 +152,7 @@ def main(argv=None) -> None:
 
         render_only(args.out)
         return
+    check_output_path(args.out)
 
     from remix_jax import runtime
 
@@ -139,10 +164,7 @@ def main(argv=None) -> None:
     from bench.common import setup
     from bench.reference_report import markdown, settings
 
-    try:
-        budgets = [tuple(int(v) for v in b.split("x")) for b in args.ours_budgets]
-    except ValueError:
-        sys.exit(f"error: --ours-budgets must look like 5x500, got {args.ours_budgets}")
+    budgets = args.ours_budgets
     args.implementations = reference_runs.choose(args.implementations)
     fb = None
     if any(i.startswith("foolbox") for i in args.implementations):

@@ -46,10 +46,10 @@ def available(package: str) -> bool:
         return False
 
 
-def versions() -> dict:
-    """This interpreter and the version of each of ``PACKAGES`` (None: not installed)."""
+def versions(packages: tuple[str, ...] = PACKAGES) -> dict:
+    """This interpreter and the version of each of ``packages`` (None: not installed)."""
     out = {"python": sys.version.split()[0], "executable": sys.executable}
-    for name in PACKAGES:
+    for name in packages:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

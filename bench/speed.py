@@ -40,7 +40,15 @@ import argparse
 import sys
 
 from remix_jax import datasets
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+)
 
 
 def part_step(args, pre, x, y) -> list[dict]:
@@ -120,17 +128,17 @@ def main(argv=None) -> None:
     p.add_argument("--part", choices=["step", "defend", "overhead"], required=True)
     add_dataset_flag(p)
     p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
-    p.add_argument("--batch", type=int, default=1000, help="images per step / defend call")
-    p.add_argument("--iterations", type=int, default=50, help="timed attack iterations")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
+    p.add_argument("--batch", type=positive_int, default=1000, help="images per step / defend call")
+    p.add_argument("--iterations", type=positive_int, default=50, help="timed attack iterations")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs (best is kept)")
     p.add_argument(
         "--chunks",
-        type=int,
+        type=nonnegative_int,
         nargs="*",
         default=[0, 64, 128],
         help="defend's chunk sizes timed besides the default (0 = whole batch)",
     )
-    p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
+    p.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument(
         "--out",
@@ -138,6 +146,8 @@ def main(argv=None) -> None:
         help="JSON path (default: results/bench/speed_<part>_<backend>[_cifar10].json)",
     )
     args = p.parse_args(argv)
+    if args.out:  # the default's folder is checked once JAX names the platform
+        check_output_path(args.out)
     try:
         import torch
     except ImportError:
@@ -152,6 +162,9 @@ def main(argv=None) -> None:
     from bench.common import setup, write_json
     from remix_jax import provenance
 
+    suffix = datasets.file_suffix(args.dataset)
+    out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}{suffix}.json"
+    check_output_path(out)
     torch.set_grad_enabled(True)
     pre, x, y = setup(args.dataset, args.batch, args.data_dir)
     if args.part == "defend":
@@ -160,8 +173,6 @@ def main(argv=None) -> None:
         rows = part_defend(args, pre, x)
     else:
         rows = (part_step if args.part == "step" else part_overhead)(args, pre, x, y)
-    suffix = datasets.file_suffix(args.dataset)
-    out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}{suffix}.json"
     write_json(
         out,
         {

@@ -18,6 +18,38 @@ def torch_port(pre):
     return torch_port_mnist(pre.classifier_params)
 
 
+def checked_port(pre, logits_fn, x, tolerance: float = 1e-4):
+    """(the torch port of ``pre``'s classifier, its check), or the bench exits.
+
+    The port must give ``logits_fn``'s logits within ``tolerance`` on the (N, H, W, C)
+    images ``x`` and as many uniform-noise images (off the data manifold); the check
+    records the largest difference, the images checked and torch's threads.
+    """
+    import sys
+
+    import numpy as np
+    import torch
+
+    net = torch_port(pre)
+    noise = np.random.default_rng(0).uniform(size=x.shape).astype(np.float32)
+    check = np.concatenate([x, noise])
+    theirs, ours = [], []
+    with torch.no_grad():
+        for s in range(0, len(check), 500):
+            theirs.append(net(torch.from_numpy(check[s : s + 500])).numpy())
+            ours.append(np.asarray(logits_fn(check[s : s + 500])))
+    diff = float(np.abs(np.concatenate(theirs) - np.concatenate(ours)).max())
+    port = {
+        "max_abs_logit_diff": diff,
+        "images_checked": len(check),
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(f"torch port: max |logit diff| {diff:.2e} on {len(check)} images", flush=True)
+    if not diff <= tolerance:
+        sys.exit(f"error: the torch port differs from the Flax model by {diff:.2e} > {tolerance:g}")
+    return net, port
+
+
 def torch_port_cifar(variables, logit_scale: float):
     """The narrow CIFAR-10 ResNet-9 in torch with the Flax weights (NHWC in).
 

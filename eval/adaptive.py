@@ -65,19 +65,19 @@ def parse(argv):
     first = "first N test images the bare classifier gets right"
     p.add_argument("--num-examples", type=cli.positive_int, default=100, help=first)
     p.add_argument("--samples", type=cli.positive_int, default=4, help="EOT: draws per step (R)")
-    p.add_argument("--steps", type=cli.positive_int, default=100, help="PGD steps")
+    p.add_argument("--steps", type=cli.attack_iterations, default=100, help="PGD steps")
     # margin, not cross-entropy: the MNIST classifier's logits (gaps of 20+) saturate the
     # float32 softmax, so CE's gradient is exactly 0 on confidently classified images
     # (PGD-L2, eps 2, bare classifier, 100 images: 35% accuracy left with CE, 14% with
     # the margin: results/mnist/adaptive-pgd-l2{-ce,}.md)
     p.add_argument("--loss", choices=["ce", "margin"], default="margin", help="PGD's loss")
-    p.add_argument("--binary-search-steps", type=cli.positive_int, default=5, help="CW/EAD")
-    p.add_argument("--max-iterations", type=cli.positive_int, default=200, help="CW/EAD")
+    p.add_argument("--binary-search-steps", type=cli.search_steps, default=5, help="CW/EAD")
+    p.add_argument("--max-iterations", type=cli.attack_iterations, default=200, help="CW/EAD")
     p.add_argument("--initial-const", type=cli.positive_float, default=1.0, help="CW/EAD first c")
     p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
     p.add_argument("--num-keys", type=cli.positive_int, default=10, help="evaluation keys")
-    p.add_argument("--seed", type=int, default=0, help="attacker randomness")
+    p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
     p.add_argument("--sanity", action="store_true", help="add the sanity-check runs")
     p.add_argument(
         "--sanity-budget",

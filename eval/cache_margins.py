@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag, check_output_path
 
 
 def main(argv=None) -> None:
@@ -24,6 +24,8 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", default=None, help="JSON path (default: print only)")
     args = p.parse_args(argv)
+    if args.out:
+        check_output_path(args.out)
 
     from remix_jax import runtime
 

@@ -24,6 +24,9 @@ from remix_jax.cli import (
     add_classifier_flag,
     add_dataset_flag,
     check_output_path,
+    existing_folder,
+    mask_count,
+    positive_int,
     require_with_classifier,
 )
 
@@ -32,38 +35,35 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
+    p.add_argument(
+        "--checkpoint-root", type=existing_folder, default=None, help=CHECKPOINT_ROOT_HELP
+    )
     p.add_argument(
         "--inpainter",
+        type=existing_folder,
         default=None,
         help="use this inpainter checkpoint folder instead of the shipped one",
     )
     add_classifier_flag(p)
-    p.add_argument("--num-keys", type=int, default=5, help="keys per randomized row")
+    p.add_argument("--num-keys", type=positive_int, default=5, help="keys per randomized row")
     p.add_argument(
         "--iterations",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=[1, 2, 3],
         help="mask-inpaint rounds K to score (one row each)",
     )
     p.add_argument(
         "--num-masks",
-        type=int,
+        type=mask_count,
         default=None,
         help="masks per round (default: what the inpainter was trained with)",
     )
-    p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N test images only")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     p.add_argument("--out", default=None, help="default: results/<dataset>/clean")
     args = p.parse_args(argv)
     require_with_classifier(p, args, "--out")
-    if args.num_keys < 1 or min(args.iterations) < 1:
-        sys.exit("error: --num-keys and --iterations must be >= 1")
-    if args.limit is not None and args.limit < 1:
-        sys.exit("error: --limit must be >= 1")
-    if args.num_masks is not None and args.num_masks < 2:
-        sys.exit("error: --num-masks must be >= 2 (one mask hides every pixel)")
 
     check_output_path(args.out or os.path.join("results", args.dataset, "clean"))
     from remix_jax import runtime

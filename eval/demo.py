@@ -13,26 +13,37 @@ import argparse
 import sys
 import time
 
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, DATA_DIR_HELP, HelpFormatter
+from remix_jax.cli import (
+    CHECKPOINT_ROOT_HELP,
+    DATA_DIR_HELP,
+    HelpFormatter,
+    attack_iterations,
+    existing_folder,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    search_steps,
+)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist"], default="mnist")
-    p.add_argument("--num-examples", type=int, default=100, help="test images attacked")
-    p.add_argument("--confidence", type=float, default=0.0, help="CW's kappa")
-    p.add_argument("--binary-search-steps", type=int, default=3, help="search steps on c")
+    p.add_argument("--num-examples", type=positive_int, default=100, help="test images attacked")
+    p.add_argument("--confidence", type=nonnegative_float, default=0.0, help="CW's kappa")
+    p.add_argument("--binary-search-steps", type=search_steps, default=3, help="search steps on c")
     p.add_argument(
-        "--max-iterations", type=int, default=1000, help="Adam iterations per search step"
+        "--max-iterations",
+        type=attack_iterations,
+        default=1000,
+        help="Adam iterations per search step",
     )
-    p.add_argument("--initial-const", type=float, default=1.0, help="first c")
+    p.add_argument("--initial-const", type=positive_float, default=1.0, help="first c")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
+    p.add_argument(
+        "--checkpoint-root", type=existing_folder, default=None, help=CHECKPOINT_ROOT_HELP
+    )
     args = p.parse_args(argv)
-    if min(args.num_examples, args.binary_search_steps, args.max_iterations) < 1:
-        sys.exit("error: --num-examples, --binary-search-steps and --max-iterations must be >= 1")
-    if not (0 <= args.confidence < float("inf") and args.initial_const > 0):
-        sys.exit("error: --confidence must be finite and >= 0, --initial-const > 0")
 
     from remix_jax import runtime
 

@@ -35,6 +35,7 @@ from remix_jax.cli import (
     add_source_flags,
     check_output_path,
     fraction,
+    nonnegative_float,
     positive_float,
     positive_int,
     require_with_classifier,
@@ -61,7 +62,7 @@ def parse(argv):
     )
     p.add_argument(
         "--confidences",
-        type=float,
+        type=nonnegative_float,
         nargs="+",
         default=None,
         help="kappas to score (default: every finished cache)",

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from remix_jax.cli import HelpFormatter, add_dataset_flag
+from remix_jax.cli import HelpFormatter, add_dataset_flag, check_output_path
 
 
 def find_panels(root: str, datasets: list[str], attacks: list[str]) -> tuple[list, list]:
@@ -39,6 +39,8 @@ def main(argv=None) -> None:
     p.add_argument("--attacks", nargs="+", default=["cw", "ead"])
     p.add_argument("--out", default=None, help="PNG path (default <root>/fig2.png)")
     args = p.parse_args(argv)
+    out = args.out or os.path.join(args.root, "fig2.png")
+    check_output_path(out)
 
     found, missing = find_panels(args.root, args.datasets, args.attacks)
     for path in missing:
@@ -87,8 +89,6 @@ def main(argv=None) -> None:
         frameon=False,
     )
     fig.tight_layout(rect=(0, 0.12 if len(labels) > 4 else 0.07, 1, 1))
-    out = args.out or os.path.join(args.root, "fig2.png")
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     stem, _ = os.path.splitext(out)
     for path in (out, stem + ".pdf"):
         fig.savefig(path + ".tmp" + os.path.splitext(path)[1], dpi=150)

@@ -16,7 +16,13 @@ import os
 import sys
 
 from remix_jax import datasets
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    DATA_DIR_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+    positive_int,
+)
 
 
 def gaps(logits, labels):
@@ -39,20 +45,19 @@ def main(argv=None) -> None:
         metavar="DATASET=FOLDER",
         help="extra classifier checkpoints, e.g. cifar10=checkpoints/cifar10/ablation/x",
     )
-    p.add_argument("--limit", type=int, default=1000, help="first N test images")
+    p.add_argument("--limit", type=positive_int, default=1000, help="first N test images")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument(
         "--out", default="results/logit-gaps", help="output path without extension (.json and .md)"
     )
     args = p.parse_args(argv)
-    if args.limit < 1:
-        sys.exit("error: --limit must be >= 1")
     extra = []
     for item in args.classifier:
         dataset, _, folder = item.partition("=")
         if dataset not in datasets.names() or not folder:
             sys.exit(f"error: --classifier wants DATASET=FOLDER, got {item!r}")
         extra.append((dataset, folder))
+    check_output_path(args.out)
 
     from remix_jax import runtime
 

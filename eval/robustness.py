@@ -53,7 +53,7 @@ def parse(argv):
     first = "first N test images the bare classifier gets right"
     p.add_argument("--num-examples", type=cli.positive_int, default=500, help=first)
     p.add_argument("--draws", type=cli.positive_int, default=20, help="APGD's EOT draws per step")
-    p.add_argument("--steps", type=cli.positive_int, default=100, help="APGD and PGD steps")
+    p.add_argument("--steps", type=cli.attack_iterations, default=100, help="APGD and PGD steps")
     p.add_argument("--restarts", type=cli.positive_int, default=1, help="APGD's random starts")
     p.add_argument(
         "--portfolio",
@@ -67,7 +67,7 @@ def parse(argv):
     )
     p.add_argument("--num-keys", type=cli.positive_int, default=10, help="evaluation keys")
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
-    p.add_argument("--seed", type=int, default=0, help="attacker randomness")
+    p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
     p.add_argument("--no-sanity", action="store_true", help="leave out the sanity checks")
     p.add_argument("--sanity-budget", type=cli.positive_float, default=None)
     p.add_argument("--large-budget", type=cli.positive_float, default=None)

@@ -57,8 +57,8 @@ def parse(argv):
             for k, v in sorted(attack_registry.PRESETS.items())
         ),
     )
-    p.add_argument("--binary-search-steps", type=cli.positive_int, help="overrides --preset")
-    p.add_argument("--max-iterations", type=cli.positive_int, help="overrides --preset")
+    p.add_argument("--binary-search-steps", type=cli.search_steps, help="overrides --preset")
+    p.add_argument("--max-iterations", type=cli.attack_iterations, help="overrides --preset")
     p.add_argument("--initial-const", type=cli.positive_float, default=1e-3, help="first c")
     p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument(
@@ -84,6 +84,7 @@ def parse(argv):
     cli.add_source_flags(p)
     p.add_argument(
         "--inpainter",
+        type=cli.existing_folder,
         default=None,
         help="score REMIX with this inpainter checkpoint folder instead of the "
         "shipped one (the caches do not depend on it; pass --out)",
@@ -134,6 +135,10 @@ def main(argv=None) -> None:
         return
     if not args.craft_only:
         cli.check_output_path(out)
+    from remix_jax import adversarial_cache
+
+    cache_dir = args.cache_dir or adversarial_cache.default_folder(args.dataset, name, args.preset)
+    cli.check_output_folder(cache_dir, "--cache-dir")  # crafting writes there
     from remix_jax import runtime
 
     runtime.configure()
@@ -141,7 +146,6 @@ def main(argv=None) -> None:
     from tqdm import tqdm
 
     from remix_jax import (
-        adversarial_cache,
         components,
         data,
         evaluation,
@@ -165,8 +169,6 @@ def main(argv=None) -> None:
     started = time.time()
     kappas = args.confidences or list(datasets.get(args.dataset).kappa_grid)
     settings = attack_settings(args)
-    cache_dir = args.cache_dir or adversarial_cache.default_folder(args.dataset, name, args.preset)
-    os.makedirs(cache_dir, exist_ok=True)
 
     x_all = data.to_float(split.images)
     chosen = evaluation.first_correct(pre.logits_fn, x_all, split.labels, args.num_examples)

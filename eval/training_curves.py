@@ -15,7 +15,13 @@ import glob
 import os
 import sys
 
-from remix_jax.cli import CHECKPOINT_ROOT_HELP, HelpFormatter, add_dataset_flag
+from remix_jax.cli import (
+    CHECKPOINT_ROOT_HELP,
+    HelpFormatter,
+    add_dataset_flag,
+    check_output_path,
+    existing_folder,
+)
 
 # what each panel plots from a history entry
 PANEL_METRICS = {
@@ -74,9 +80,13 @@ def table(dataset: str, runs: list[tuple[str, dict]]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
-    p.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
+    p.add_argument(
+        "--checkpoint-root", type=existing_folder, default=None, help=CHECKPOINT_ROOT_HELP
+    )
     p.add_argument("--out", default=None, help="default: results/<dataset>/training")
     args = p.parse_args(argv)
+    out = args.out or os.path.join("results", args.dataset, "training")
+    check_output_path(out)
 
     from remix_jax import components
 
@@ -108,8 +118,6 @@ def main(argv=None) -> None:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("validation metric")
     fig.tight_layout()
-    out = args.out or os.path.join("results", args.dataset, "training")
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     fig.savefig(out + ".tmp.png", dpi=130)
     os.replace(out + ".tmp.png", out + ".png")
     with open(out + ".md.tmp", "w") as f:

@@ -28,7 +28,15 @@ from remix_jax.cli import (
     add_classifier_flag,
     add_dataset_flag,
     add_source_flags,
+    attack_iterations,
+    check_output_path,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
     require_with_classifier,
+    search_steps,
+    seed,
 )
 
 DEFAULT_ROWS = 3
@@ -41,24 +49,24 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--attack", choices=attack_registry.names("confidence"), default="cw")
     p.add_argument(
         "--confidence",
-        type=float,
+        type=nonnegative_float,
         default=30.0,
         help="kappa (MNIST sweep caches exist for 5..40; at 30 the reformer alone fails)",
     )
     p.add_argument(
         "--index",
-        type=int,
+        type=nonnegative_int,
         nargs="+",
         default=None,
         help=f"test-set indices (default: the first {DEFAULT_ROWS} the classifier gets right)",
     )
     p.add_argument(
         "--iterations",
-        type=int,
+        type=positive_int,
         default=1,
         help="mask-inpaint rounds K; K > 1 adds a column with the result",
     )
-    p.add_argument("--seed", type=int, default=0, help="key of the random masks")
+    p.add_argument("--seed", type=seed, default=0, help="key of the random masks")
     p.add_argument(
         "--out",
         default=None,
@@ -74,10 +82,10 @@ def parse(argv) -> argparse.Namespace:
     )
     p.add_argument("--no-cache", action="store_true", help="always craft on the fly")
     # settings of on-the-fly crafting: fast, not the paper's 9 x 10000
-    p.add_argument("--binary-search-steps", type=int, default=3)
-    p.add_argument("--max-iterations", type=int, default=1000)
-    p.add_argument("--initial-const", type=float, default=1.0)
-    p.add_argument("--beta", type=float, default=0.1, help="EAD's L1 weight")
+    p.add_argument("--binary-search-steps", type=search_steps, default=3)
+    p.add_argument("--max-iterations", type=attack_iterations, default=1000)
+    p.add_argument("--initial-const", type=positive_float, default=1.0)
+    p.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument(
         "--decision-rule",
         choices=["EN", "L1"],
@@ -86,11 +94,6 @@ def parse(argv) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     require_with_classifier(p, args, "--out")
-    if args.confidence < 0:
-        p.error("--confidence must be >= 0")
-    for name in ("iterations", "binary_search_steps", "max_iterations"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.index is not None and len(set(args.index)) != len(args.index):
         p.error("--index values must be distinct")
     if args.out is not None and os.path.splitext(args.out)[1].lower() not in ("", ".png"):
@@ -162,6 +165,8 @@ def crafter(args, logits_fn):
 def main(argv=None) -> None:
     """Draws the figure of ``argv`` (default: the command line) to --out and its PDF."""
     args = parse(argv)
+    out = args.out or os.path.join("results", args.dataset, "remix_at_work.png")
+    check_output_path(out)
     _start_runtime()
     import jax
 
@@ -191,7 +196,6 @@ def main(argv=None) -> None:
         args.dataset, args.attack, args.confidence, pre.remix.n_masks, source, args.seed
     )
     fig = stages_figure.draw(columns, indices, y, title, subtitle)
-    out = args.out or os.path.join("results", args.dataset, "remix_at_work.png")
     written = stages_figure.save_atomically(fig, out)
     print("-> " + " / ".join(written))
 

@@ -96,3 +96,50 @@ def test_l1_decision_rule_judges_ead_by_mean_l1():
     assert q["metric"] == "mean_l1" and q["ours"] == "ours-ead" and q["speedup"] == 3.0
     (q,) = attack_quality.to_quality(rows, "EN")
     assert q["ours"] is None
+
+
+def test_judge_in_ball_projects_before_judging_and_reports_what_lay_outside():
+    # _logits: class 1 wins where the pixel sum s (4 pixels) exceeds 1
+    x = np.full((5, 2, 2, 1), 0.25, np.float32)  # s = 1: a tie, the argmax is class 0
+    y = np.zeros(5, np.int32)
+    adv = x.copy()
+    adv[0] += 0.05  # inside the ball (0.1): s = 1.2 -> class 1, broken
+    adv[1] += 0.5  # outside the ball; projected back: +0.1 each, s = 1.4 -> still broken
+    adv[2] -= 0.5  # outside the box and the ball; projected: s = 0.6 -> class 0, robust
+    adv[3, 0, 0, 0] += 0.1 + 5e-7  # on the edge within the tolerance: s = 1.1 -> broken
+    v = attack_quality.judge_in_ball(_logits, x, y, adv, 0.1, batch=2)
+    assert v["robust"].tolist() == [False, False, True, False, True]
+    assert v["outside"].tolist() == [False, True, True, False, False]
+    np.testing.assert_allclose(v["excess"][:3], [0.0, 0.4, 0.4], atol=1e-6)
+    np.testing.assert_allclose(v["distance"][:2], [0.05, 0.5], atol=1e-6)
+    # an image that fools the model only outside the ball does not count: the
+    # projection, not the returned image, is judged
+    far = x.copy()
+    far[0, 0, 0, 0] = 1.0  # s = 1.75 unprojected; +0.1 once projected: s = 1.1 -> broken
+    far[1, :, :, 0] = [[1.0, 0.2], [0.0, 0.0]]  # s = 1.2 unprojected, 0.85 projected
+    assert attack_quality.judge_in_ball(_logits, x, y, far, 0.1)["robust"][:2].tolist() == [
+        False,
+        True,
+    ]
+    row = attack_quality.summarise_in_ball(v)
+    assert row == {
+        "n": 5,
+        "robust": 2,
+        "robust_accuracy": 40.0,
+        "outside": 2,
+        "max_excess": pytest.approx(0.4, abs=1e-6),
+    }
+
+
+def test_judge_in_ball_l2_scales_down_to_the_radius():
+    x = np.full((2, 2, 2, 1), 0.25, np.float32)
+    y = np.zeros(2, np.int32)
+    adv = x.copy()
+    adv[0] += 0.5  # L2 1.0 -> scaled to 0.1: +0.05 each, s = 1.2 -> broken
+    adv[1, 0, 0, 0] = 0.0  # L2 0.25 -> 0.1: s = 0.9 -> robust
+    v = attack_quality.judge_in_ball(_logits, x, y, adv, 0.1, norm="l2")
+    assert v["robust"].tolist() == [False, True]
+    np.testing.assert_allclose(v["distance"], [1.0, 0.25], atol=1e-6)
+    np.testing.assert_allclose(v["excess"], [0.9, 0.15], atol=1e-6)
+    with pytest.raises(ValueError, match="norm"):
+        attack_quality.judge_in_ball(_logits, x, y, adv, 0.1, norm="l1")

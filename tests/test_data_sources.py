@@ -55,7 +55,8 @@ def image_folder(root: Path, per_class: dict, shape=(40, 48, 3)) -> dict:
                 write_png(root / split / name / f"{i:02d}.png", image)
             images.append(batch)
             labels += [label] * n
-        order = np.argsort(labels, kind="stable")  # loading goes class by class
+        # loading takes the classes in turn: image i of every class (in label order), i + 1
+        order = np.lexsort((labels, np.tile(np.arange(n), len(CLASSES))))
         written[split] = (np.concatenate(images)[order], np.asarray(labels)[order])
     return written
 
@@ -94,10 +95,11 @@ def test_grayscale_rgba_and_palette_images_are_converted_with_a_note(tmp_path, c
     write_png(tmp_path / "mixed" / "train" / "b" / "0.png", rgba)
     Image.fromarray(rgba[..., :3]).convert("P").save(tmp_path / "mixed" / "train" / "b" / "1.png")
     images, labels = data.load(str(tmp_path / "mixed"), "train")
-    assert images.shape == (5, 16, 20, 3) and list(labels) == [0, 0, 0, 1, 1]
+    # the classes in turn: a/0, b/0, a/1, b/1, a/2
+    assert images.shape == (5, 16, 20, 3) and list(labels) == [0, 1, 0, 1, 0]
     for channel in range(3):  # gray copied to R, G and B
-        np.testing.assert_array_equal(images[:3, ..., channel], gray)
-    np.testing.assert_array_equal(images[3], rgba[..., :3])  # alpha dropped
+        np.testing.assert_array_equal(images[[0, 2, 4], ..., channel], gray)
+    np.testing.assert_array_equal(images[1], rgba[..., :3])  # alpha dropped
     note = "converted to RGB: 3 L, 1 P, 1 RGBA images (alpha dropped, palette expanded, gray"
     assert note in capsys.readouterr().err
     # all grayscale: one channel, nothing to say
@@ -252,18 +254,17 @@ def test_tfds_names_that_are_unknown_or_not_image_classification_are_refused(tmp
         data.load("tfds:mnist", "test", str(tmp_path), download=False)
 
 
-@pytest.mark.slow
-def test_a_tfds_dataset_built_locally_loads_through_its_tfds_name(tmp_path):
+TOY36_CLASSES = ("circle", "square", "star")
+
+
+def build_toy36(data_dir: Path, content: dict) -> None:
+    """Prepares ``tfds:toy36`` in ``data_dir`` with tensorflow-datasets' own builder API:
+    36x36 grayscale, 3 classes, ``content`` split -> (images, labels); afterwards it is
+    found from its files alone (the builder is not registered)."""
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")
-    content = {
-        split: (class_images(0, n, (36, 36, 1), seed=n), np.arange(n) % 3)
-        for split, n in (("train", 6), ("test", 3))
-    }
 
     class Toy36(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """36x36 grayscale, 3 classes; found later from its files alone."""
-
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
@@ -272,7 +273,7 @@ def test_a_tfds_dataset_built_locally_loads_through_its_tfds_name(tmp_path):
                 features=tfds.features.FeaturesDict(
                     {
                         "image": tfds.features.Image(shape=(36, 36, 1)),
-                        "label": tfds.features.ClassLabel(names=["circle", "square", "star"]),
+                        "label": tfds.features.ClassLabel(names=list(TOY36_CLASSES)),
                     }
                 ),
                 supervised_keys=("image", "label"),
@@ -287,11 +288,26 @@ def test_a_tfds_dataset_built_locally_loads_through_its_tfds_name(tmp_path):
             for i, (image, label) in enumerate(zip(images, labels, strict=True)):
                 yield i, {"image": image, "label": int(label)}
 
-    Toy36(data_dir=str(tmp_path)).download_and_prepare()
+    Toy36(data_dir=str(data_dir)).download_and_prepare()
+
+
+def toy36_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n 36x36x1 images, classes in turn (0, 1, 2, 0, ...), each with its own band."""
+    labels = np.arange(n) % len(TOY36_CLASSES)
+    images = np.concatenate(
+        [class_images(int(label), 1, (36, 36, 1), seed=(seed, i)) for i, label in enumerate(labels)]
+    )
+    return images, labels
+
+
+@pytest.mark.slow
+def test_a_tfds_dataset_built_locally_loads_through_its_tfds_name(tmp_path):
+    content = {"train": toy36_split(6, 0), "test": toy36_split(3, 1)}
+    build_toy36(tmp_path, content)
     name = data.resolve("tfds:toy36", str(tmp_path))
     spec = datasets.get(name)
     assert name == "tfds_toy36" and spec.source == "tfds:toy36"
-    assert (spec.image_shape, spec.class_names) == ((36, 36, 1), ("circle", "square", "star"))
+    assert (spec.image_shape, spec.class_names) == ((36, 36, 1), TOY36_CLASSES)
     for split, (want_images, want_labels) in content.items():
         split_ = data.load_split("tfds:toy36", split, str(tmp_path), download=False)
         np.testing.assert_array_equal(split_.images, want_images)
@@ -304,47 +320,111 @@ def test_a_tfds_dataset_built_locally_loads_through_its_tfds_name(tmp_path):
 # --- end to end ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_an_image_folder_trains_and_defends_through_the_clis(tmp_path, monkeypatch):
+def _image_folder_source(tmp_path: Path) -> tuple[list[str], str, dict]:
+    """The flags naming the data, its registry name, and each split's origin."""
+    root = tmp_path / "flowers"
+    image_folder(root, {"train": 10, "test": 2})  # 50 + 10 images
+    origins = {split: f"image folder {root / split}" for split in ("train", "test")}
+    return ["--dataset", str(root)], "flowers", origins
+
+
+def _tfds_source(tmp_path: Path) -> tuple[list[str], str, dict]:
+    build_toy36(tmp_path / "tfds", {"train": toy36_split(50, 0), "test": toy36_split(10, 1)})
+    # --data-dir after --dataset: the data folder counts wherever it stands
+    flags = ["--dataset", "tfds:toy36", "--data-dir", str(tmp_path / "tfds")]
+    return flags, "tfds_toy36", dict.fromkeys(("train", "test"), "tensorflow-datasets toy36:1.0.0")
+
+
+@pytest.fixture
+def fast_compiles():
+    """Threefry's random bits laid out as before JAX 0.5 (other numbers from the same
+    keys, drawn alike): XLA compiles a program that draws them 3-5x faster on a CPU (an
+    autoencoder's init 6.5 s -> 1.9 s), and each command here compiles several (the
+    test's CPU time 36 s -> 24 s)."""
     import jax
 
-    from remix_jax import checkpoints, defend, load_pretrained
+    with jax.threefry_partitionable(False):
+        yield
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("make_source", "shape", "class_names"),
+    [
+        pytest.param(_image_folder_source, (40, 48, 3), SORTED, id="image-folder"),
+        pytest.param(_tfds_source, (36, 36, 1), TOY36_CLASSES, id="tfds"),
+    ],
+)
+def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
+    make_source, shape, class_names, tmp_path, monkeypatch, capsys, fast_compiles
+):
+    """train.classifier, .reformer, .inpainter -> load_pretrained -> defend ->
+    eval.sweep -> eval.visualize, each as its command line runs it, on data that the
+    registry does not know: an ImageFolder of PNGs and a tensorflow-datasets builder."""
+    import jax
+
+    from eval import sweep, visualize
+    from remix_jax import checkpoints, defend, load_pretrained, runtime
     from train import classifier, inpainter, reformer
 
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
-    root = tmp_path / "flowers"
-    image_folder(root, {"train": 6, "test": 2})
+    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)  # process-wide
+    monkeypatch.chdir(tmp_path)  # nothing lands in the checkout's results/
+    dataset, name, origins = make_source(tmp_path)
     ckpt = tmp_path / "ckpt"
-    common = ["--dataset", str(root), "--no-progress", "--validation-size", "5", "--epochs", "1"]
+    # validation as large as the test split: one evaluation program serves both
+    common = [*dataset, "--no-progress", "--validation-size", "10"]
     classifier.main(
-        [
-            *common,
-            "--batch-size",
-            "8",
-            "--width",
-            "4",
-            "--checkpoint-dir",
-            str(ckpt / "flowers" / "classifier"),
-        ]
-    )
+        [*common, "--epochs", "3", "--batch-size", "8", "--width", "4",
+         "--checkpoint-dir", str(ckpt / name / "classifier")]
+    )  # fmt: skip
     for trainer, component in ((reformer, "reformer"), (inpainter, "inpainter")):
         trainer.main(
-            [
-                *common,
-                "--batch-size",
-                "5",
-                "--features",
-                "4",
-                "4",
-                "--checkpoint-dir",
-                str(ckpt / "flowers" / component),
-            ]
-        )
-    meta = checkpoints.read_metadata(str(ckpt / "flowers" / "inpainter"))
-    assert datasets.spec_from_dict(meta["dataset_spec"]) == datasets.get("flowers")
-    pre = load_pretrained("flowers", str(ckpt))
-    assert pre.remix.n_masks == 3  # derived: colour images
-    x = jax.random.uniform(jax.random.key(0), (2, 40, 48, 3))
+            [*common, "--epochs", "1", "--batch-size", "8", "--features", "4", "4",
+             "--checkpoint-dir", str(ckpt / name / component)]
+        )  # fmt: skip
+    spec = datasets.get(name)  # derived from the data when the first command parsed it
+    assert (spec.image_shape, spec.class_names) == (shape, class_names)
+    assert spec.num_classes == len(class_names)
+    meta_of = {}
+    for component in ("classifier", "reformer", "inpainter"):
+        meta = meta_of[component] = checkpoints.read_metadata(str(ckpt / name / component))
+        assert (meta["dataset"], meta["test"]["images"]) == (name, 10)
+        assert meta["data_source"] == origins["train"]
+        assert datasets.spec_from_dict(meta["dataset_spec"]) == spec
+    # held out of the classes in turn, the validation images are of every class: they
+    # are classified above chance (class by class, they were the last class, never trained)
+    assert meta_of["classifier"]["history"][-1]["accuracy"] > 1 / len(class_names)
+
+    pre = load_pretrained(name, str(ckpt))
+    assert pre.remix.n_masks == spec.n_masks == (3 if shape[2] == 3 else 2)  # derived
+    x = jax.random.uniform(jax.random.key(0), (3, *shape))
     restored = defend(pre.remix, jax.random.key(1), x)
-    assert restored.shape == x.shape
-    assert pre.logits_fn(restored).shape == (2, 5)
+    assert restored.shape == x.shape and restored.min() >= 0 and restored.max() <= 1
+    assert pre.logits_fn(restored).shape == (3, len(class_names))
+
+    sources = [*dataset, "--checkpoint-root", str(ckpt)]
+    sweep.main(
+        ["--attack", "cw", *sources, "--num-examples", "3", "--confidences", "0",
+         "--num-keys", "2", "--binary-search-steps", "1", "--max-iterations", "2",
+         "--initial-const", "10", "--no-magnet", "--cache-dir", "cache", "--out", "out/cw"]
+    )  # fmt: skip
+    result = json.loads((tmp_path / "out" / "cw.json").read_text())
+    assert (result["dataset"], result["num_examples"]) == (name, 3)
+    assert result["data_source"] == origins["test"]
+    [row] = result["rows"]  # the one kappa asked for
+    assert row["confidence"] == 0 and row["images"] == 3
+    assert 0 <= row["attack_success"] <= 100
+    scores = [row[key]["mean"] for key in row if key.endswith(" | all")]
+    assert "reformer + mask-inpaint K=1 | all" in row and len(scores) == 4
+    assert all(0 <= score <= 100 for score in scores)  # accuracies in percent
+    assert (tmp_path / "out" / "cw.png").is_file()
+
+    capsys.readouterr()
+    visualize.main(
+        [*sources, "--confidence", "0", "--cache-dir", "cache", "--out", "out/stages.png"]
+    )
+    printed = capsys.readouterr().out
+    assert "x' from the " in printed  # the sweep's examples, of the same 3 test images
+    assert (tmp_path / "out" / "stages.png").stat().st_size > 0
+    assert (tmp_path / "out" / "stages.pdf").stat().st_size > 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from remix_jax import datasets, runtime
+from remix_jax import cli, datasets, runtime
 from train import common
 
 # the flags a dataset's recipe (remix_jax.datasets.DatasetSpec.classifier_recipe) sets
@@ -66,10 +66,10 @@ def make_optimizer(
 
 def main(argv=None) -> None:
     p = common.parser(__doc__.splitlines()[0], epochs=None, batch_size=None, learning_rate=None)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--momentum", type=cli.unit_fraction, default=0.9)
     p.add_argument("--schedule", choices=["constant", "onecycle"], default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--weight-decay", type=cli.nonnegative_float, default=None)
+    p.add_argument("--label-smoothing", type=cli.unit_fraction, default=None)
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     )
     p.add_argument(
         "--width",
-        type=int,
+        type=cli.positive_int,
         default=None,
         help="ResNet width, where the classifier has one (CIFAR-10; default: "
         "the shipped architecture's)",
@@ -93,6 +93,7 @@ def main(argv=None) -> None:
             setattr(args, name, value)
     if missing := [name for name in RECIPE_FLAGS if getattr(args, name) is None]:
         p.error(f"{args.dataset} has no recipe for --{missing[0].replace('_', '-')}: pass it")
+    common.checkpoint_dir(args, "classifier")  # before the model is built
     runtime.configure()  # before building the task, which traces the model
     from remix_jax import components, objectives
 

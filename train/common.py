@@ -17,7 +17,7 @@ def parser(
     p.add_argument("--epochs", type=cli.positive_int, default=epochs)
     p.add_argument("--batch-size", type=cli.positive_int, default=batch_size)
     p.add_argument("--learning-rate", type=cli.positive_float, default=learning_rate)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--data-dir", default=None, help=cli.DATA_DIR_HELP)
     p.add_argument(
         "--checkpoint-dir", default=None, help="default: checkpoints/<dataset>/<component>"
@@ -50,14 +50,14 @@ def add_architecture_flags(p: argparse.ArgumentParser) -> None:
     """--features / --strides for the skip autoencoders."""
     p.add_argument(
         "--features",
-        type=int,
+        type=cli.positive_int,
         nargs="+",
         default=None,
         help="encoder widths (default: the dataset's standard architecture)",
     )
     p.add_argument(
         "--strides",
-        type=int,
+        type=cli.positive_int,
         nargs="+",
         default=None,
         help="encoder strides, one per width (default: all 1)",
@@ -82,6 +82,22 @@ def autoencoder_config(args, component: str):
         except ValueError as e:
             fail(str(e))
     return config
+
+
+def checkpoint_dir(args, component: str, *, fresh: bool = False) -> str:
+    """--checkpoint-dir, else the component's default, made ready for checkpoints
+    (emptied if ``fresh``), or one line and exit 2. Called right after parsing too, so an
+    unusable folder fails before any model is built or compiled."""
+    from remix_jax import checkpoints, components
+
+    directory = os.path.abspath(
+        args.checkpoint_dir or components.checkpoint_dir(args.dataset, component)
+    )
+    try:
+        checkpoints.prepare_dir(directory, fresh)
+    except ValueError as e:
+        fail(str(e))
+    return directory
 
 
 def fail(message: str) -> None:
@@ -123,15 +139,9 @@ def train_component(
     runtime.configure()
     import jax
 
-    from remix_jax import checkpoints, components, datasets, provenance, training
+    from remix_jax import checkpoints, datasets, provenance, training
 
-    directory = os.path.abspath(
-        args.checkpoint_dir or components.checkpoint_dir(args.dataset, component)
-    )
-    try:
-        checkpoints.prepare_dir(directory, args.fresh)
-    except ValueError as e:
-        fail(str(e))
+    directory = checkpoint_dir(args, component, fresh=args.fresh)
     train, validation, (test_images, test_labels), source = splits(args)
     if args.batch_size > len(train[0]):
         fail(f"--batch-size {args.batch_size} exceeds the {len(train[0])} training images")

@@ -14,13 +14,16 @@ starts from an MSE-trained inpainter, whose architecture is then used.
 
 from __future__ import annotations
 
+from remix_jax import cli
 from remix_jax.models.autoencoder import ARCHITECTURES, FILLS
 from train import common
 
 
 def parse(argv):
     p = common.parser(__doc__.splitlines()[0], epochs=30, batch_size=128, learning_rate=3e-4)
-    p.add_argument("--n-masks", type=int, default=None, help="default: 2 MNIST, 3 CIFAR-10")
+    p.add_argument(
+        "--n-masks", type=cli.mask_count, default=None, help="default: 2 MNIST, 3 CIFAR-10"
+    )
     common.add_architecture_flags(p)
     p.add_argument(
         "--mask-channel",
@@ -50,12 +53,13 @@ def parse(argv):
     )
     p.add_argument(
         "--classifier-weight",
-        type=float,
+        type=cli.nonnegative_float,
         default=0.0,
         help="lambda of the classifier-aware loss (0: hidden-pixel MSE only)",
     )
     p.add_argument(
         "--init-from",
+        type=cli.existing_folder,
         default=None,
         help="start from this inpainter checkpoint folder (its architecture, "
         "n and mask layout are used)",
@@ -68,6 +72,7 @@ def parse(argv):
     )
     p.add_argument(
         "--classifier",
+        type=cli.existing_folder,
         default=None,
         help="classifier checkpoint folder for --classifier-weight "
         "(default: the dataset's shipped classifier)",
@@ -77,6 +82,7 @@ def parse(argv):
 
 def main(argv=None) -> None:
     args = parse(argv)
+    common.checkpoint_dir(args, "inpainter")  # before anything is built or loaded
     import dataclasses
 
     import optax
@@ -90,8 +96,6 @@ def main(argv=None) -> None:
         common.fail(
             "--through-reformer applies to the classifier-aware loss: pass --classifier-weight"
         )
-    if args.classifier_weight < 0:
-        common.fail(f"--classifier-weight must be >= 0, got {args.classifier_weight}")
     spec = datasets.get(args.dataset)
     hw = spec.hw
     init_params = None

@@ -16,13 +16,17 @@ from __future__ import annotations
 import argparse
 import os
 
+from remix_jax import cli
 from train import common
 
 
 def main(argv=None) -> None:
     p = common.parser(__doc__.splitlines()[0], epochs=100, batch_size=256, learning_rate=1e-3)
     p.add_argument(
-        "--noise", type=float, default=None, help="training noise v (default: MagNet's per dataset)"
+        "--noise",
+        type=cli.nonnegative_float,
+        default=None,
+        help="training noise v (default: MagNet's per dataset)",
     )
     p.add_argument(
         "--autoencoders",
@@ -36,15 +40,18 @@ def main(argv=None) -> None:
     from remix_jax import components, datasets, objectives
 
     spec = datasets.get(args.dataset)
-    names = args.autoencoders or sorted(components.magnet_setup(args.dataset).autoencoders)
+    try:
+        names = args.autoencoders or sorted(components.magnet_setup(args.dataset).autoencoders)
+    except ValueError as e:  # a dataset without MagNet's set-up
+        common.fail(str(e))
     noise = spec.reformer_noise if args.noise is None else args.noise
-    root = os.path.abspath(args.checkpoint_dir or components.checkpoint_dir(args.dataset, "magnet"))
+    root = common.checkpoint_dir(args, "magnet")  # each autoencoder's folder goes in it
     hw = spec.hw
-    for name in names:
-        try:
-            config = components.magnet_autoencoder(args.dataset, name)
-        except ValueError as e:
-            common.fail(str(e))
+    try:  # every name, before the first one trains for hours
+        configs = {name: components.magnet_autoencoder(args.dataset, name) for name in names}
+    except ValueError as e:
+        common.fail(f"--autoencoders: {e}")
+    for name, config in configs.items():
         task = objectives.magnet_denoiser_task(config, hw, noise)
         meta_config = {**config.to_dict(), "noise": noise, "name": name}
         ae_args = argparse.Namespace(**{**vars(args), "checkpoint_dir": os.path.join(root, name)})

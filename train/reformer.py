@@ -6,16 +6,18 @@ defaults to MagNet's training noise (0.1 MNIST, 0.025 CIFAR-10).
 
 from __future__ import annotations
 
+from remix_jax import cli
 from train import common
 
 
 def main(argv=None) -> None:
     p = common.parser(__doc__.splitlines()[0], epochs=20, batch_size=128, learning_rate=1e-3)
-    p.add_argument("--noise", type=float, default=None, help="default: MagNet's per dataset")
+    p.add_argument(
+        "--noise", type=cli.nonnegative_float, default=None, help="default: MagNet's per dataset"
+    )
     common.add_architecture_flags(p)
     args = p.parse_args(argv)
-    if args.noise is not None and not args.noise >= 0:
-        common.fail("--noise must be >= 0 (the denoiser's Gaussian noise std)")
+    common.checkpoint_dir(args, "reformer")  # before the model is built
     import optax
 
     from remix_jax import datasets, objectives

@@ -214,3 +214,86 @@ def to_quality(rows: list, decision_rule: str = "EN") -> list:
             }
         )
     return out
+
+
+def judge_in_ball(
+    logits_fn: Callable,
+    x,
+    y,
+    adv,
+    epsilon: float,
+    norm: str = "linf",
+    tolerance: float = 1e-6,
+    batch: int = 500,
+) -> dict:
+    """Which images stay correctly classified after an attack in the ``norm`` ball.
+
+    The returned image is projected onto the ball of radius ``epsilon`` around x
+    (L-inf: clipped per pixel; L2: scaled down to the radius), then clipped to [0, 1]
+    (which shrinks every pixel's change, so the point stays in the ball), and judged
+    there; so the verdict never credits an attack with a point outside its budget.
+
+    Args:
+      logits_fn: the classifier, (b, H, W, C) images -> (b, K) logits.
+      x: (N, H, W, C) clean images in [0, 1].
+      y: (N,) true labels.
+      adv: (N, H, W, C) the attack's returned images (any array).
+      epsilon: the budget's radius (> 0).
+      norm: "linf" or "l2".
+      tolerance: how far outside the ball or the box a returned image may lie (float
+        rounding) before ``outside`` counts it.
+      batch: images per ``logits_fn`` call.
+
+    Returns:
+      Per-example numpy arrays, each (N,): ``robust`` (bool: the projected image's
+      argmax is the label), ``outside`` (bool: the returned image lay more than
+      ``tolerance`` outside the ball or the box), ``excess`` (float64: by how much, 0
+      when inside), ``distance`` (float64: the ``norm`` distance of the returned image
+      from x).
+    """
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    x = np.asarray(x, np.float32)
+    adv = np.asarray(adv, np.float32)
+    y = np.asarray(y)
+    if adv.shape != x.shape or y.shape != x.shape[:1]:
+        raise ValueError(f"shapes differ: x {x.shape}, adv {adv.shape}, y {y.shape}")
+    flat = (adv - x).reshape(len(x), -1).astype(np.float64)
+    if norm == "linf":
+        distance = np.abs(flat).max(1)
+        delta = np.clip(adv - x, -epsilon, epsilon)
+    else:
+        distance = np.sqrt((flat**2).sum(1))
+        scale = np.minimum(1.0, epsilon / np.maximum(distance, 1e-12)).astype(np.float32)
+        delta = (adv - x) * scale.reshape(-1, *([1] * (x.ndim - 1)))
+    box = np.maximum(adv - 1.0, -adv).reshape(len(x), -1).max(1).astype(np.float64)
+    excess = np.maximum(np.maximum(distance - epsilon, box), 0.0)
+    inside = np.clip(x + delta, 0.0, 1.0)
+    robust = np.concatenate(
+        [
+            np.asarray(logits_fn(inside[s : s + batch])).argmax(-1) == y[s : s + batch]
+            for s in range(0, len(x), batch)
+        ]
+        or [np.zeros(0, bool)]
+    )
+    return {
+        "robust": robust,
+        "outside": excess > tolerance,
+        "excess": excess,
+        "distance": distance,
+    }
+
+
+def summarise_in_ball(verdict: dict) -> dict:
+    """A :func:`judge_in_ball` verdict in numbers: n, robust, robust_accuracy (in %),
+    outside (images returned outside the ball or the box) and max_excess."""
+    n = int(len(verdict["robust"]))
+    return {
+        "n": n,
+        "robust": int(verdict["robust"].sum()),
+        "robust_accuracy": 100.0 * float(verdict["robust"].mean()) if n else None,
+        "outside": int(verdict["outside"].sum()),
+        "max_excess": float(verdict["excess"].max()) if n else 0.0,
+    }

@@ -21,7 +21,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 # help texts of the options most tools share
 DATA_DIR_HELP = (
-    "folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, else tensorflow-datasets)"
+    "folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, else tensorflow-datasets); "
+    "for --dataset tfds:<name>, tensorflow-datasets' data folder"
 )
 CHECKPOINT_ROOT_HELP = (
     "only this folder (default: each component from $REMIX_CHECKPOINT_DIR, the checkout's "
@@ -35,9 +36,13 @@ def add_dataset_flag(parser: argparse.ArgumentParser, *, many: bool = False) -> 
     A registered name (the default: the registry's first) parses as itself; a folder
     or ``tfds:<name>[/<config>]`` is registered from its data by
     :func:`remix_jax.data.resolve` while parsing, so the value the tool sees is a
-    registry name; bad data fails here, with the reason, before any work.
+    registry name; bad data fails here, with the reason, before any work. A
+    ``tfds:`` source is looked up in the command line's ``--data-dir`` (tensorflow-datasets'
+    data folder, as :func:`remix_jax.data.load` takes it), wherever that flag stands.
     """
     from remix_jax import datasets  # imports no JAX
+
+    command_line = {}  # "data_dir": --data-dir of the arguments being parsed
 
     def dataset(text: str) -> str:
         if text in datasets.names():
@@ -45,9 +50,23 @@ def add_dataset_flag(parser: argparse.ArgumentParser, *, many: bool = False) -> 
         from remix_jax import data  # numpy and Pillow: only for a source
 
         try:
-            return data.resolve(text)
+            return data.resolve(text, command_line.get("data_dir"))
         except (FileNotFoundError, ValueError) as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse_known_args = parser.parse_known_args
+
+    def parse_known_args_data_dir_first(args=None, namespace=None):
+        # argparse converts --dataset where it stands, maybe before --data-dir: read that first
+        first = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+        first.add_argument("--data-dir", default=None)
+        try:
+            command_line["data_dir"] = first.parse_known_args(args)[0].data_dir
+        except argparse.ArgumentError:  # e.g. no value: the tool's own parser says so
+            command_line["data_dir"] = None
+        return parse_known_args(args, namespace)
+
+    parser.parse_known_args = parse_known_args_data_dir_first
 
     text = (
         f"a registered dataset ({', '.join(datasets.names())}), tfds:<name>[/<config>], "
@@ -68,29 +87,51 @@ def add_dataset_flag(parser: argparse.ArgumentParser, *, many: bool = False) -> 
         )
 
 
-def check_output_path(prefix: str) -> None:
+def check_output_path(prefix: str, flag: str = "--out") -> None:
     """Exits with one line unless files ``<prefix>.*`` can be written, before any work.
 
     Creates the folder; a long run must not find out at its end that it cannot save.
+    ``flag`` names the option the path comes from (its default included).
     """
     import os
     import sys
 
-    folder = os.path.dirname(os.path.abspath(prefix))
+    if os.path.isdir(prefix):
+        sys.exit(f"error: {flag} {prefix} is a folder; {flag} names a file prefix")
+    check_output_folder(os.path.dirname(os.path.abspath(prefix)), flag)
+
+
+def check_output_folder(folder: str, flag: str) -> None:
+    """Exits with one line naming ``flag`` unless ``folder`` is (or can be created as) a
+    writable folder; creates it."""
+    import os
+    import sys
+
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        sys.exit(f"error: cannot create the output folder {folder} ({e.strerror})")
+        sys.exit(f"error: {flag}: cannot create the output folder {folder} ({e.strerror})")
     if not os.access(folder, os.W_OK | os.X_OK):
-        sys.exit(f"error: the output folder {folder} is not writable")
-    if os.path.isdir(prefix):
-        sys.exit(f"error: the output {prefix} is a folder; --out names a file prefix")
+        sys.exit(f"error: {flag}: the output folder {folder} is not writable")
+
+
+def existing_folder(text: str) -> str:
+    """An argparse ``type`` for a folder that is read: it must exist, so a typo fails at
+    parsing, with the flag's name, not after minutes of loading."""
+    import os
+
+    if not os.path.isdir(text):
+        what = "is not a folder" if os.path.exists(text) else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}")
+    return text
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """``--data-dir`` and ``--checkpoint-root``: where the data and the weights are read."""
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    parser.add_argument("--checkpoint-root", default=None, help=CHECKPOINT_ROOT_HELP)
+    parser.add_argument(
+        "--checkpoint-root", type=existing_folder, default=None, help=CHECKPOINT_ROOT_HELP
+    )
 
 
 def add_classifier_flag(parser: argparse.ArgumentParser) -> None:
@@ -135,9 +176,15 @@ def require_with_classifier(
 
 def _bounded(kind: type, low: float, *, strict: bool, high: float | None = None):
     """An argparse ``type`` that parses ``kind`` and refuses values out of range (or NaN),
-    so a bad flag fails at parsing, with the flag's name, before any work."""
-    below = f"> {low:g}" if strict else f">= {low:g}"
-    wanted = below if high is None else f"in ({low:g}, {high:g})"
+    so a bad flag fails at parsing, with the flag's name, before any work.
+
+    The range stays on the function (``kind``, ``low``, ``strict``, ``high``: values in
+    ``(low, high)`` or ``[low, high)``), so tests can derive the values it must refuse.
+    """
+    show = (lambda v: f"{v:g}") if kind is float else str
+    below = f"> {show(low)}" if strict else f">= {show(low)}"
+    opening = "(" if strict else "["
+    wanted = below if high is None else f"in {opening}{show(low)}, {show(high)})"
 
     def parse(text: str):
         try:
@@ -153,6 +200,7 @@ def _bounded(kind: type, low: float, *, strict: bool, high: float | None = None)
         return value
 
     parse.__name__ = f"{kind.__name__} {wanted}"
+    parse.kind, parse.low, parse.strict, parse.high = kind, low, strict, high
     return parse
 
 
@@ -161,3 +209,10 @@ nonnegative_int = _bounded(int, 0, strict=False)
 positive_float = _bounded(float, 0, strict=True)
 nonnegative_float = _bounded(float, 0, strict=False)
 fraction = _bounded(float, 0, strict=True, high=1)  # open interval: a drop rate, a share
+unit_fraction = _bounded(float, 0, strict=False, high=1)  # [0, 1): momentum, smoothing
+mask_count = _bounded(int, 2, strict=False)  # n masks: one mask would hide every pixel
+seed = _bounded(int, 0, strict=False, high=2**63)  # what numpy and jax.random.key take
+# the attacks' own bounds (remix_jax.attacks.common MAX_SEARCH_STEPS, MAX_ITERATIONS; not
+# imported: that imports JAX), checked here so a CLI refuses them before loading anything
+search_steps = _bounded(int, 1, strict=False, high=100 + 1)
+attack_iterations = _bounded(int, 1, strict=False, high=1_000_000 + 1)

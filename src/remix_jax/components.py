@@ -12,10 +12,13 @@ import importlib
 import os
 
 import flax.linen as nn
+import jax
 
 from remix_jax import datasets
+from remix_jax._checks import check_key
 from remix_jax.datasets import DetectorSpec
-from remix_jax.models.autoencoder import AutoencoderConfig
+from remix_jax.defense import RemixParams
+from remix_jax.models.autoencoder import AutoencoderConfig, init_autoencoder
 from remix_jax.models.magnet import MagNetAEConfig
 
 
@@ -29,6 +32,46 @@ def default_autoencoder(dataset: str, component: str) -> AutoencoderConfig:
             channels=channels, features=(32, 32, 32, 32), strides=(1, 1, 1, 1), mask_channel=True
         )
     raise ValueError(f"component must be 'reformer' or 'inpainter', got {component!r}")
+
+
+def init_remix(key: jax.Array, dataset: str, **fields) -> RemixParams:
+    """REMIX with a dataset's standard reformer, inpainter and n, randomly initialised.
+
+    The architectures ``train.reformer`` and ``train.inpainter`` build by default on that
+    dataset, initialised as training initialises them (K = 1, masks over pixels): a
+    defense to time or to test at the dataset's image size without trained weights (its
+    cost does not depend on them).
+
+    Args:
+      key: PRNG key of the initial weights.
+      dataset: a registered dataset (e.g. one :func:`remix_jax.datasets.derive_spec`
+        made for an image size).
+      **fields: :class:`AutoencoderConfig` fields that replace the standard ones in
+        both networks, e.g. ``features=(4, 4), strides=(1, 1)`` for a tiny defense.
+
+    Returns:
+      :class:`RemixParams` for (B, H, W, C) images of the dataset's shape.
+
+    Raises:
+      ValueError: an unknown dataset, or fields that make no valid config.
+    """
+    check_key("key", key)
+    spec = datasets.get(dataset)
+    configs = {
+        component: dataclasses.replace(default_autoencoder(dataset, component), **fields)
+        for component in ("reformer", "inpainter")
+    }
+    reformer_key, inpainter_key = jax.random.split(key)
+    # jitted: eager init compiles each layer's initializer separately
+    init = jax.jit(init_autoencoder, static_argnums=(1, 2))
+    return RemixParams(
+        inpainter=init(inpainter_key, configs["inpainter"], spec.hw),
+        reformer=init(reformer_key, configs["reformer"], spec.hw),
+        inpainter_config=configs["inpainter"],
+        reformer_config=configs["reformer"],
+        n_masks=spec.n_masks,
+        iterations=1,
+    )
 
 
 def magnet_autoencoder(dataset: str, name: str) -> MagNetAEConfig:

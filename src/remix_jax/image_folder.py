@@ -140,7 +140,11 @@ def read(
       class_names: the dataset's classes; label i is ``class_names[i]``.
 
     Returns:
-      images (N, H, W, C) uint8 and labels (N,) int32, class by class, files sorted.
+      images (N, H, W, C) uint8 and labels (N,) int32, the classes interleaved: the
+      first file of every class (in label order), then the second, and so on (files
+      sorted within a class). The tools take the first or last images of a split
+      (--limit, the validation images held out of training, the first N test images an
+      evaluation attacks): class by class, those would be a few classes only.
 
     Raises:
       FileNotFoundError, ValueError: see :func:`class_files`; a class not in
@@ -156,23 +160,25 @@ def read(
     h, w, c = image_shape
     target = "L" if c == 1 else "RGB"
     images, labels, converted = [], [], collections.Counter()
-    for label, name in enumerate(class_names):
-        for path in files.get(name, ()):
-            with _open(path) as image:
-                if image.size != (w, h):
-                    raise _size_error(path, image.size, "the dataset's images", (w, h))
-                if c == 1 and image.mode not in GRAY_MODES:
-                    raise ValueError(
-                        f"{path}: a colour ({image.mode}) image in a grayscale dataset"
-                    )
-                if image.mode != target:
-                    converted[image.mode] += 1
-                try:
-                    array = np.asarray(image.convert(target))
-                except _DECODE_ERRORS as e:
-                    raise ValueError(f"{path}: corrupt image ({type(e).__name__}: {e})") from None
-            images.append(array.reshape(h, w, c))
-            labels.append(label)
+    in_turn = sorted(
+        (rank, label, path)
+        for label, name in enumerate(class_names)
+        for rank, path in enumerate(files.get(name, ()))
+    )
+    for _, label, path in in_turn:
+        with _open(path) as image:
+            if image.size != (w, h):
+                raise _size_error(path, image.size, "the dataset's images", (w, h))
+            if c == 1 and image.mode not in GRAY_MODES:
+                raise ValueError(f"{path}: a colour ({image.mode}) image in a grayscale dataset")
+            if image.mode != target:
+                converted[image.mode] += 1
+            try:
+                array = np.asarray(image.convert(target))
+            except _DECODE_ERRORS as e:
+                raise ValueError(f"{path}: corrupt image ({type(e).__name__}: {e})") from None
+        images.append(array.reshape(h, w, c))
+        labels.append(label)
     if converted:
         counts = ", ".join(f"{n} {mode}" for mode, n in sorted(converted.items()))
         print(
