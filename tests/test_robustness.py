@@ -182,3 +182,33 @@ def test_the_flags_become_the_protocol_settings():
     assert (s.defense, s.norm, s.sanity, s.draws) == ("mask-inpaint", "l2", False, 20)
     assert s.budgets == (1.0, 2.0, 3.0)  # MNIST's L2 budgets from the registry
     assert s.portfolio == ("eot", "eot-warm", "bpda")
+
+
+ROBUSTNESS_RESULTS = sorted(
+    pathlib.Path(__file__).parent.parent.glob("results/*/robustness-*.json")
+)
+
+
+def test_a_robustness_result_is_committed():
+    assert ROBUSTNESS_RESULTS, "no results/<dataset>/robustness-*.json committed"
+
+
+@pytest.mark.parametrize("path", ROBUSTNESS_RESULTS, ids=[p.name for p in ROBUSTNESS_RESULTS])
+def test_committed_robustness_results_are_consistent_and_render_again(path):
+    """Each worst case is no higher than any attack of it, the sanity verdicts follow
+    from the rows, and the markdown renders again byte for byte from the JSON."""
+    result = json.loads(path.read_text())
+    names = {"dataset": result["dataset"], "defense": result["defense"]}
+    setup = RobustnessSetup(**result["settings"], **names)
+    assert result["num_keys"] >= 10  # the protocol judges over >= 10 fresh keys
+    for worst in result["worst_case"]:
+        here = [r for r in result["rows"] if r["budget"] == worst["budget"]]
+        parts = [
+            r["accuracy"][worst["model"]]["mean"]
+            for r in here
+            if r["label"] in worst["attacks"] and worst["model"] in r["accuracy"]
+        ]
+        assert parts and worst["accuracy"]["mean"] <= min(parts) + 1e-6
+    again = robustness_eval.sanity_checks(result, setup)
+    assert again == result["sanity"]
+    assert robustness_report.markdown(result) == path.with_suffix(".md").read_text()

@@ -12,6 +12,14 @@ from remix_jax import result_files
 NAMES = {"none": "bare classifier"}
 
 
+def _value(v) -> str:
+    """A setting as the table shows it: sequences space-separated (a tuple in the run,
+    a list in its JSON render the same)."""
+    if isinstance(v, list | tuple):
+        return " ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    return str(v)
+
+
 def _accuracy(a: dict | None) -> str:
     if a is None:
         return "-"
@@ -33,7 +41,7 @@ def markdown(result: dict) -> str:
         "An image counts as robust at a budget under a key only if it survives every "
         "attack of the worst case there (the bare classifier: those crafted on it).",
         "",
-        "Settings: " + ", ".join(f"{k} {v}" for k, v in s.items() if v is not None),
+        "Settings: " + ", ".join(f"{k} {_value(v)}" for k, v in s.items() if v is not None),
         "",
         "Clean: " + "; ".join(f"{NAMES.get(d, d)} {_accuracy(clean[d])}%" for d in judged),
     ]
