@@ -335,18 +335,6 @@ def _tfds_source(tmp_path: Path) -> tuple[list[str], str, dict]:
     return flags, "tfds_toy36", dict.fromkeys(("train", "test"), "tensorflow-datasets toy36:1.0.0")
 
 
-@pytest.fixture
-def fast_compiles():
-    """Threefry's random bits laid out as before JAX 0.5 (other numbers from the same
-    keys, drawn alike): XLA compiles a program that draws them 3-5x faster on a CPU (an
-    autoencoder's init 6.5 s -> 1.9 s), and each command here compiles several (the
-    test's CPU time 36 s -> 24 s)."""
-    import jax
-
-    with jax.threefry_partitionable(False):
-        yield
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("make_source", "shape", "class_names"),

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -125,7 +126,8 @@ def tiny_run(tmp_path_factory):
         s, logits_fn, tiny_params(*MNIST), x, y, [0, 1, 2, 3], str(cache), batch_size=2
     )
     parts = robustness_plan.plan(s, num_classes=10)
-    return run, parts, robustness_eval.evaluate(run, parts, log=lambda _: None)
+    with jax.threefry_partitionable(False):  # conftest.fast_compiles, for this module
+        return run, parts, robustness_eval.evaluate(run, parts, log=lambda _: None)
 
 
 def test_a_tiny_protocol_runs_stays_in_its_balls_and_renders(tiny_run, tmp_path):
@@ -147,7 +149,9 @@ def test_a_tiny_protocol_runs_stays_in_its_balls_and_renders(tiny_run, tmp_path)
     assert written["worst_case"] == json.loads(json.dumps(result["worst_case"]))
 
 
-def test_crafting_is_cached_per_batch_and_scoring_resumes(tiny_run, tmp_path, monkeypatch):
+def test_crafting_is_cached_per_batch_and_scoring_resumes(
+    tiny_run, tmp_path, monkeypatch, fast_compiles
+):
     run, parts, result = tiny_run
     files = list(pathlib.Path(run.cache_dir).glob("*.npz"))
     # 4 images in batches of 2: two files per attack (eot-warm starts from PGD's
