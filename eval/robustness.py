@@ -80,6 +80,9 @@ def parse(argv):
     cli.require_with_classifier(p, args, "--out", "--cache-dir")
     if args.budgets is None:
         args.budgets = list(datasets.get(args.dataset).pgd_budgets[args.norm])
+    if args.sanity_budget is not None and args.sanity_budget not in args.budgets:
+        # the checks compare the weakened APGD-CE with the protocol's at the same budget
+        p.error("--sanity-budget must be one of --budgets")
     if args.norm == "linf" and max(args.budgets + [args.large_budget or 0]) >= 1:
         p.error("an L-inf budget >= 1 allows any image in [0, 1]: budgets must be < 1")
     return args

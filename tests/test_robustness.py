@@ -172,6 +172,7 @@ def test_crafting_is_cached_per_batch_and_scoring_resumes(
         (["--draws", "0"], "--draws"),
         (["--defense", "magnet"], "--defense"),
         (["--portfolio", "fixed"], "--portfolio"),
+        (["--budgets", "0.1", "0.3", "--sanity-budget", "0.2"], "--sanity-budget"),
     ],
 )
 def test_bad_flags_exit_with_one_line(bad, message, capsys):
