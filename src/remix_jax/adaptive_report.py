@@ -167,14 +167,9 @@ def write_outputs(out: str, result: dict) -> None:
     result_files.write_text(out + ".md", markdown(result))
     fig, ax = plt.subplots(figsize=(9.6, 3.8))
     for name, points in curves(result).items():
-        points = sorted(points, key=lambda p: p[0])
-        ax.errorbar(
-            [p[0] for p in points],
-            [p[1]["mean"] for p in points],
-            yerr=[p[1]["std"] for p in points],
-            marker="o",
-            ms=3,
-            capsize=2,
+        result_files.accuracy_curve(
+            ax,
+            points,
             label=name,
             linestyle="--" if "oblivious" in name else "-",
             **({"color": "black", "linewidth": 2} if "worst case" in name else {}),

@@ -43,3 +43,18 @@ def legend_beside(ax) -> None:
     """The legend right of the axes: inside, it hides the curves wherever they cross the
     middle."""
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+
+
+def accuracy_curve(ax, points: list, **style) -> None:
+    """Accuracy (mean, error bar: std over keys) vs budget: ``points`` are
+    (budget, summary) pairs, drawn in budget order."""
+    points = sorted(points, key=lambda p: p[0])
+    ax.errorbar(
+        [p[0] for p in points],
+        [p[1]["mean"] for p in points],
+        yerr=[p[1]["std"] for p in points],
+        marker="o",
+        ms=3,
+        capsize=2,
+        **style,
+    )

@@ -123,13 +123,5 @@ def write_outputs(out: str, result: dict) -> None:
 
 
 def _curve(ax, points: list, clean: dict, **style) -> None:
-    points = [(0.0, clean), *sorted(points, key=lambda p: p[0])]
-    ax.errorbar(
-        [p[0] for p in points],
-        [p[1]["mean"] for p in points],
-        yerr=[p[1]["std"] for p in points],
-        marker="o",
-        ms=3,
-        capsize=2,
-        **style,
-    )
+    """A line from the clean accuracy at budget 0 through ``points``."""
+    result_files.accuracy_curve(ax, [(0.0, clean), *points], **style)
