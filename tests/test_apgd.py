@@ -225,6 +225,8 @@ def test_every_iterate_stays_in_the_ball_and_the_box(norm, size, seed, far_start
         start=None if start is None else jnp.asarray(start, jnp.float32),
         loop="device",
     )
+    # debug callbacks are unordered and may still be running when apgd returns
+    jax.effects_barrier()
     seen = np.stack([s for s in SEEN if s.shape == x.shape])
     # every evaluated point: per run (the second only if the first broke not all) the
     # start and 12 steps, and the final check
@@ -295,6 +297,7 @@ def test_a_randomized_model_gets_fresh_draws_and_is_attacked_reproducibly(three_
         )
 
     first = run(4)
+    jax.effects_barrier()  # the unordered debug callbacks may still be running
     # every model call had its own key: 3 draws at the start, at each of 6 steps and at
     # the final check
     assert len(keys) == 3 * (1 + 6 + 1) and len(set(keys)) == len(keys)
