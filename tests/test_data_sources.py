@@ -328,27 +328,14 @@ def _image_folder_source(tmp_path: Path) -> tuple[list[str], str, dict]:
     return ["--dataset", str(root)], "flowers", origins
 
 
-def _tfds_source(tmp_path: Path) -> tuple[list[str], str, dict]:
-    build_toy36(tmp_path / "tfds", {"train": toy36_split(50, 0), "test": toy36_split(10, 1)})
-    # --data-dir after --dataset: the data folder counts wherever it stands
-    flags = ["--dataset", "tfds:toy36", "--data-dir", str(tmp_path / "tfds")]
-    return flags, "tfds_toy36", dict.fromkeys(("train", "test"), "tensorflow-datasets toy36:1.0.0")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("make_source", "shape", "class_names"),
-    [
-        pytest.param(_image_folder_source, (40, 48, 3), SORTED, id="image-folder"),
-        pytest.param(_tfds_source, (36, 36, 1), TOY36_CLASSES, id="tfds"),
-    ],
-)
 def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
-    make_source, shape, class_names, tmp_path, monkeypatch, capsys, fast_compiles
+    tmp_path, monkeypatch, capsys, fast_compiles
 ):
     """train.classifier, .reformer, .inpainter -> load_pretrained -> defend ->
     eval.sweep -> eval.visualize, each as its command line runs it, on data that the
-    registry does not know: an ImageFolder of PNGs and a tensorflow-datasets builder."""
+    registry does not know: an ImageFolder of PNGs (a tensorflow-datasets source reaches
+    the same commands through the same spec: see the test below)."""
     import jax
 
     from eval import sweep, visualize
@@ -358,7 +345,8 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
     monkeypatch.setattr(runtime, "use_full_precision", lambda: None)  # process-wide
     monkeypatch.chdir(tmp_path)  # nothing lands in the checkout's results/
-    dataset, name, origins = make_source(tmp_path)
+    dataset, name, origins = _image_folder_source(tmp_path)
+    shape, class_names = (40, 48, 3), SORTED
     ckpt = tmp_path / "ckpt"
     # validation as large as the test split: one evaluation program serves both
     common = [*dataset, "--no-progress", "--validation-size", "10"]
@@ -416,3 +404,30 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
     assert "x' from the " in printed  # the sweep's examples, of the same 3 test images
     assert (tmp_path / "out" / "stages.png").stat().st_size > 0
     assert (tmp_path / "out" / "stages.pdf").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_tfds_source_trains_through_the_cli_and_records_its_origin(
+    tmp_path, monkeypatch, fast_compiles
+):
+    """The tfds flag as a command line takes it (--data-dir after --dataset counts): the
+    spec is derived from the builder (grayscale 36x36: n = 2) and the checkpoint records
+    the spec and where its data came from."""
+    from remix_jax import checkpoints, runtime
+    from train import classifier
+
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)  # process-wide
+    build_toy36(tmp_path / "tfds", {"train": toy36_split(20, 0), "test": toy36_split(6, 1)})
+    folder = tmp_path / "ckpt" / "tfds_toy36" / "classifier"
+    classifier.main(
+        ["--dataset", "tfds:toy36", "--data-dir", str(tmp_path / "tfds"), "--no-progress",
+         "--validation-size", "6", "--epochs", "1", "--batch-size", "8", "--width", "4",
+         "--checkpoint-dir", str(folder)]
+    )  # fmt: skip
+    spec = datasets.get("tfds_toy36")
+    assert (spec.image_shape, spec.class_names, spec.n_masks) == ((36, 36, 1), TOY36_CLASSES, 2)
+    meta = checkpoints.read_metadata(str(folder))
+    assert (meta["dataset"], meta["test"]["images"]) == ("tfds_toy36", 6)
+    assert meta["data_source"] == "tensorflow-datasets toy36:1.0.0"
+    assert datasets.spec_from_dict(meta["dataset_spec"]) == spec

@@ -206,7 +206,9 @@ def test_missing_magnet_gives_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_magnet_cli_trains_calibrates_and_loads(tmp_path, data_dir, monkeypatch, capsys):
+def test_train_magnet_cli_trains_calibrates_and_loads(
+    tmp_path, data_dir, monkeypatch, capsys, fast_compiles
+):
     from remix_jax.pretrained import load_magnet
     from train import magnet as train_magnet
 

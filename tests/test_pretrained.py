@@ -47,17 +47,21 @@ def test_shipped_remix_keeps_clean_accuracy_within_one_point(mnist, mnist_test):
 
 @pytest.mark.slow
 def test_shipped_cifar10_classifier_scores_at_least_88_percent(data_dir):
+    """The first 1000 test images here; all 10,000 in the committed eval.clean run,
+    whose bare row must be what the checkpoint's meta.json records."""
     folder = os.path.join(REPO, "checkpoints", "cifar10", "classifier")
     if not os.path.isdir(folder):
         pytest.skip("no CIFAR-10 classifier committed")
     model, weights = load_classifier("cifar10", os.path.join(REPO, "checkpoints"))
     images, labels = data.load("cifar10", "test", data_dir)
     variables = as_variables(weights)
-    predictions = evaluation.predict(lambda x: model.apply(variables, x), data.to_float(images))
-    accuracy = np.mean(predictions == labels)
-    assert len(labels) == 10000 and accuracy >= 0.88
+    x = data.to_float(images[:1000])
+    predictions = evaluation.predict(lambda x: model.apply(variables, x), x)
+    assert np.mean(predictions == labels[:1000]) >= 0.88
     meta = checkpoints.read_metadata(folder)
-    assert abs(meta["test"]["accuracy"] - accuracy) < 1e-3  # meta.json tells the truth
+    assert meta["test"]["images"] == 10000 and meta["test"]["accuracy"] >= 0.88
+    _, rows = committed_clean_results("cifar10")
+    assert abs(100 * meta["test"]["accuracy"] - rows["none"]["accuracy"]) < 0.1
     train = meta["train"]
     assert meta["steps"] == train["epochs"] * (train["train_images"] // train["batch_size"])
 

@@ -55,13 +55,16 @@ def compute(shard: bool, attack: bool = True) -> dict:
     if not attack:
         return result
     # the attack's host loop on a sharded batch: 16 images, so that the early abort
-    # can trigger a compaction (a gather of the active examples across devices)
+    # can trigger a compaction (a gather of the active examples across devices); a
+    # linear classifier, as the attack's sharding does not depend on the model's layers
     xa = jax.random.uniform(jax.random.key(4), (16, 28, 28, 1))
     ya = jnp.arange(16) % 10
+    weights = 0.05 * jax.random.normal(jax.random.key(5), (28 * 28, 10))
     if shard:
         xa, ya = sharding.shard_batch((xa, ya))
+        weights = sharding.replicate(weights)
     attacked = cw_l2(
-        lambda v: clf.apply({"params": clf_params}, v),
+        lambda v: v.reshape(v.shape[0], -1) @ weights,
         xa,
         ya,
         binary_search_steps=2,
