@@ -31,7 +31,8 @@ Time: each run is preceded by a warm-up, the same call with --warmup-steps steps
 (ours compiles there; reported separately); the timed call is the next one. The runs
 alternate (ours, then each reference, per loss) so that load from other processes
 falls on all of them alike. Writes <out>.json and <out>.md atomically after every run;
-``--render-only`` rewrites them from <out>.json's rows and per-image verdicts.
+``--render-only`` rewrites them from <out>.json's rows and per-image verdicts (the
+comparison and the tables: remix_jax.apgd_comparison).
 """
 
 from __future__ import annotations
@@ -42,12 +43,11 @@ import sys
 import time
 
 from bench.apgd_runs import IMPLEMENTATIONS
-from remix_jax import cli, datasets
+from remix_jax import apgd_comparison, cli, datasets
 from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, add_dataset_flag
 
 # the default budgets: where the bare classifier keeps 20-80% (issue 32)
 EPSILON = {"mnist": 0.1, "cifar10": 1 / 255}
-TOLERANCE = 1.0  # points of robust accuracy ours may lie above a reference's
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
         args.out = "results/bench/apgd_reference" + datasets.file_suffix(args.dataset)
     cli.check_output_path(args.out)
     if args.render_only:
-        render_only(args.out)
+        print(apgd_comparison.markdown(apgd_comparison.rerender(args.out)))
         return
     if args.epsilon is None:
         if args.dataset not in EPSILON:
@@ -142,21 +142,9 @@ def main(argv=None) -> None:
 
         net, port = checked_port(pre, logits_fn, x)
     header = {
-        "settings": {
-            "dataset": args.dataset,
-            "num_examples": len(x),
-            "images": f"the first {len(x)} test images",
-            "norm": "linf",
-            "epsilon": args.epsilon,
-            "steps": args.steps,
-            "restarts": 1,
-            "rho": 0.75,
-            "eot_draws": 1,
-            "seed": args.seed,
-            "warmup_steps": args.warmup_steps,
-            "art_eps_step": 2 * args.epsilon,
-            "art_batch_size": len(x),
-        },
+        "settings": apgd_comparison.settings(
+            args.dataset, len(x), args.epsilon, args.steps, args.seed, args.warmup_steps
+        ),
         "implementations": implementations,
         "clean_accuracy": 100.0 * float(clean.mean()),
         "torch_port": port,
@@ -169,205 +157,36 @@ def main(argv=None) -> None:
 def _measure(args, header: dict, run: dict, logits_fn, x, y) -> dict:
     """Warm-up and timed call of every implementation, judged alike; rewrites the result
     files after each; returns the last result written."""
+    from bench.apgd_runs import versions
     from remix_jax import attack_quality
 
     rows, per_example = [], {}
     payload = None
     for impl in header["implementations"]:
         who, loss = impl.split("-")
-        settings = (args.epsilon, args.steps, args.seed)
         print(f"[{time.strftime('%H:%M:%S')}] {impl} ...", flush=True)
         load = os.getloadavg()[0]
         start = time.perf_counter()
         run[who](x, y, loss, args.epsilon, args.warmup_steps, args.seed)
         warmup = time.perf_counter() - start
         start = time.perf_counter()
-        adv, own_robust = run[who](x, y, loss, *settings)
+        adv, own_robust = run[who](x, y, loss, args.epsilon, args.steps, args.seed)
         seconds = time.perf_counter() - start
         verdict = attack_quality.judge_in_ball(logits_fn, x, y, adv, args.epsilon)
-        row = {
-            "implementation": impl,
-            "loss": loss,
-            **attack_quality.summarise_in_ball(verdict),
-            "own_robust_accuracy": 100.0 * float(own_robust.mean()),
-            "seconds": round(seconds, 2),
-            "warmup_seconds": round(warmup, 2),
-            "load_before": round(load, 2),
-            "load_after": round(os.getloadavg()[0], 2),
-        }
+        row = apgd_comparison.run_row(
+            impl, verdict, own_robust, seconds, warmup, load, os.getloadavg()[0]
+        )
         rows.append(row)
-        per_example[impl] = {
-            "robust": verdict["robust"].tolist(),
-            "outside": verdict["outside"].tolist(),
-            "own_robust": own_robust.tolist(),
-        }
+        per_example[impl] = apgd_comparison.per_image(verdict, own_robust)
         print(
             f"  robust {row['robust_accuracy']:.1f}% (own verdict "
             f"{row['own_robust_accuracy']:.1f}%), {seconds:.1f} s, warm-up {warmup:.1f} s",
             flush=True,
         )
-        payload = result(header, rows, per_example, y)
-        write(args.out, payload)
-    print(markdown(payload))
+        payload = apgd_comparison.result(header, rows, per_example, y, versions())
+        apgd_comparison.write(args.out, payload)
+    print(apgd_comparison.markdown(payload))
     return payload
-
-
-def compare(rows: list, per_example: dict) -> list:
-    """Per loss and reference: ours vs the reference's robust accuracy and time.
-
-    Returns one dict per reference row with a run of ours on the same loss: loss,
-    reference, ours / reference robust accuracy (%), difference (ours - reference,
-    points), within (ours <= reference + TOLERANCE), broken_by_ours_only /
-    broken_by_reference_only (images robust to one and not the other), and
-    speedup (the reference's seconds / ours).
-    """
-    out = []
-    by_name = {r["implementation"]: r for r in rows}
-    for ref in rows:
-        ours = by_name.get(f"ours-{ref['loss']}")
-        if ref["implementation"].startswith("ours") or ours is None:
-            continue
-        mine = per_example[ours["implementation"]]["robust"]
-        theirs = per_example[ref["implementation"]]["robust"]
-        out.append(
-            {
-                "loss": ref["loss"],
-                "reference": ref["implementation"],
-                "ours": ours["robust_accuracy"],
-                "theirs": ref["robust_accuracy"],
-                "difference": round(ours["robust_accuracy"] - ref["robust_accuracy"], 6),
-                "within": ours["robust_accuracy"] <= ref["robust_accuracy"] + TOLERANCE,
-                "broken_by_ours_only": sum(t and not m for m, t in zip(mine, theirs, strict=True)),
-                "broken_by_reference_only": sum(
-                    m and not t for m, t in zip(mine, theirs, strict=True)
-                ),
-                "speedup": round(ref["seconds"] / ours["seconds"], 2),
-            }
-        )
-    return out
-
-
-def result(header: dict, rows: list, per_example: dict, labels) -> dict:
-    """A result file's content: header, rows, comparisons, versions, per-image verdicts,
-    labels and provenance."""
-    from bench.apgd_runs import versions
-    from remix_jax import provenance
-
-    return {
-        **header,
-        "rows": rows,
-        "comparisons": compare(rows, per_example),
-        "versions": versions(),
-        "per_example": per_example,
-        "labels": [int(v) for v in labels],
-        **provenance.stamp(),
-    }
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{v:.1f}%"
-
-
-def markdown(payload: dict) -> str:
-    """The result's tables (every number from ``payload``)."""
-    s = payload["settings"]
-    lines = [
-        "# APGD against the reference implementations",
-        "",
-        f"{s['dataset']}, {s['images']} (clean accuracy {payload['clean_accuracy']:.1f}%), "
-        f"L-inf epsilon {s['epsilon']:.6g}, {s['steps']} steps, {s['restarts']} restart, "
-        f"rho {s['rho']}, no EOT, seed {s['seed']}, the whole batch at once. Robust: the "
-        "returned image, projected into the ball and [0, 1], still classified correctly "
-        "by our JAX classifier. Seconds: the timed call, after a warm-up call of "
-        f"{s['warmup_steps']} steps (shown apart; ours compiles there).",
-        "",
-        "| implementation | robust accuracy | own network's verdict | returned outside "
-        "the ball | seconds | warm-up seconds | load average (1 min) before / after |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in payload["rows"]:
-        lines.append(
-            f"| {r['implementation']} | {_pct(r['robust_accuracy'])} | "
-            f"{_pct(r['own_robust_accuracy'])} | {r['outside']} | {r['seconds']:.1f} | "
-            f"{r['warmup_seconds']:.1f} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
-        )
-    if payload["comparisons"]:
-        lines += [
-            "",
-            f"Ours against each reference (within: ours at most {TOLERANCE:g} point above):",
-            "",
-            "| loss | reference | ours | reference | ours - reference | within | broken by "
-            "ours only | by the reference only | time: reference / ours |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for c in payload["comparisons"]:
-            lines.append(
-                f"| {c['loss']} | {c['reference']} | {_pct(c['ours'])} | {_pct(c['theirs'])} | "
-                f"{c['difference']:+.1f} | {'yes' if c['within'] else 'NO'} | "
-                f"{c['broken_by_ours_only']} | {c['broken_by_reference_only']} | "
-                f"{c['speedup']:.2f}x |"
-            )
-    port = payload.get("torch_port")
-    v = payload["versions"]
-    lines += ["", "Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v) if k != "executable")]
-    if port:
-        lines.append(
-            f"Torch port: max |logit difference| {port['max_abs_logit_diff']:.1e} on "
-            f"{port['images_checked']} images; torch threads {port['torch_threads']}."
-        )
-    if payload.get("official"):
-        lines.append(
-            "Official code: fra31/auto-attack, autopgd_base.py SHA-256 "
-            f"{payload['official']['autopgd_base_sha256'][:16]}..."
-        )
-    lines += [
-        "",
-        f"Command: `{payload['command']}`  ",
-        f"Machine: {payload['machine']}; commit {payload['git_commit']}; {payload['date']}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def summary_table(payloads: list) -> str:
-    """RESULTS.md's table: per dataset, loss and reference, robust accuracies and times
-    (every number from the result files ``payloads``)."""
-    lines = [
-        "| dataset, epsilon | loss | ours | reference | reference's robust accuracy "
-        "| ours - reference | seconds: ours / reference | reference / ours |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for payload in payloads:
-        s = payload["settings"]
-        seconds = {r["implementation"]: r["seconds"] for r in payload["rows"]}
-        for c in payload["comparisons"]:
-            lines.append(
-                f"| {s['dataset']}, {s['epsilon']:.4g} | {c['loss']} | {_pct(c['ours'])} | "
-                f"{c['reference']} | {_pct(c['theirs'])} | {c['difference']:+.1f} | "
-                f"{seconds['ours-' + c['loss']]:.1f} / {seconds[c['reference']]:.1f} | "
-                f"{c['speedup']:.2f}x |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def write(out: str, payload: dict) -> None:
-    """``<out>.json`` and ``<out>.md``, each atomically."""
-    from remix_jax.result_files import write_json, write_text
-
-    write_json(out + ".json", payload)
-    write_text(out + ".md", markdown(payload))
-
-
-def render_only(out: str) -> None:
-    """Recomputes the comparisons of a stored run from its rows and per-image verdicts
-    and rewrites <out>.json / .md; the run's own provenance is kept."""
-    import json
-
-    with open(out + ".json") as f:
-        payload = json.load(f)
-    payload["comparisons"] = compare(payload["rows"], payload["per_example"])
-    write(out, payload)
-    print(markdown(payload))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Shared bench plumbing: the shipped models and images, timing, atomic result files."""
+"""Shared bench plumbing: the shipped models and images, atomic result files."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
+
+from remix_jax.timing import timed  # noqa: F401  (the benches import the timer from here)
 
 
 def setup(dataset: str, num_examples: int, data_dir: str | None = None):
@@ -17,16 +18,6 @@ def setup(dataset: str, num_examples: int, data_dir: str | None = None):
     x = data.to_float(images[: 2 * num_examples + 100])
     right = evaluation.predict(pre.logits_fn, x) == labels[: len(x)]
     return pre, x[right][:num_examples], labels[: len(x)][right][:num_examples]
-
-
-def timed(fn, *args, **kwargs):
-    """(result, seconds) with the result's arrays ready."""
-    import jax
-
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    jax.block_until_ready(out)
-    return out, time.perf_counter() - start
 
 
 def write_json(path: str, payload: dict) -> None:

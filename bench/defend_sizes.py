@@ -16,7 +16,8 @@ before each size (the machine's practical ceiling at that moment: the CPU may be
 shared, so the JSON also records the load average at the start and the end).
 
 Writes results/bench/defend_sizes_<platform>.json and .md atomically (--out) and
-prints each row as it is measured.
+prints each row as it is measured (the measurement and the table:
+remix_jax.defend_speed).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import os
 import re
 import time
 
-from bench import common
 from remix_jax.cli import HelpFormatter, check_output_path, nonnegative_int, positive_int
 
 DEFAULT_SIZES = ("28x28x1", "32x32x3", "64x64x3", "224x224x3")
@@ -65,122 +65,26 @@ def derived_dataset(shape: tuple[int, int, int]) -> str:
     return name
 
 
-def flops_per_image(params, key, x) -> float:
-    """XLA's FLOP count of one pass of ``defend`` over (B, H, W, C) ``x``, per image."""
-    import jax
-
-    from remix_jax import defend
-
-    one_pass = jax.jit(lambda p, k, v: defend(p, k, v, chunk=None))
-    cost = one_pass.lower(params, key, x).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost["flops"]) / x.shape[0]
-
-
-def time_defend(params, key, x, repeats: int) -> tuple[float, list[float]]:
-    """(seconds of the warm-up call, the timed calls' seconds) of jitted ``defend``."""
-    import jax
-
-    from remix_jax import defend
-
-    run = jax.jit(lambda p, k, v: defend(p, k, v))  # chunk="auto", what users get
-    _, warm_up = common.timed(run, params, key, x)
-    return warm_up, [common.timed(run, params, key, x)[1] for _ in range(repeats)]
-
-
-def matmul_ceiling(repeats: int) -> float:
-    """GFLOP/s of a jitted 2048 x 2048 float32 matmul, median of ``repeats`` calls."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    a = jax.random.normal(jax.random.key(1), (2048, 2048), jnp.float32)
-    matmul = jax.jit(jnp.matmul)
-    common.timed(matmul, a, a)
-    seconds = float(np.median([common.timed(matmul, a, a)[1] for _ in range(repeats)]))
-    return 2 * 2048**3 / seconds / 1e9
-
-
 def measure(shape, batches, repeats: int, ceiling: float, seed: int) -> tuple[dict, list[dict]]:
     """(the networks' description, one row per batch size) for images of ``shape``."""
     import jax
-    import numpy as np
 
-    from remix_jax import components, datasets, objectives
-    from remix_jax.defense import CPU_CHUNK
+    from remix_jax import components, defend_speed
 
-    dataset = derived_dataset(shape)
-    params = components.init_remix(jax.random.key(seed), dataset)
-    network = {
-        "image_shape": list(shape),
-        "n_masks": datasets.get(dataset).n_masks,
-        "reformer": params.reformer_config.to_dict(),
-        "inpainter": params.inpainter_config.to_dict(),
-        "parameters": objectives.param_count(params.reformer)
-        + objectives.param_count(params.inpainter),
-    }
-    chunk = CPU_CHUNK if jax.default_backend() == "cpu" else None
-    name = "{}x{}x{}".format(*shape)
+    params = components.init_remix(jax.random.key(seed), derived_dataset(shape))
     rows = []
     for batch in batches:
         image_key, defend_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), batch))
         x = jax.random.uniform(image_key, (batch, *shape))
-        flops = flops_per_image(params, defend_key, x)
-        warm_up, times = time_defend(params, defend_key, x, repeats)
-        seconds = float(np.median(times))
-        achieved = flops * batch / seconds / 1e9
-        rows.append(
-            {
-                "image": name,
-                "n_masks": network["n_masks"],
-                "batch": batch,
-                "chunk": chunk,
-                "warm_up_seconds": round(warm_up, 3),
-                "seconds": round(seconds, 5),
-                "timed_seconds": [round(t, 5) for t in times],
-                "images_per_s": round(batch / seconds, 2),
-                "flops_per_image": round(flops),
-                "gflop_per_s": round(achieved, 1),
-                "ceiling_gflop_per_s": round(ceiling, 1),
-                "fraction_of_ceiling": round(achieved / ceiling, 3),
-            }
-        )
+        row = defend_speed.batch_row(params, defend_key, x, repeats, ceiling)
+        rows.append(row)
         print(
-            f"{name} batch {batch}: {batch / seconds:,.2f} images/s, "
-            f"{flops / 1e9:.3f} GFLOP/image, {achieved:.1f} GFLOP/s "
-            f"(warm-up {warm_up:.1f} s)",
+            f"{row['image']} batch {batch}: {row['images_per_s']:,.2f} images/s, "
+            f"{row['flops_per_image'] / 1e9:.3f} GFLOP/image, {row['gflop_per_s']:.1f} GFLOP/s "
+            f"(warm-up {row['warm_up_seconds']:.1f} s)",
             flush=True,
         )
-    return network, rows
-
-
-def markdown(result: dict) -> str:
-    """The result as a Markdown table with its provenance."""
-    lines = [
-        "# `defend()` at bigger images",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}  ",
-        f"jax {result['jax']}, jaxlib {result['jaxlib']}, commit {result['git_commit']}, "
-        f"{result['date']}  ",
-        f"REMIX: reformer + n masks, K = 1, with the defaults derived for an unknown dataset "
-        f"of each size; {result['weights']}.  ",
-        f"Median of {result['repeats']} timed calls after a warm-up call; FLOPs from XLA's "
-        "cost analysis; ceiling: a 2048 x 2048 float32 matmul timed before each size. "
-        f"Bench wall time {result['wall_seconds']} s; 1-minute "
-        f"load average {result['load_average'][0]} at the start, {result['load_average'][1]} "
-        "at the end.",
-        "",
-        "| image | n | batch | images/s | GFLOP/image | GFLOP/s | ceiling GFLOP/s | of ceiling |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['image']} | {row['n_masks']} | {row['batch']} | {row['images_per_s']:,} "
-            f"| {row['flops_per_image'] / 1e9:.3f} | {row['gflop_per_s']} "
-            f"| {row['ceiling_gflop_per_s']} | {row['fraction_of_ceiling']:.0%} |"
-        )
-    return "\n".join(lines) + "\n"
+    return defend_speed.network(params, shape), rows
 
 
 def main(argv=None) -> None:
@@ -218,7 +122,8 @@ def main(argv=None) -> None:
     import jax
     import jaxlib
 
-    from remix_jax import provenance, result_files
+    from remix_jax import defend_speed, provenance, result_files
+    from remix_jax.timing import matmul_ceiling
 
     out = args.out or os.path.join("results", "bench", f"defend_sizes_{jax.default_backend()}")
     check_output_path(out)  # before minutes of timing
@@ -246,7 +151,7 @@ def main(argv=None) -> None:
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     result_files.write_json(out + ".json", result)
-    result_files.write_text(out + ".md", markdown(result))
+    result_files.write_text(out + ".md", defend_speed.markdown(result))
     print(f"-> {out}.json, {out}.md")
 
 

@@ -37,10 +37,9 @@ then watches the loss summed over the batch (ours: per example, as the original
 batch-size-1 code). Wall seconds include JIT compilation (ours compiles once per
 attack and shape; the second kappa reuses it).
 
-Writes <out>.json (per-example numbers, versions, provenance) and <out>.md, atomically
-(after every run, so an interrupted bench keeps what it measured; bench.reference_report).
-``--render-only`` recomputes the tables from the per-example numbers of an existing
-<out>.json.
+Writes <out>.json (per-example numbers, versions, provenance) and <out>.md atomically
+after every run, so an interrupted bench keeps what it measured (the result and its
+tables: remix_jax.cw_ead_comparison); ``--render-only`` recomputes them from <out>.json.
 """
 
 from __future__ import annotations
@@ -49,8 +48,8 @@ import argparse
 import sys
 import time
 
-from bench.reference_runs import IMPLEMENTATIONS
-from remix_jax import datasets
+from bench import reference_runs
+from remix_jax import cw_ead_comparison, datasets
 from remix_jax.cli import (
     DATA_DIR_HELP,
     HelpFormatter,
@@ -62,14 +61,6 @@ from remix_jax.cli import (
     positive_int,
     search_steps,
 )
-
-
-def _budget(text: str) -> tuple[int, int]:
-    """``"5x500"`` -> (5, 500), our search steps x iterations (the type of --ours-budgets)."""
-    steps, sep, iterations = text.partition("x")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected STEPSxITERATIONS like 5x500, got {text!r}")
-    return search_steps(steps), attack_iterations(iterations)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,13 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--implementations",
         nargs="+",
-        choices=IMPLEMENTATIONS,
+        choices=reference_runs.IMPLEMENTATIONS,
         default=None,
         help="default: ours and every reference whose package is installed",
     )
     p.add_argument(
         "--ours-budgets",
-        type=_budget,
+        type=reference_runs.budget,
         nargs="*",
         default=[],
         metavar="STEPSxITERATIONS",
@@ -148,9 +139,7 @@ def main(argv=None) -> None:
     if args.out is None:
         args.out = "results/bench/reference_attacks" + (datasets.file_suffix(args.dataset))
     if args.render_only:
-        from bench.reference_report import render_only
-
-        render_only(args.out)
+        print(cw_ead_comparison.markdown(cw_ead_comparison.rerender(args.out)))
         return
     check_output_path(args.out)
 
@@ -160,42 +149,32 @@ def main(argv=None) -> None:
     import jax
     import numpy as np
 
-    from bench import advertorch_runs, reference_runs
     from bench.common import setup
-    from bench.reference_report import markdown, settings
 
-    budgets = args.ours_budgets
     args.implementations = reference_runs.choose(args.implementations)
-    fb = None
-    if any(i.startswith("foolbox") for i in args.implementations):
-        import foolbox as fb
-
     pre, x, y = setup(args.dataset, args.num_examples, args.data_dir)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
     if len(x) < args.num_examples:
         sys.exit(f"error: only {len(x)} correctly classified images found")
     logits_fn = jax.jit(pre.logits_fn)
-    port, at, net = {}, None, None
-    if any(i.startswith(("advertorch", "foolboxtorch")) for i in args.implementations):
-        at, net, port = advertorch_runs.torch_side(pre, logits_fn, x)
-    runners, names = reference_runs.runners(args, pre, logits_fn, x, y, budgets, fb, at, net)
+    runners, names, port = reference_runs.runners(args, pre, logits_fn, x, y)
     header = {
-        "settings": settings(args, len(x)),
+        "settings": reference_runs.settings(args, len(x)),
         "implementations": names,
         "torch_port": port or None,
     }
     payload = _measure(args, header, runners, logits_fn, x, y)
-    print(markdown(payload))
+    print(cw_ead_comparison.markdown(payload))
 
 
 def _measure(args, header: dict, runners: dict, logits_fn, x, y) -> dict:
     """Runs and judges every implementation at every kappa, rewriting the result files
     after each run; returns the last result written."""
-    from bench.reference_report import fmt, result, result_row, write
     from remix_jax import attack_quality
+    from remix_jax.cw_ead_comparison import fmt, result, write
 
-    rows, per_example, verdicts = [], {}, {}
+    verdicts, seconds = {}, {}
     for kappa in args.confidences:
         for impl in header["implementations"]:
             print(f"[{time.strftime('%H:%M:%S')}] {impl} kappa={kappa} ...", flush=True)
@@ -203,19 +182,15 @@ def _measure(args, header: dict, runners: dict, logits_fn, x, y) -> dict:
                 runners[impl](kappa)  # compiles every shape the timed run will meet
             start = time.perf_counter()
             adv = runners[impl](kappa)
-            seconds = time.perf_counter() - start
-            v = attack_quality.judge(logits_fn, x, y, adv, kappa)
-            verdicts[(impl, kappa)] = v
-            attack = impl.split("-")[1].split("@")[0]
-            row = result_row(impl, attack, kappa, v, args.beta, round(seconds, 1))
-            rows.append(row)
-            per_example[f"{impl}@{kappa:g}"] = attack_quality.verdict_to_lists(v)
+            seconds[(impl, kappa)] = round(time.perf_counter() - start, 1)
+            verdicts[(impl, kappa)] = attack_quality.judge(logits_fn, x, y, adv, kappa)
+            payload = result(header, verdicts, seconds, y, reference_runs.versions())
+            row = payload["rows"][-1]
             print(
                 f"  success {row['success_rate']:.3f}  mean L2 {fmt(row['mean_l2'])}  "
-                f"mean L1 {fmt(row['mean_l1'])}  {seconds:.1f}s",
+                f"mean L1 {fmt(row['mean_l1'])}  {row['seconds']:.1f}s",
                 flush=True,
             )
-            payload = result(header, rows, verdicts, per_example, y, args.beta, args.decision_rule)
             write(args.out, payload)
     return payload
 

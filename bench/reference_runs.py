@@ -2,16 +2,19 @@
 
 Each runner takes kappa and returns the (N, H, W, C) float32 numpy images the
 implementation returned, for :func:`remix_jax.attack_quality.judge`. The references run
-the whole batch at once (their usual use); advertorch and ``foolboxtorch-*`` run on the
-torch port of :mod:`bench.advertorch_runs`.
+the whole batch at once (their usual use; :mod:`bench.foolbox_runs`,
+:mod:`bench.advertorch_runs`); advertorch and ``foolboxtorch-*`` run on the torch port
+of :mod:`bench.advertorch_runs`.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import sys
 
 from bench import advertorch_runs
+from remix_jax.cli import attack_iterations, search_steps
 
 IMPLEMENTATIONS = (
     "ours-cw",
@@ -35,6 +38,15 @@ PACKAGES = (
     "torch",
     "advertorch",
 )
+
+
+def budget(text: str) -> tuple[int, int]:
+    """``"5x500"`` -> (5, 500), our search steps x iterations (the type of
+    ``--ours-budgets``, whose runs :func:`runners` names ``ours-cw@5x500``)."""
+    steps, sep, iterations = text.partition("x")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected STEPSxITERATIONS like 5x500, got {text!r}")
+    return search_steps(steps), attack_iterations(iterations)
 
 
 def available(package: str) -> bool:
@@ -86,6 +98,21 @@ def search_settings(args) -> dict:
     )
 
 
+def settings(args, num_examples: int) -> dict:
+    """The settings a result records, from the flags and the number of images."""
+    return {
+        **search_settings(args),
+        "beta": args.beta,
+        "decision_rule": args.decision_rule,
+        "abort_early": args.abort_early,
+        "targeted": False,
+        "dataset": args.dataset,
+        "ours_warm": args.warm,
+        "num_examples": num_examples,
+        "confidences": args.confidences,
+    }
+
+
 def run_ours(which, logits_fn, x, y, kappa, args, **budget):
     """Our ``cw_l2`` / ``ead`` (``which``) at the flags' settings; ``budget`` overrides
     binary_search_steps / max_iterations."""
@@ -111,54 +138,22 @@ def run_ours(which, logits_fn, x, y, kappa, args, **budget):
     return np.asarray(jax.block_until_ready(r.adversarial))
 
 
-def run_foolbox(fb, logits_fn, net, x, y, kappa, which, args, on_torch=False):
-    """Foolbox's CW / EAD on a JAXModel of ``logits_fn``, or (``on_torch``) on a
-    PyTorchModel of the torch port ``net``."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+def runners(args, pre, logits_fn, x, y):
+    """({run name: function of kappa -> adversarial images}, the run names in order, the
+    torch port's check or None).
 
-    model = (
-        fb.PyTorchModel(net.eval(), bounds=(0, 1))
-        if on_torch
-        else fb.JAXModel(logits_fn, bounds=(0, 1))
-    )
-    shared = dict(
-        binary_search_steps=args.binary_search_steps,
-        steps=args.max_iterations,
-        confidence=kappa,
-        initial_const=args.initial_const,
-        abort_early=args.abort_early,
-    )
-    if which == "cw":
-        attack = fb.attacks.L2CarliniWagnerAttack(stepsize=args.learning_rate, **shared)
-    else:
-        attack = fb.attacks.EADAttack(
-            initial_stepsize=args.learning_rate,
-            regularization=args.beta,
-            decision_rule=args.decision_rule,
-            **shared,
-        )
-    if on_torch:
-        import torch
-
-        adv = attack.run(
-            model,
-            torch.from_numpy(x.copy()),
-            fb.criteria.Misclassification(torch.from_numpy(y.astype(np.int64))),
-        )
-        return adv.detach().numpy().astype(np.float32)
-    adv = attack.run(model, jnp.asarray(x), fb.criteria.Misclassification(jnp.asarray(y)))
-    return np.asarray(jax.block_until_ready(adv))
-
-
-def runners(args, pre, logits_fn, x, y, budgets, fb=None, at=None, net=None):
-    """({run name: function of kappa -> adversarial images}, the run names in order).
-
-    ``fb``: the foolbox module; ``at``, ``net``: :func:`bench.advertorch_runs.torch_side`'s.
     The names are ``args.implementations``, each of ours followed by its smaller
-    ``budgets`` ((steps, iterations) pairs), named ``ours-cw@5x500``.
+    ``args.ours_budgets`` ((steps, iterations) pairs), named ``ours-cw@5x500``. Foolbox
+    is imported, and advertorch with the checked torch port
+    (:func:`bench.advertorch_runs.torch_side`) built, only where a run needs them.
     """
+    from bench.foolbox_runs import run_foolbox
+
+    fb, at, net, port = None, None, None, None
+    if any(i.startswith("foolbox") for i in args.implementations):
+        import foolbox as fb
+    if any(i.startswith(("advertorch", "foolboxtorch")) for i in args.implementations):
+        at, net, port = advertorch_runs.torch_side(pre, logits_fn, x)
     out = {
         "ours-cw": lambda k, **b: run_ours("cw", pre.logits_fn, x, y, k, args, **b),
         "ours-ead": lambda k, **b: run_ours("ead", pre.logits_fn, x, y, k, args, **b),
@@ -170,7 +165,7 @@ def runners(args, pre, logits_fn, x, y, budgets, fb=None, at=None, net=None):
         "foolboxtorch-ead": lambda k: run_foolbox(fb, logits_fn, net, x, y, k, "ead", args, True),
     }
     implementations = list(args.implementations)
-    for steps, iterations in budgets:
+    for steps, iterations in args.ours_budgets:
         for impl in args.implementations:
             if impl.startswith("ours-"):
                 name = f"{impl}@{steps}x{iterations}"
@@ -178,4 +173,4 @@ def runners(args, pre, logits_fn, x, y, budgets, fb=None, at=None, net=None):
                     k, binary_search_steps=s, max_iterations=i
                 )
                 implementations.insert(implementations.index(impl) + 1, name)
-    return out, implementations
+    return out, implementations, port

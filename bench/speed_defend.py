@@ -124,7 +124,7 @@ def _torch_row(remix, key, x, run, flops: float, repeats: int, ceiling: float) -
     import jax
     import numpy as np
 
-    from bench.torch_ports import torch_defense
+    from bench.torch_remix import torch_defense
     from remix_jax.masking import batch_random_masks
 
     h, w, c = x.shape[1:]

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from bench import apgd_reference
+from remix_jax import apgd_comparison
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = [
@@ -43,7 +44,7 @@ def test_committed_result_ours_within_one_point_of_every_reference(path):
         assert row["robust"] == sum(robust)
         assert row["robust_accuracy"] == pytest.approx(100.0 * sum(robust) / n)
         assert row["outside"] == 0, f"{row['implementation']} returned images outside the ball"
-    comparisons = apgd_reference.compare(payload["rows"], payload["per_example"])
+    comparisons = apgd_comparison.compare(payload["rows"], payload["per_example"])
     assert payload["comparisons"] == comparisons
     assert len(comparisons) == len(payload["rows"]) - 2  # every reference, per loss
     for c in comparisons:
@@ -55,11 +56,11 @@ def test_committed_result_ours_within_one_point_of_every_reference(path):
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.stem)
 def test_committed_tables_follow_from_the_result(path):
     payload = _load(path)
-    assert path.with_suffix(".md").read_text() == apgd_reference.markdown(payload)
+    assert path.with_suffix(".md").read_text() == apgd_comparison.markdown(payload)
 
 
 def test_results_md_table_is_rendered_from_the_result_files():
-    table = apgd_reference.summary_table([_load(p) for p in RESULTS])
+    table = apgd_comparison.summary_table([_load(p) for p in RESULTS])
     assert table in (ROOT / "RESULTS.md").read_text()
 
 
@@ -80,10 +81,10 @@ def test_compare_flags_ours_more_than_one_point_above_a_reference():
         "ours-ce": {"robust": [True, True, False, False]},
         "art-ce": {"robust": [True, False, True, False]},
     }
-    (c,) = apgd_reference.compare(_rows(51.0, 50.0), per_example)
+    (c,) = apgd_comparison.compare(_rows(51.0, 50.0), per_example)
     assert c["within"] and c["difference"] == 1.0 and c["speedup"] == 3.0
     assert (c["broken_by_ours_only"], c["broken_by_reference_only"]) == (1, 1)
-    (c,) = apgd_reference.compare(_rows(51.5, 50.0), per_example)
+    (c,) = apgd_comparison.compare(_rows(51.5, 50.0), per_example)
     assert not c["within"]
 
 

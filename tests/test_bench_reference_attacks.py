@@ -4,8 +4,10 @@ import json
 import pathlib
 import shutil
 
-from bench import reference_attacks, reference_report
-from remix_jax import attack_quality
+import pytest
+
+from bench import reference_attacks
+from remix_jax import attack_quality, cw_ead_comparison
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,7 @@ def test_ead_is_judged_by_its_decision_rule_and_no_match_is_reported():
     ]
     (q,) = attack_quality.to_quality(rows, "EN")
     assert q["metric"] == "mean_en" and q["ours"] is None and q["speedup"] is None
-    assert "none matches" in reference_report.markdown(
+    assert "none matches" in cw_ead_comparison.markdown(
         {
             "settings": {
                 "num_examples": 100,
@@ -85,3 +87,11 @@ def test_render_only_reproduces_the_committed_tables(tmp_path):
         assert rendered[key] == committed[key], key
     md = (tmp_path / f"{name}.md").read_text()
     assert md == (ROOT / f"results/bench/{name}.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("results/bench/reference_attacks*.json")), ids=lambda p: p.stem
+)
+def test_every_committed_table_follows_from_its_result(path):
+    payload = json.loads(path.read_text())
+    assert path.with_suffix(".md").read_text() == cw_ead_comparison.markdown(payload)
