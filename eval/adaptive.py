@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 from remix_jax import adaptive_plan, attack_registry, cli, datasets
@@ -62,8 +61,7 @@ def parse(argv):
     defenses, threats = adaptive_plan.DEFENSES, adaptive_plan.THREATS
     p.add_argument("--defenses", nargs="+", choices=defenses, default=[defenses[-1]])
     p.add_argument("--threats", nargs="+", choices=threats, default=["oblivious", "eot"])
-    first = "first N test images the bare classifier gets right"
-    p.add_argument("--num-examples", type=cli.positive_int, default=100, help=first)
+    cli.add_evaluation_flags(p, num_examples=100, num_keys=10, keys="evaluation keys")
     p.add_argument("--samples", type=cli.positive_int, default=4, help="EOT: draws per step (R)")
     p.add_argument("--steps", type=cli.attack_iterations, default=100, help="PGD steps")
     # margin, not cross-entropy: the MNIST classifier's logits (gaps of 20+) saturate the
@@ -76,7 +74,6 @@ def parse(argv):
     p.add_argument("--initial-const", type=cli.positive_float, default=1.0, help="CW/EAD first c")
     p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
-    p.add_argument("--num-keys", type=cli.positive_int, default=10, help="evaluation keys")
     p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
     p.add_argument("--sanity", action="store_true", help="add the sanity-check runs")
     p.add_argument(
@@ -121,22 +118,22 @@ def parse(argv):
     )
     cli.add_source_flags(p)
     cli.add_classifier_flag(p)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--out", default=None)
+    cli.add_output_flags(
+        p,
+        out="results/<dataset>/adaptive-<attack>[-<norm>]",
+        cache="results/<dataset>/cache/adaptive",
+    )
     args = p.parse_args(argv)
     cli.require_with_classifier(p, args, "--out", "--cache-dir")
     spec = datasets.get(args.dataset)
     if args.detector_drop_rate is None:
         args.detector_drop_rate = spec.detector_drop_rates[0]
     epsilon = attack_registry.get(args.attack).budget == "epsilon"
-    if "eot-warm" in args.threats and not epsilon:
-        p.error("--threats eot-warm needs an epsilon attack (CW/EAD search from x itself)")
     if args.budgets is None:
         args.budgets = list(spec.pgd_budgets[args.norm]) if epsilon else [0.0]
-    if epsilon and min(args.budgets) == 0:
-        p.error("--budgets must be > 0 for an epsilon attack")
-    if epsilon and args.norm == "linf" and max(args.budgets) >= 1:
-        p.error("an L-inf budget >= 1 allows any image in [0, 1]: --budgets must be < 1")
+    problem = adaptive_plan.budget_problem(epsilon, args.norm, args.budgets, args.threats)
+    if problem:
+        p.error(problem)
     return args
 
 
@@ -157,32 +154,22 @@ def main(argv=None) -> None:
     runtime.use_full_precision()
     from tqdm import tqdm
 
-    from remix_jax import adaptive_eval, adaptive_report, data, evaluation, progress, provenance
-    from remix_jax.pretrained import load_pretrained
+    from remix_jax import adaptive_eval, adaptive_report, eval_inputs, progress, provenance
 
     setup = adaptive_plan.AdaptiveSetup.from_args(args)
-    try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root, classifier=args.classifier)
-        split = data.load_split(args.dataset, "test", args.data_dir)
-    except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        sys.exit(f"error: {e}")
     started = time.time()
-    x_all = data.to_float(split.images)
-    chosen = evaluation.first_correct(pre.logits_fn, x_all, split.labels, args.num_examples)
-
-    def validation():
-        train = data.load_split(args.dataset, "train", args.data_dir)
-        return data.to_float(train.images[-args.validation_size :])
+    inputs = cli.load_eval_inputs(args)
+    pre = inputs.pretrained
 
     run = adaptive_eval.AdaptiveEvaluation(
         setup,
         pre.logits_fn,
         pre.remix,
-        x_all[chosen],
-        split.labels[chosen],
-        chosen.tolist(),
+        inputs.x,
+        inputs.y,
+        inputs.chosen.tolist(),
         args.cache_dir or os.path.join("results", args.dataset, "cache", "adaptive"),
-        validation,
+        lambda: eval_inputs.validation_images(args.dataset, args.validation_size, args.data_dir)[0],
     )
     runs = tqdm(adaptive_plan.plan(setup), desc=f"adaptive {args.attack}")
     # every scored run is kept until the result is written: a killed scoring resumes
@@ -203,12 +190,11 @@ def main(argv=None) -> None:
             "seed": args.seed,
         },
         **pre.classifier_entry(),
-        "num_examples": len(chosen),
+        "num_examples": len(inputs.chosen),
         "num_keys": args.num_keys,
         **scored,  # clean, rows, worst_case, detector
-        "data_source": split.source,
-        "wall_seconds": round(time.time() - started, 1),
-        **provenance.stamp(),
+        "data_source": inputs.split.source,
+        **provenance.finished(started),
     }
     print(adaptive_report.markdown(result))
     provenance.write_unless_reproduced(check, result, adaptive_report.write_outputs)

@@ -22,31 +22,20 @@ images. Writes results/<dataset>/detector-<attack>[-<preset>][-misclassified].js
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from remix_jax import adversarial_cache, attack_registry, datasets, runtime
+from remix_jax import adversarial_cache, attack_registry, cli, datasets, runtime
 from remix_jax import detector_report as report
-from remix_jax.cli import (
-    HelpFormatter,
-    add_classifier_flag,
-    add_dataset_flag,
-    add_source_flags,
-    check_output_path,
-    fraction,
-    nonnegative_float,
-    positive_float,
-    positive_int,
-    require_with_classifier,
-)
 from remix_jax.detector_report import VARIANTS
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
+    )
     p.add_argument("--attack", choices=attack_registry.names("confidence"), required=True)
-    add_dataset_flag(p)
+    cli.add_dataset_flag(p)
     p.add_argument(
         "--preset",
         choices=sorted(attack_registry.PRESETS),
@@ -62,17 +51,17 @@ def parse(argv):
     )
     p.add_argument(
         "--confidences",
-        type=nonnegative_float,
+        type=cli.nonnegative_float,
         nargs="+",
         default=None,
         help="kappas to score (default: every finished cache)",
     )
     p.add_argument(
-        "--num-keys", type=positive_int, default=5, help="keys (mask draws) per REMIX score"
+        "--num-keys", type=cli.positive_int, default=5, help="keys (mask draws) per REMIX score"
     )
     p.add_argument(
         "--drop-rates",
-        type=fraction,
+        type=cli.fraction,
         nargs="+",
         default=None,
         help="clean validation rejection rates; the first is the headline (default: "
@@ -82,24 +71,27 @@ def parse(argv):
         )
         + ")",
     )
-    p.add_argument("--temperature", type=positive_float, default=10.0, help="T of the JSD scores")
+    p.add_argument(
+        "--temperature", type=cli.positive_float, default=10.0, help="T of the JSD scores"
+    )
     p.add_argument(
         "--validation-size",
-        type=positive_int,
+        type=cli.positive_int,
         default=5000,
         help="last N training images, the clean calibration set",
     )
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    p.add_argument("--batch-size", type=positive_int, default=250)
-    add_source_flags(p)
-    add_classifier_flag(p)
-    p.add_argument("--cache-dir", default=None, help="default: eval.sweep's for the preset")
-    p.add_argument("--out", help="default: results/<dataset>/detector-<attack>[-<preset>]")
+    p.add_argument("--batch-size", type=cli.positive_int, default=250)
+    cli.add_source_flags(p)
+    cli.add_classifier_flag(p)
+    cli.add_output_flags(
+        p, out="results/<dataset>/detector-<attack>[-<preset>]", cache="eval.sweep's for the preset"
+    )
     p.add_argument(
         "--render-only", action="store_true", help="rewrite the .md and .png from <out>.json"
     )
     args = p.parse_args(argv)
-    require_with_classifier(p, args, "--out", "--cache-dir")
+    cli.require_with_classifier(p, args, "--out", "--cache-dir")
     if args.drop_rates is None:
         args.drop_rates = list(datasets.get(args.dataset).detector_drop_rates)
     if args.validation_size * min(args.drop_rates) < 1:
@@ -131,33 +123,27 @@ def main(argv=None) -> None:
     name = args.attack + ("-targeted" if args.targeted else "")
     out = args.out or report.default_out(args.dataset, name, args.preset, args.positives)
     if args.render_only:
-        if not os.path.isfile(out + ".json"):
-            sys.exit(f"error: --render-only needs {out}.json")
-        report.render_again(out)
-        print(f"-> {out}.md / .png")
-        return
-    check_output_path(out)
+        return cli.render_only(out, report.render_again, ".md / .png")
+    cli.check_output_path(out)
     runtime.configure()
     runtime.use_full_precision()
     import jax
 
-    from remix_jax import components, data, evaluation, progress, provenance, training
+    from remix_jax import components, data, eval_inputs, evaluation, progress, provenance
     from remix_jax.pretrained import load_magnet, load_pretrained
 
     started = time.time()
     folder, caches = _caches(args, name)
-    try:
+    with cli.exit_on_load_errors():
         pre = load_pretrained(args.dataset, args.checkpoint_root, classifier=args.classifier)
         magnet = load_magnet(args.dataset, args.checkpoint_root)
         test = data.load_split(args.dataset, "test", args.data_dir)
-        train = data.load_split(args.dataset, "train", args.data_dir)
-        _, (val_images, _) = training.holdout(train.images, train.labels, args.validation_size)
+        x_val, train_source = eval_inputs.validation_images(
+            args.dataset, args.validation_size, args.data_dir
+        )
         crafted, indices, settings = report.read_crafted(caches)
         pre.check_crafted_on(settings, folder)
-    except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        sys.exit(f"error: {e}")
     x_clean, y = data.to_float(test.images)[indices], test.labels[indices]
-    x_val = data.to_float(val_images)
     targeted = bool(settings.get("targeted", False))
     positive, rows = report.check_positives(
         pre.logits_fn, crafted, y, datasets.get(args.dataset).num_classes, targeted, args.positives
@@ -196,13 +182,12 @@ def main(argv=None) -> None:
         "settings": report.run_settings(
             args.num_keys, args.drop_rates, args.temperature, args.variants, pre.remix.n_masks
         ),
-        **report.describe_images(args.positives, len(y), clean_right, len(x_val), train.source),
+        **report.describe_images(args.positives, len(y), clean_right, len(x_val), train_source),
         "data_source": test.source,
         **pre.classifier_entry(),
         "num_examples": len(y),
         **evaluated,
-        "wall_seconds": round(time.time() - started, 1),
-        **provenance.stamp(),
+        **provenance.finished(started),
     }
     print(report.markdown(result))
     provenance.write_unless_reproduced(out, result, report.write_outputs)

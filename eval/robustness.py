@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
 from remix_jax import cli, datasets, robustness_plan
@@ -50,8 +49,7 @@ def parse(argv):
         default=None,
         help="epsilons (default: the dataset's PGD budgets, e.g. MNIST linf 0.1 0.2 0.3)",
     )
-    first = "first N test images the bare classifier gets right"
-    p.add_argument("--num-examples", type=cli.positive_int, default=500, help=first)
+    cli.add_evaluation_flags(p, num_examples=500, num_keys=10, keys="evaluation keys")
     p.add_argument("--draws", type=cli.positive_int, default=20, help="APGD's EOT draws per step")
     p.add_argument("--steps", type=cli.attack_iterations, default=100, help="APGD and PGD steps")
     p.add_argument("--restarts", type=cli.positive_int, default=1, help="APGD's random starts")
@@ -65,7 +63,6 @@ def parse(argv):
     p.add_argument(
         "--portfolio-samples", type=cli.positive_int, default=4, help="EOT draws of PGD's"
     )
-    p.add_argument("--num-keys", type=cli.positive_int, default=10, help="evaluation keys")
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
     p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
     p.add_argument("--no-sanity", action="store_true", help="leave out the sanity checks")
@@ -74,8 +71,11 @@ def parse(argv):
     p.add_argument("--batch-size", type=cli.positive_int, default=100, help="images per cache file")
     cli.add_source_flags(p)
     cli.add_classifier_flag(p)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--out", default=None)
+    cli.add_output_flags(
+        p,
+        out="results/<dataset>/robustness-<defense>-<norm>",
+        cache="results/<dataset>/cache/adaptive",
+    )
     args = p.parse_args(argv)
     cli.require_with_classifier(p, args, "--out", "--cache-dir")
     if args.budgets is None:
@@ -122,26 +122,20 @@ def main(argv=None) -> None:
     runtime.use_full_precision()
     from tqdm import tqdm
 
-    from remix_jax import data, evaluation, progress, provenance, robustness_eval
+    from remix_jax import progress, provenance, robustness_eval
     from remix_jax import robustness_report as report
-    from remix_jax.pretrained import load_pretrained
 
     setup = setup_from(args)
-    try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root, classifier=args.classifier)
-        split = data.load_split(args.dataset, "test", args.data_dir)
-    except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        sys.exit(f"error: {e}")
     started = time.time()
-    x_all = data.to_float(split.images)
-    chosen = evaluation.first_correct(pre.logits_fn, x_all, split.labels, args.num_examples)
+    inputs = cli.load_eval_inputs(args)
+    pre = inputs.pretrained
     robustness = robustness_eval.RobustnessEvaluation(
         setup,
         pre.logits_fn,
         pre.remix,
-        x_all[chosen],
-        split.labels[chosen],
-        chosen.tolist(),
+        inputs.x,
+        inputs.y,
+        inputs.chosen.tolist(),
         args.cache_dir or os.path.join("results", args.dataset, "cache", "adaptive"),
         args.batch_size,
     )
@@ -161,12 +155,11 @@ def main(argv=None) -> None:
         },
         "n_masks": pre.remix.n_masks,
         **pre.classifier_entry(),
-        "num_examples": len(chosen),
+        "num_examples": len(inputs.chosen),
         "num_keys": args.num_keys,
         **scored,  # clean, rows, worst_case, sanity
-        "data_source": split.source,
-        "wall_seconds": round(time.time() - started, 1),
-        **provenance.stamp(),
+        "data_source": inputs.split.source,
+        **provenance.finished(started),
     }
     print(report.markdown(result))
     provenance.write_unless_reproduced(out, result, report.write_outputs)

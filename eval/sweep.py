@@ -35,43 +35,18 @@ def parse(argv):
     p.add_argument("--attack", choices=attack_registry.names("confidence"), required=True)
     cli.add_dataset_flag(p)
     p.add_argument(
-        "--num-examples",
-        type=cli.positive_int,
-        default=1000,
-        help="first N test images the bare classifier gets right",
-    )
-    p.add_argument(
         "--confidences",
         type=cli.nonnegative_float,
         nargs="+",
         default=None,
         help="kappa grid (default: the paper's for the dataset)",
     )
-    p.add_argument(
-        "--preset",
-        choices=sorted(attack_registry.PRESETS),
-        default="cpu",
-        help="attack budget: "
-        + "; ".join(
-            f"{k} {v['binary_search_steps']} x {v['max_iterations']}"
-            for k, v in sorted(attack_registry.PRESETS.items())
-        ),
-    )
-    p.add_argument("--binary-search-steps", type=cli.search_steps, help="overrides --preset")
-    p.add_argument("--max-iterations", type=cli.attack_iterations, help="overrides --preset")
-    p.add_argument("--initial-const", type=cli.positive_float, default=1e-3, help="first c")
-    p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
-    p.add_argument(
-        "--decision-rule",
-        choices=["EN", "L1"],
-        default="EN",
-        help="EAD: which distortion picks the best example (EN = L2 + beta L1)",
-    )
+    cli.add_search_attack_flags(p, initial_const=1e-3)
     p.add_argument(
         "--targeted", action="store_true", help="random wrong target labels from a fixed key"
     )
     p.add_argument("--batch-size", type=cli.positive_int, default=1000, help="images per call")
-    p.add_argument("--num-keys", type=cli.positive_int, default=10, help="keys per defense")
+    cli.add_evaluation_flags(p, num_examples=1000, num_keys=10, keys="keys per defense")
     p.add_argument(
         "--iterations",
         type=cli.positive_int,
@@ -90,13 +65,11 @@ def parse(argv):
         "shipped one (the caches do not depend on it; pass --out)",
     )
     cli.add_classifier_flag(p)
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="adversarial examples per kappa (default: "
-        "results/<dataset>/cache/<attack>[-<preset>], -cpu for the cpu preset)",
+    cli.add_output_flags(
+        p,
+        out="results/<dataset>/<attack>",
+        cache="results/<dataset>/cache/<attack>[-<preset>], -cpu for the cpu preset",
     )
-    p.add_argument("--out", default=None, help="default: results/<dataset>/<attack>")
     p.add_argument(
         "--render-only",
         action="store_true",
@@ -127,12 +100,7 @@ def main(argv=None) -> None:
     name = args.attack + ("-targeted" if args.targeted else "")
     out = args.out or os.path.join("results", args.dataset, name)
     if args.render_only:
-        try:
-            sweep_report.render_again(out)
-        except FileNotFoundError:
-            sys.exit(f"error: --render-only needs {out}.json")
-        print(f"-> {out}.csv / .md / .png")
-        return
+        return cli.render_only(out, sweep_report.render_again, ".csv / .md / .png")
     if not args.craft_only:
         cli.check_output_path(out)
     from remix_jax import adversarial_cache
@@ -143,59 +111,56 @@ def main(argv=None) -> None:
 
     runtime.configure()
     runtime.use_full_precision()
-    from tqdm import tqdm
+    from remix_jax.pretrained import load_magnet
 
-    from remix_jax import (
-        components,
-        data,
-        evaluation,
-        progress,
-        provenance,
-        sweep_eval,
-    )
-    from remix_jax.adversarial_cache import AdversarialCache
-    from remix_jax.pretrained import load_magnet, load_pretrained
-
-    skip_magnet = args.no_magnet or args.craft_only
-    try:
-        pre = load_pretrained(
-            args.dataset, args.checkpoint_root, inpainter=args.inpainter, classifier=args.classifier
-        )
-        magnet = None if skip_magnet else load_magnet(args.dataset, args.checkpoint_root)
-        split = data.load_split(args.dataset, "test", args.data_dir)
-    except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        hint = " (or leave MagNet out with --no-magnet)" if "magnet" in str(e) else ""
-        sys.exit(f"error: {e}{hint}")
     started = time.time()
-    kappas = args.confidences or list(datasets.get(args.dataset).kappa_grid)
-    settings = attack_settings(args)
-
-    x_all = data.to_float(split.images)
-    chosen = evaluation.first_correct(pre.logits_fn, x_all, split.labels, args.num_examples)
-    if len(chosen) < args.num_examples:
+    inputs = cli.load_eval_inputs(args)
+    with cli.exit_on_load_errors(lambda message: " (or leave MagNet out with --no-magnet)"):
+        skip_magnet = args.no_magnet or args.craft_only
+        magnet = None if skip_magnet else load_magnet(args.dataset, args.checkpoint_root)
+    if len(inputs.chosen) < args.num_examples:
         sys.exit(
             f"error: --num-examples {args.num_examples}: the classifier gets only "
-            f"{len(chosen)} of the {len(x_all)} test images right"
+            f"{len(inputs.chosen)} of the {len(inputs.images)} test images right"
         )
-    x, y = x_all[chosen], split.labels[chosen]
+    crafted = craft(args, name, cache_dir, inputs)
+    if not args.craft_only:
+        score(args, name, out, inputs, magnet, crafted, started)
+
+
+def craft(args, name: str, cache_dir: str, inputs) -> dict:
+    """Every kappa's examples, from ``cache_dir`` or crafted into it."""
+    from tqdm import tqdm
+
+    from remix_jax import adversarial_cache, provenance, sweep_eval
+
+    settings = attack_settings(args)
+    kappas = args.confidences or list(datasets.get(args.dataset).kappa_grid)
     attack_labels = adversarial_cache.attack_labels(
-        y, datasets.get(args.dataset).num_classes, args.targeted
+        inputs.y, datasets.get(args.dataset).num_classes, args.targeted
+    )
+    # another classifier's examples are never read as this one's (SettingsMismatch)
+    identity = {**settings, **inputs.pretrained.classifier_entry()}
+    cache = adversarial_cache.AdversarialCache(
+        cache_dir, tuple(inputs.chosen.tolist()), identity, log=tqdm.write
     )
     attack = attack_registry.get(args.attack).resolve()
-    # another classifier's examples are never read as this one's (SettingsMismatch)
-    own = pre.classifier_entry()
-    cache = AdversarialCache(cache_dir, tuple(chosen.tolist()), {**settings, **own}, log=tqdm.write)
-
     try:
-        crafted = sweep_eval.craft_sweep(
-            cache, attack, pre.logits_fn, x, attack_labels, kappas, settings, args.batch_size,
-            machine=provenance.machine(), name=name,
+        return sweep_eval.craft_sweep(
+            cache, attack, inputs.pretrained.logits_fn, inputs.x, attack_labels, kappas,
+            settings, args.batch_size, machine=provenance.machine(), name=name,
         )  # fmt: skip
     except adversarial_cache.SettingsMismatch as e:
         sys.exit(f"error: {e}")
-    if args.craft_only:
-        return
 
+
+def score(args, name: str, out: str, inputs, magnet, crafted: dict, started: float) -> None:
+    """Scores every defense on the clean and crafted images; writes ``<out>.*``."""
+    from tqdm import tqdm
+
+    from remix_jax import components, evaluation, progress, provenance, sweep_eval
+
+    pre, settings = inputs.pretrained, attack_settings(args)
     defenses = evaluation.defense_suite(
         pre.logits_fn,
         pre.remix,
@@ -205,27 +170,27 @@ def main(argv=None) -> None:
     )
     # every scored kappa is kept until the result is written: a killed scoring resumes
     networks = [pre.classifier_params, pre.remix] + ([magnet] if magnet is not None else [])
-    weights = progress.fingerprint(*networks)
     identity = sweep_eval.scoring_identity(
-        settings, chosen.tolist(), args.num_keys, defenses, pre.remix, weights
-    )
+        settings, inputs.chosen.tolist(), args.num_keys, defenses, pre.remix,
+        progress.fingerprint(*networks),
+    )  # fmt: skip
     scoring = progress.ProgressFile(out + ".progress.json", identity)
     clean_rows, rows = sweep_eval.score_sweep(
-        defenses, x, y, crafted, args.num_keys, scoring, lambda k: tqdm(k, desc="scoring")
-    )
+        defenses, inputs.x, inputs.y, crafted, args.num_keys, scoring,
+        lambda k: tqdm(k, desc="scoring"),
+    )  # fmt: skip
     result = {
         "dataset": args.dataset,
         "attack": name,
         "settings": settings,
-        "num_examples": len(y),
+        "num_examples": len(inputs.y),
         "num_keys": args.num_keys,
         "clean": clean_rows,
         "rows": rows,
-        "data_source": split.source,
+        "data_source": inputs.split.source,
         **({"inpainter": args.inpainter} if args.inpainter else {}),
-        **own,
-        "wall_seconds": round(time.time() - started, 1),
-        **provenance.stamp(),
+        **pre.classifier_entry(),
+        **provenance.finished(started),
     }
     print(sweep_report.markdown(result, list(defenses)))
     provenance.write_unless_reproduced(

@@ -27,15 +27,13 @@ from remix_jax.cli import (
     HelpFormatter,
     add_classifier_flag,
     add_dataset_flag,
+    add_search_attack_flags,
     add_source_flags,
-    attack_iterations,
     check_output_path,
     nonnegative_float,
     nonnegative_int,
-    positive_float,
     positive_int,
     require_with_classifier,
-    search_steps,
     seed,
 )
 
@@ -82,16 +80,7 @@ def parse(argv) -> argparse.Namespace:
     )
     p.add_argument("--no-cache", action="store_true", help="always craft on the fly")
     # settings of on-the-fly crafting: fast, not the paper's 9 x 10000
-    p.add_argument("--binary-search-steps", type=search_steps, default=3)
-    p.add_argument("--max-iterations", type=attack_iterations, default=1000)
-    p.add_argument("--initial-const", type=positive_float, default=1.0)
-    p.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
-    p.add_argument(
-        "--decision-rule",
-        choices=["EN", "L1"],
-        default="EN",
-        help="EAD: which distortion picks the best example",
-    )
+    add_search_attack_flags(p, initial_const=1.0, budget=(3, 1000))
     args = p.parse_args(argv)
     require_with_classifier(p, args, "--out")
     if args.index is not None and len(set(args.index)) != len(args.index):

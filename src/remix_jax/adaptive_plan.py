@@ -98,6 +98,18 @@ class AdaptiveSetup:
         return cls(epsilon=epsilon, attack_settings=settings, **values)
 
 
+def budget_problem(epsilon: bool, norm: str, budgets: list[float], threats: list[str]) -> str:
+    """What is wrong with these budgets and threats for an attack (``epsilon``: a
+    ball attack such as PGD; otherwise CW/EAD, whose budgets are confidences), or ""."""
+    if "eot-warm" in threats and not epsilon:
+        return "--threats eot-warm needs an epsilon attack (CW/EAD search from x itself)"
+    if epsilon and min(budgets) == 0:
+        return "--budgets must be > 0 for an epsilon attack"
+    if epsilon and norm == "linf" and max(budgets) >= 1:
+        return "an L-inf budget >= 1 allows any image in [0, 1]: --budgets must be < 1"
+    return ""
+
+
 def _run(
     setup: AdaptiveSetup, group, defense, threat, budget, samples=None, steps=None, weight=None
 ):

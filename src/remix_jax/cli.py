@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Callable
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -132,6 +134,124 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint-root", type=existing_folder, default=None, help=CHECKPOINT_ROOT_HELP
     )
+
+
+@contextlib.contextmanager
+def exit_on_load_errors(hint: Callable[[str], str] = lambda message: ""):
+    """Turns what loading raises for a user's mistake (a missing checkpoint or data
+    file, a classifier that does not fit the data, a dataset without some component)
+    into one ``error:`` line and exit status 1, not a traceback. ``hint(message)``
+    may add a fix to the line."""
+    import sys
+
+    try:
+        yield
+    except (FileNotFoundError, ValueError, NotImplementedError) as e:
+        sys.exit(f"error: {e}{hint(str(e))}")
+
+
+def add_search_attack_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    initial_const: float,
+    budget: tuple[int, int] | None = None,
+) -> None:
+    """The flags of CW-L2 and EAD's search: ``--binary-search-steps``,
+    ``--max-iterations``, ``--initial-const``, ``--beta`` and ``--decision-rule``.
+
+    Args:
+      parser: where to add them.
+      initial_const: the first c.
+      budget: the defaults (binary-search steps, iterations per step); None adds
+        ``--preset`` (the registry's presets, "cpu" by default), which the two flags
+        then override.
+    """
+    from remix_jax import attack_registry
+
+    note = ""
+    if budget is None:
+        presets = sorted(attack_registry.PRESETS.items())
+        parser.add_argument(
+            "--preset",
+            choices=[name for name, _ in presets],
+            default="cpu",
+            help="attack budget: "
+            + "; ".join(
+                f"{k} {v['binary_search_steps']} x {v['max_iterations']}" for k, v in presets
+            ),
+        )
+        note, budget = " (overrides --preset)", (None, None)
+    parser.add_argument(
+        "--binary-search-steps", type=search_steps, default=budget[0], help="steps on c" + note
+    )
+    parser.add_argument(
+        "--max-iterations",
+        type=attack_iterations,
+        default=budget[1],
+        help="iterations per search step" + note,
+    )
+    parser.add_argument(
+        "--initial-const", type=positive_float, default=initial_const, help="first c"
+    )
+    parser.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
+    parser.add_argument(
+        "--decision-rule",
+        choices=["EN", "L1"],
+        default="EN",
+        help="EAD: which distortion picks the best example (EN = L2 + beta L1)",
+    )
+
+
+def add_evaluation_flags(
+    parser: argparse.ArgumentParser, *, num_examples: int, num_keys: int, keys: str
+) -> None:
+    """``--num-examples`` (the first N test images the classifier gets right: see
+    :func:`remix_jax.evaluation.first_correct`) and ``--num-keys`` (``keys`` says what
+    a key draws), with their defaults."""
+    parser.add_argument(
+        "--num-examples",
+        type=positive_int,
+        default=num_examples,
+        help="first N test images the bare classifier gets right",
+    )
+    parser.add_argument("--num-keys", type=positive_int, default=num_keys, help=keys)
+
+
+def add_output_flags(parser: argparse.ArgumentParser, *, out: str, cache: str | None) -> None:
+    """``--out`` (a file prefix) and, unless ``cache`` is None, ``--cache-dir``; each
+    help says its default."""
+    if cache is not None:
+        parser.add_argument("--cache-dir", default=None, help=f"default: {cache}")
+    parser.add_argument("--out", default=None, help=f"default: {out}")
+
+
+def load_eval_inputs(args: argparse.Namespace):
+    """:func:`remix_jax.eval_inputs.load` from an evaluation CLI's flags (``--dataset``,
+    ``--num-examples``, the source flags, ``--classifier``, ``--inpainter`` where the
+    tool has it); a loading error exits with one line."""
+    from remix_jax import eval_inputs
+
+    with exit_on_load_errors():
+        return eval_inputs.load(
+            args.dataset,
+            args.num_examples,
+            checkpoint_root=args.checkpoint_root,
+            data_dir=args.data_dir,
+            classifier=args.classifier,
+            inpainter=getattr(args, "inpainter", None),
+        )
+
+
+def render_only(out: str, render: Callable[[str], None], files: str) -> None:
+    """``--render-only``: ``render(out)`` rewrites a result's tables and plots (named by
+    ``files``, e.g. ".md / .png") from ``<out>.json``; exits with one line without it."""
+    import os
+    import sys
+
+    if not os.path.isfile(out + ".json"):
+        sys.exit(f"error: --render-only needs {out}.json")
+    render(out)
+    print(f"-> {out}{files}")
 
 
 def add_classifier_flag(parser: argparse.ArgumentParser) -> None:

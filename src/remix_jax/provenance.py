@@ -93,6 +93,12 @@ def stamp() -> dict:
     }
 
 
+def finished(started: float) -> dict:
+    """The fields a result ends with: its wall time since ``started`` (``time.time()``)
+    and :func:`stamp`."""
+    return {"wall_seconds": round(time.time() - started, 1), **stamp()}
+
+
 # Fields that describe a run, not its numbers: a rerun changes them and nothing else.
 RUN_FIELDS = ("command", "git_commit", "machine", "date", "wall_seconds")
 

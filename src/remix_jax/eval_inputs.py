@@ -1,0 +1,82 @@
+"""What every evaluation starts from: the protected model, the test split, and the first
+N test images the classifier gets right (the images every evaluation attacks)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from remix_jax import data, evaluation
+from remix_jax.pretrained import Pretrained, load_pretrained
+
+
+class EvalInputs(NamedTuple):
+    """The loaded model and images of one evaluation run.
+
+    Attributes:
+      pretrained: the classifier and REMIX's parameters.
+      split: the test split (uint8 images, labels, where they came from).
+      images: (N_test, H, W, C) float32 test images in [0, 1].
+      chosen: (n,) indices of the first ``num_examples`` test images classified right
+        (fewer when the classifier gets fewer right).
+    """
+
+    pretrained: Pretrained
+    split: data.Split
+    images: np.ndarray
+    chosen: np.ndarray
+
+    @property
+    def x(self) -> np.ndarray:
+        """(n, H, W, C) float32: the chosen images."""
+        return self.images[self.chosen]
+
+    @property
+    def y(self) -> np.ndarray:
+        """(n,) int: their labels."""
+        return self.split.labels[self.chosen]
+
+
+def load(
+    dataset: str,
+    num_examples: int,
+    *,
+    checkpoint_root: str | None = None,
+    data_dir: str | None = None,
+    classifier: str | None = None,
+    inpainter: str | None = None,
+) -> EvalInputs:
+    """Loads the model (as :func:`remix_jax.load_pretrained`) and the test split, and
+    picks the first ``num_examples`` test images the classifier gets right.
+
+    Raises:
+      FileNotFoundError / ValueError: a missing checkpoint or data, a classifier that
+        does not fit the data (the message says which).
+    """
+    pretrained = load_pretrained(
+        dataset, checkpoint_root, inpainter=inpainter, classifier=classifier
+    )
+    split = data.load_split(dataset, "test", data_dir)
+    images = data.to_float(split.images)
+    chosen = evaluation.first_correct(pretrained.logits_fn, images, split.labels, num_examples)
+    return EvalInputs(pretrained, split, images, chosen)
+
+
+def validation_images(
+    dataset: str, size: int, data_dir: str | None = None
+) -> tuple[np.ndarray, str]:
+    """The clean images detectors are calibrated on: the last ``size`` training images,
+    the validation set the training CLIs hold out (:func:`remix_jax.training.holdout`).
+
+    Returns:
+      (size, H, W, C) float32 images in [0, 1], and where the training split came from.
+
+    Raises:
+      ValueError: ``size`` not below the number of training images.
+    """
+    from remix_jax import training
+
+    train = data.load_split(dataset, "train", data_dir)
+    _, (images, _) = training.holdout(train.images, train.labels, size)
+    return data.to_float(images), train.source
