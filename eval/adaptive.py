@@ -32,7 +32,6 @@ results/<dataset>/adaptive-<attack>[-<norm>].{json,md,png}.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -43,11 +42,8 @@ DETECTOR_SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
-    cli.add_dataset_flag(p)
-    p.add_argument("--attack", choices=attack_registry.names(), required=True)
+    p = cli.parser(__doc__)
+    cli.add_attack_flag(p)
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="PGD's ball")
     p.add_argument(
         "--budgets",
@@ -116,8 +112,6 @@ def parse(argv):
         default=5000,
         help="last N training images: the detector's clean calibration set",
     )
-    cli.add_source_flags(p)
-    cli.add_classifier_flag(p)
     cli.add_output_flags(
         p,
         out="results/<dataset>/adaptive-<attack>[-<norm>]",
@@ -159,23 +153,16 @@ def main(argv=None) -> None:
     setup = adaptive_plan.AdaptiveSetup.from_args(args)
     started = time.time()
     inputs = cli.load_eval_inputs(args)
-    pre = inputs.pretrained
-
     run = adaptive_eval.AdaptiveEvaluation(
         setup,
-        pre.logits_fn,
-        pre.remix,
-        inputs.x,
-        inputs.y,
-        inputs.chosen.tolist(),
-        args.cache_dir or os.path.join("results", args.dataset, "cache", "adaptive"),
+        *inputs.attacked(),
+        args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
         lambda: eval_inputs.validation_images(args.dataset, args.validation_size, args.data_dir)[0],
     )
     runs = tqdm(adaptive_plan.plan(setup), desc=f"adaptive {args.attack}")
     # every scored run is kept until the result is written: a killed scoring resumes
-    weights = progress.fingerprint(pre.classifier_params, pre.remix)
     scoring = progress.ProgressFile(
-        check + ".progress.json", adaptive_eval.scoring_identity(run, weights)
+        check + ".progress.json", adaptive_eval.scoring_identity(run, inputs.weights())
     )
     scored = adaptive_eval.evaluate(run, runs, log=tqdm.write, scoring=scoring)
     result = {
@@ -186,19 +173,15 @@ def main(argv=None) -> None:
             "samples": args.samples,
             "steps": args.steps if setup.epsilon else None,
             "iterations": args.iterations,
-            "n_masks": pre.remix.n_masks,
+            "n_masks": inputs.pretrained.remix.n_masks,
             "seed": args.seed,
         },
-        **pre.classifier_entry(),
-        "num_examples": len(inputs.chosen),
-        "num_keys": args.num_keys,
-        **scored,  # clean, rows, worst_case, detector
-        "data_source": inputs.split.source,
-        **provenance.finished(started),
+        # clean, rows, worst_case, detector
+        **inputs.result_fields(args.num_keys, scored, started),
     }
-    print(adaptive_report.markdown(result))
-    provenance.write_unless_reproduced(check, result, adaptive_report.write_outputs)
-    scoring.finish()
+    provenance.publish(
+        check, result, adaptive_report.markdown, adaptive_report.write_outputs, scoring
+    )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from remix_jax import components, data, evaluation, provenance
+    from remix_jax import data, eval_inputs, evaluation, provenance
     from remix_jax.masking import num_positions
     from remix_jax.pretrained import load_magnet, load_pretrained
 
@@ -97,13 +97,7 @@ def main(argv=None) -> None:
         magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
     except FileNotFoundError as e:
         sys.exit(f"error: {e} (or leave MagNet out with --no-magnet)")
-    suite = evaluation.defense_suite(
-        pre.logits_fn,
-        pre.remix,
-        magnet,
-        components.magnet_official_names(args.dataset) if magnet is not None else (),
-        args.iterations,
-    )
+    suite = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations)
     rows = []
     for name, defense in tqdm(suite.items(), desc="defenses"):
         accs = [float(np.mean(r)) for r in defense.correct_over_keys(x, y, False, args.num_keys)]

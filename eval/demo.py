@@ -9,40 +9,21 @@ quick look, not the paper's sweep (eval.sweep).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from remix_jax.cli import (
-    CHECKPOINT_ROOT_HELP,
-    DATA_DIR_HELP,
-    HelpFormatter,
-    attack_iterations,
-    existing_folder,
-    nonnegative_float,
-    positive_float,
-    positive_int,
-    search_steps,
-)
+from remix_jax import cli
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--dataset", choices=["mnist"], default="mnist")
-    p.add_argument("--num-examples", type=positive_int, default=100, help="test images attacked")
-    p.add_argument("--confidence", type=nonnegative_float, default=0.0, help="CW's kappa")
-    p.add_argument("--binary-search-steps", type=search_steps, default=3, help="search steps on c")
     p.add_argument(
-        "--max-iterations",
-        type=attack_iterations,
-        default=1000,
-        help="Adam iterations per search step",
+        "--num-examples", type=cli.positive_int, default=100, help="test images attacked"
     )
-    p.add_argument("--initial-const", type=positive_float, default=1.0, help="first c")
-    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument(
-        "--checkpoint-root", type=existing_folder, default=None, help=CHECKPOINT_ROOT_HELP
-    )
+    p.add_argument("--confidence", type=cli.nonnegative_float, default=0.0, help="CW's kappa")
+    cli.add_search_attack_flags(p, initial_const=1.0, budget=(3, 1000), ead=False)
+    cli.add_source_flags(p)
     args = p.parse_args(argv)
 
     from remix_jax import runtime

@@ -21,7 +21,6 @@ images. Writes results/<dataset>/detector-<attack>[-<preset>][-misclassified].js
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -31,11 +30,8 @@ from remix_jax.detector_report import VARIANTS
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
-    p.add_argument("--attack", choices=attack_registry.names("confidence"), required=True)
-    cli.add_dataset_flag(p)
+    p = cli.parser(__doc__)
+    cli.add_attack_flag(p, "confidence")
     p.add_argument(
         "--preset",
         choices=sorted(attack_registry.PRESETS),
@@ -82,8 +78,6 @@ def parse(argv):
     )
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     p.add_argument("--batch-size", type=cli.positive_int, default=250)
-    cli.add_source_flags(p)
-    cli.add_classifier_flag(p)
     cli.add_output_flags(
         p, out="results/<dataset>/detector-<attack>[-<preset>]", cache="eval.sweep's for the preset"
     )

@@ -25,20 +25,17 @@ resumes. Writes results/<dataset>/robustness-<defense>-<norm>.{json,md,png}.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import time
 
-from remix_jax import cli, datasets, robustness_plan
+from remix_jax import adaptive_plan, cli, datasets, robustness_plan
 
 DEFENSES = {"remix": "reformer + mask-inpaint", "mask-inpaint": "mask-inpaint", "none": "none"}
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
+    p = cli.parser(__doc__)
     cli.add_dataset_flag(p)
     p.add_argument("--defense", choices=list(DEFENSES), default="remix", help="the judged model")
     p.add_argument("--norm", choices=["linf", "l2"], default="linf")
@@ -69,8 +66,6 @@ def parse(argv):
     p.add_argument("--sanity-budget", type=cli.positive_float, default=None)
     p.add_argument("--large-budget", type=cli.positive_float, default=None)
     p.add_argument("--batch-size", type=cli.positive_int, default=100, help="images per cache file")
-    cli.add_source_flags(p)
-    cli.add_classifier_flag(p)
     cli.add_output_flags(
         p,
         out="results/<dataset>/robustness-<defense>-<norm>",
@@ -128,21 +123,15 @@ def main(argv=None) -> None:
     setup = setup_from(args)
     started = time.time()
     inputs = cli.load_eval_inputs(args)
-    pre = inputs.pretrained
     robustness = robustness_eval.RobustnessEvaluation(
         setup,
-        pre.logits_fn,
-        pre.remix,
-        inputs.x,
-        inputs.y,
-        inputs.chosen.tolist(),
-        args.cache_dir or os.path.join("results", args.dataset, "cache", "adaptive"),
+        *inputs.attacked(),
+        args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
         args.batch_size,
     )
     parts = robustness_plan.plan(setup, datasets.get(args.dataset).num_classes)
-    weights = progress.fingerprint(pre.classifier_params, pre.remix)
     scoring = progress.ProgressFile(
-        out + ".progress.json", robustness_eval.scoring_identity(robustness, weights)
+        out + ".progress.json", robustness_eval.scoring_identity(robustness, inputs.weights())
     )
     scored = robustness_eval.evaluate(
         robustness, tqdm(parts, desc="robustness"), log=tqdm.write, scoring=scoring
@@ -153,17 +142,10 @@ def main(argv=None) -> None:
         "settings": {
             k: v for k, v in dataclasses.asdict(setup).items() if k not in ("dataset", "defense")
         },
-        "n_masks": pre.remix.n_masks,
-        **pre.classifier_entry(),
-        "num_examples": len(inputs.chosen),
-        "num_keys": args.num_keys,
-        **scored,  # clean, rows, worst_case, sanity
-        "data_source": inputs.split.source,
-        **provenance.finished(started),
+        "n_masks": inputs.pretrained.remix.n_masks,
+        **inputs.result_fields(args.num_keys, scored, started),  # clean, rows, worst_case, sanity
     }
-    print(report.markdown(result))
-    provenance.write_unless_reproduced(out, result, report.write_outputs)
-    scoring.finish()
+    provenance.publish(out, result, report.markdown, report.write_outputs, scoring)
 
 
 if __name__ == "__main__":

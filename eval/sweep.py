@@ -20,7 +20,6 @@ arithmetic), so caches crafted elsewhere are judged here.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -29,11 +28,8 @@ from remix_jax import attack_registry, cli, datasets, sweep_report
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter
-    )
-    p.add_argument("--attack", choices=attack_registry.names("confidence"), required=True)
-    cli.add_dataset_flag(p)
+    p = cli.parser(__doc__)
+    cli.add_attack_flag(p, "confidence")
     p.add_argument(
         "--confidences",
         type=cli.nonnegative_float,
@@ -56,7 +52,6 @@ def parse(argv):
     )
     p.add_argument("--craft-only", action="store_true", help="fill the cache, score nothing")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
-    cli.add_source_flags(p)
     p.add_argument(
         "--inpainter",
         type=cli.existing_folder,
@@ -64,7 +59,6 @@ def parse(argv):
         help="score REMIX with this inpainter checkpoint folder instead of the "
         "shipped one (the caches do not depend on it; pass --out)",
     )
-    cli.add_classifier_flag(p)
     cli.add_output_flags(
         p,
         out="results/<dataset>/<attack>",
@@ -158,16 +152,10 @@ def score(args, name: str, out: str, inputs, magnet, crafted: dict, started: flo
     """Scores every defense on the clean and crafted images; writes ``<out>.*``."""
     from tqdm import tqdm
 
-    from remix_jax import components, evaluation, progress, provenance, sweep_eval
+    from remix_jax import eval_inputs, progress, provenance, sweep_eval
 
     pre, settings = inputs.pretrained, attack_settings(args)
-    defenses = evaluation.defense_suite(
-        pre.logits_fn,
-        pre.remix,
-        magnet,
-        components.magnet_official_names(args.dataset) if magnet is not None else (),
-        args.iterations,
-    )
+    defenses = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations)
     # every scored kappa is kept until the result is written: a killed scoring resumes
     networks = [pre.classifier_params, pre.remix] + ([magnet] if magnet is not None else [])
     identity = sweep_eval.scoring_identity(

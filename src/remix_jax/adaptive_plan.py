@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 
 from remix_jax import attack_registry
@@ -96,6 +97,11 @@ class AdaptiveSetup:
         values = {n: getattr(args, n) for n in names if hasattr(args, n)}
         values = {n: tuple(v) if isinstance(v, list) else v for n, v in values.items()}
         return cls(epsilon=epsilon, attack_settings=settings, **values)
+
+
+def default_cache_dir(dataset: str) -> str:
+    """Where eval.adaptive and eval.robustness keep crafted runs (they share them)."""
+    return os.path.join("results", dataset, "cache", "adaptive")
 
 
 def budget_problem(epsilon: bool, norm: str, budgets: list[float], threats: list[str]) -> str:

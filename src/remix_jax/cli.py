@@ -21,6 +21,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A command's parser: its description the first line of ``doc`` (the module's
+    docstring), defaults shown in ``--help``."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=HelpFormatter)
+
+
 # help texts of the options most tools share
 DATA_DIR_HELP = (
     "folder with <dataset>/<split>.npz (default: $REMIX_DATA_DIR, else tensorflow-datasets); "
@@ -155,6 +161,7 @@ def add_search_attack_flags(
     *,
     initial_const: float,
     budget: tuple[int, int] | None = None,
+    ead: bool = True,
 ) -> None:
     """The flags of CW-L2 and EAD's search: ``--binary-search-steps``,
     ``--max-iterations``, ``--initial-const``, ``--beta`` and ``--decision-rule``.
@@ -165,6 +172,7 @@ def add_search_attack_flags(
       budget: the defaults (binary-search steps, iterations per step); None adds
         ``--preset`` (the registry's presets, "cpu" by default), which the two flags
         then override.
+      ead: whether to add EAD's ``--beta`` and ``--decision-rule``.
     """
     from remix_jax import attack_registry
 
@@ -193,6 +201,8 @@ def add_search_attack_flags(
     parser.add_argument(
         "--initial-const", type=positive_float, default=initial_const, help="first c"
     )
+    if not ead:
+        return
     parser.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
     parser.add_argument(
         "--decision-rule",
@@ -200,6 +210,16 @@ def add_search_attack_flags(
         default="EN",
         help="EAD: which distortion picks the best example (EN = L2 + beta L1)",
     )
+
+
+def add_attack_flag(parser: argparse.ArgumentParser, budget: str | None = None) -> None:
+    """``--attack``, required: a registered attack (of one budget kind, e.g.
+    "confidence", if given), then ``--dataset``."""
+    from remix_jax import attack_registry
+
+    choices = attack_registry.names(budget) if budget else attack_registry.names()
+    parser.add_argument("--attack", choices=choices, required=True)
+    add_dataset_flag(parser)
 
 
 def add_evaluation_flags(
@@ -218,8 +238,11 @@ def add_evaluation_flags(
 
 
 def add_output_flags(parser: argparse.ArgumentParser, *, out: str, cache: str | None) -> None:
-    """``--out`` (a file prefix) and, unless ``cache`` is None, ``--cache-dir``; each
-    help says its default."""
+    """Where a run reads and writes: the source flags (:func:`add_source_flags`),
+    ``--classifier``, ``--out`` (a file prefix) and, unless ``cache`` is None,
+    ``--cache-dir``; each help says its default."""
+    add_source_flags(parser)
+    add_classifier_flag(parser)
     if cache is not None:
         parser.add_argument("--cache-dir", default=None, help=f"default: {cache}")
     parser.add_argument("--out", default=None, help=f"default: {out}")

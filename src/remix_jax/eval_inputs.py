@@ -37,6 +37,34 @@ class EvalInputs(NamedTuple):
         """(n,) int: their labels."""
         return self.split.labels[self.chosen]
 
+    def attacked(self) -> tuple:
+        """(logits_fn, remix, x, y, indices as a list): the model and the images an
+        adaptive or robustness evaluation takes after its setup."""
+        pre = self.pretrained
+        return pre.logits_fn, pre.remix, self.x, self.y, self.chosen.tolist()
+
+    def weights(self) -> str:
+        """The fingerprint of the classifier's and REMIX's weights
+        (:func:`remix_jax.progress.fingerprint`): part of a resumable scoring's identity."""
+        from remix_jax import progress
+
+        return progress.fingerprint(self.pretrained.classifier_params, self.pretrained.remix)
+
+    def result_fields(self, num_keys: int, scored: dict, started: float) -> dict:
+        """A result's fields after its settings: the classifier, the images, the keys,
+        the ``scored`` numbers, the data's origin, wall time since ``started`` and the
+        provenance stamp."""
+        from remix_jax import provenance
+
+        return {
+            **self.pretrained.classifier_entry(),
+            "num_examples": len(self.chosen),
+            "num_keys": num_keys,
+            **scored,
+            "data_source": self.split.source,
+            **provenance.finished(started),
+        }
+
 
 def load(
     dataset: str,
@@ -80,3 +108,15 @@ def validation_images(
     train = data.load_split(dataset, "train", data_dir)
     _, (images, _) = training.holdout(train.images, train.labels, size)
     return data.to_float(images), train.source
+
+
+def defense_suite(dataset: str, pretrained: Pretrained, magnet, iterations) -> dict:
+    """:func:`remix_jax.evaluation.defense_suite` of ``pretrained``'s classifier and
+    REMIX, with ``magnet`` (or None) judged by the dataset's official MagNet detectors,
+    for each number of rounds K in ``iterations``."""
+    from remix_jax import components
+
+    official = components.magnet_official_names(dataset) if magnet is not None else ()
+    return evaluation.defense_suite(
+        pretrained.logits_fn, pretrained.remix, magnet, official, iterations
+    )

@@ -142,3 +142,14 @@ def write_unless_reproduced(out: str, result: dict, write: Callable[[str, dict],
     write(out, result)
     print(f"-> {out}.json and its tables and plots")
     return True
+
+
+def publish(out: str, result: dict, markdown: Callable[[dict], str], write, scoring=None) -> None:
+    """Ends a run: prints ``markdown(result)``, writes ``<out>.*`` with ``write(out,
+    result)`` unless they already hold these numbers (:func:`write_unless_reproduced`),
+    then removes the run's resume file (``scoring``, a
+    :class:`remix_jax.progress.ProgressFile`)."""
+    print(markdown(result))
+    write_unless_reproduced(out, result, write)
+    if scoring is not None:
+        scoring.finish()
