@@ -48,20 +48,11 @@ def parser(
 
 def add_architecture_flags(p: argparse.ArgumentParser) -> None:
     """--features / --strides for the skip autoencoders."""
-    p.add_argument(
-        "--features",
-        type=cli.positive_int,
-        nargs="+",
-        default=None,
-        help="encoder widths (default: the dataset's standard architecture)",
-    )
-    p.add_argument(
-        "--strides",
-        type=cli.positive_int,
-        nargs="+",
-        default=None,
-        help="encoder strides, one per width (default: all 1)",
-    )
+    for flag, text in (
+        ("--features", "encoder widths (default: the dataset's standard architecture)"),
+        ("--strides", "encoder strides, one per width (default: all 1)"),
+    ):
+        p.add_argument(flag, type=cli.positive_int, nargs="+", default=None, help=text)
 
 
 def autoencoder_config(args, component: str):
@@ -151,10 +142,7 @@ def train_component(
         "dataset_spec": datasets.spec_to_dict(datasets.get(args.dataset)),
         "config": config,
         "train": {
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "seed": args.seed,
+            **{k: getattr(args, k) for k in ("epochs", "batch_size", "learning_rate", "seed")},
             "train_images": len(train[0]),
             "validation_images": len(validation[0]),
         },
