@@ -30,17 +30,7 @@ LOSSES = ("ce", "dlr")
 IMPLEMENTATIONS = tuple(f"{who}-{loss}" for loss in LOSSES for who in WHO)
 # the distribution each reference comes from (official: a checkout, see official_source)
 PACKAGES = {"torchattacks": "torchattacks", "art": "adversarial-robustness-toolbox"}
-VERSIONS = (
-    "jax",
-    "jaxlib",
-    "flax",
-    "numpy",
-    "scipy",
-    "torch",
-    "torchattacks",
-    "adversarial-robustness-toolbox",
-    "scikit-learn",
-)
+VERSIONS = ("jax", "jaxlib", "flax", "numpy", "scipy", "torch", *PACKAGES.values(), "scikit-learn")
 
 
 def choose(requested: list[str] | None, official_path: str | None) -> list[str]:

@@ -17,36 +17,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench import common
 from remix_jax import datasets
 from remix_jax.cli import (
     DATA_DIR_HELP,
-    HelpFormatter,
-    add_dataset_flag,
     attack_iterations,
-    check_output_path,
     nonnegative_float,
     positive_int,
     search_steps,
 )
 
 
-def _settings(text: str) -> list[tuple[str, str]]:
-    """``"1x100,9x1000"`` -> [("1", "100"), ("9", "1000")]; ValueError unless pairs."""
-    pairs = [tuple(g.split("x")) for g in text.split(",")]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError(text)
-    return pairs
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--part", choices=["throughput", "convergence", "compaction"], required=True)
-    add_dataset_flag(p)
-    p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
-    p.add_argument("--batch", type=positive_int, default=1000, help="throughput batch")
-    p.add_argument(
-        "--iterations", type=positive_int, default=50, help="timed throughput iterations"
-    )
+def _parser() -> argparse.ArgumentParser:
+    p = common.step_parser(__doc__, ["throughput", "convergence", "compaction"], "throughput batch")
     p.add_argument("--num-examples", type=positive_int, default=100, help="convergence images")
     p.add_argument(
         "--grid",
@@ -56,147 +39,152 @@ def main(argv=None) -> None:
     p.add_argument("--confidences", type=nonnegative_float, nargs="+", default=[0.0, 20.0])
     p.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-    try:  # each setting within the attacks' bounds, or a run fails hours in
-        grid = [(search_steps(s), attack_iterations(i)) for s, i in _settings(args.grid)]
+    common.add_out_flag(p, "results/bench/attacks_<part>_<backend>[_cifar10].json")
+    return p
+
+
+def _grid(text: str) -> list[tuple[int, int]]:
+    """``"1x100,9x1000"`` -> [(1, 100), (9, 1000)]; exits with one line unless each
+    setting is a pair within the attacks' bounds (or a run fails hours in)."""
+    try:
+        pairs = [tuple(g.split("x")) for g in text.split(",")]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(text)
+        return [(search_steps(s), attack_iterations(i)) for s, i in pairs]
     except (ValueError, argparse.ArgumentTypeError) as e:
         why = f" ({e})" if isinstance(e, argparse.ArgumentTypeError) else ""
-        sys.exit(f"error: --grid must look like 1x100,9x1000, got {args.grid!r}{why}")
+        sys.exit(f"error: --grid must look like 1x100,9x1000, got {text!r}{why}")
 
-    from remix_jax import runtime
 
-    runtime.configure()
-    runtime.use_full_precision()
-    import jax
-    import numpy as np
-
-    from bench.common import setup, timed, write_json
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    grid = _grid(args.grid)
+    common.configure(full_precision=True)
+    suffix = datasets.file_suffix(args.dataset)
+    out = common.result_path(args.out, f"results/bench/attacks_{args.part}_<backend>{suffix}.json")
     from remix_jax import provenance
+
+    part = {"throughput": _throughput, "compaction": _compaction, "convergence": _convergence}
+    n = args.batch if args.part == "throughput" else args.num_examples
+    pre, x, y = common.setup(args.dataset, n, args.data_dir)
+    rows = []
+    for row, line in part[args.part](args, grid, pre.logits_fn, x, y):
+        rows.append(row)  # saved after every row: an interrupted run keeps what it measured
+        payload = {"part": args.part, "dataset": args.dataset, "rows": rows, "beta": args.beta}
+        common.write_json(out, {**payload, **provenance.stamp()})
+        print(line, flush=True)
+    print(f"-> {out}")
+
+
+def _attacks(beta: float) -> dict:
+    """{"cw", "ead"}: the attack functions (EAD with L1 weight ``beta``)."""
     from remix_jax.attacks import cw_l2, ead
 
-    suffix = datasets.file_suffix(args.dataset)
-    out = args.out or f"results/bench/attacks_{args.part}_{jax.default_backend()}{suffix}.json"
-    check_output_path(out)
+    return {"cw": cw_l2, "ead": lambda *a, **k: ead(*a, beta=beta, **k)}
 
-    def save():  # after every row, so an interrupted run keeps what it measured
-        write_json(
-            out,
-            {
-                "part": args.part,
-                "dataset": args.dataset,
-                "rows": rows,
-                "beta": args.beta,
-                **provenance.stamp(),
-            },
-        )
 
-    attacks = {"cw": cw_l2, "ead": lambda *a, **k: ead(*a, beta=args.beta, **k)}
-    rows = []
-    if args.part == "throughput":
-        pre, x, y = setup(args.dataset, args.batch, args.data_dir)
-        for name in args.attacks:
-            settings = dict(binary_search_steps=1, abort_early=False)
-            # compile with a short run of the same shapes, then time the real one
-            timed(attacks[name], pre.logits_fn, x, y, max_iterations=args.iterations, **settings)
-            _, seconds = timed(
-                attacks[name], pre.logits_fn, x, y, max_iterations=args.iterations, **settings
-            )
-            rate = args.iterations * len(x) / seconds
-            rows.append(
-                {
-                    "attack": name,
-                    "batch": len(x),
-                    "iterations": args.iterations,
-                    "seconds": round(seconds, 3),
-                    "iteration_images_per_s": round(rate, 1),
-                    "steps_per_s": round(args.iterations / seconds, 3),
-                }
-            )
-            save()
-            print(
+def _grid_runs(args, grid):
+    """(attack, its keywords) for every --attacks, kappa of --confidences and --grid
+    setting, in that nesting."""
+    for name in args.attacks:
+        for kappa in args.confidences:
+            for steps, iterations in grid:
+                yield (
+                    name,
+                    dict(confidence=kappa, binary_search_steps=steps, max_iterations=iterations),
+                )
+
+
+def _label(name: str, settings: dict) -> str:
+    return (
+        f"{name} kappa={settings['confidence']:g} "
+        f"{settings['binary_search_steps']}x{settings['max_iterations']}"
+    )
+
+
+def _throughput(args, grid, logits_fn, x, y):
+    """(row, line) per attack: iteration-images per second of one search step."""
+    attacks = _attacks(args.beta)
+    for name in args.attacks:
+        settings = dict(max_iterations=args.iterations, binary_search_steps=1, abort_early=False)
+        # compile with a short run of the same shapes, then time the real one
+        common.timed(attacks[name], logits_fn, x, y, **settings)
+        _, seconds = common.timed(attacks[name], logits_fn, x, y, **settings)
+        rate = args.iterations * len(x) / seconds
+        row = {
+            "attack": name,
+            "batch": len(x),
+            "iterations": args.iterations,
+            "seconds": round(seconds, 3),
+            "iteration_images_per_s": round(rate, 1),
+            "steps_per_s": round(args.iterations / seconds, 3),
+        }
+        yield (
+            row,
+            (
                 f"{name}: {rate:,.0f} iteration-images/s ({args.iterations / seconds:.2f} "
                 f"steps/s at batch {len(x)})"
-            )
-    elif args.part == "compaction":
-        pre, x, y = setup(args.dataset, args.num_examples, args.data_dir)
-        for name in args.attacks:
-            for kappa in args.confidences:
-                for steps, iterations in grid:
-                    settings = dict(
-                        confidence=kappa,
-                        binary_search_steps=steps,
-                        max_iterations=iterations,
-                        loop="host",
-                    )
-                    runs = {}
-                    for compact in (False, True):
-                        runs[compact] = timed(
-                            attacks[name], pre.logits_fn, x, y, compact=compact, **settings
-                        )
-                    (plain, t_plain), (packed, t_packed) = runs[False], runs[True]
-                    row = {
-                        "attack": name,
-                        "confidence": kappa,
-                        "binary_search_steps": steps,
-                        "max_iterations": iterations,
-                        "images": len(x),
-                        "seconds_plain": round(t_plain, 1),
-                        "seconds_compacted": round(t_packed, 1),
-                        "speedup": round(t_plain / t_packed, 2),
-                        "same_success": bool(np.array_equal(plain.success, packed.success)),
-                        "max_abs_difference": float(
-                            np.max(
-                                np.abs(
-                                    np.asarray(plain.adversarial) - np.asarray(packed.adversarial)
-                                )
-                            )
-                        ),
-                    }
-                    rows.append(row)
-                    save()
-                    print(
-                        f"{name} kappa={kappa:g} {steps}x{iterations}: {t_plain:.0f} s -> "
-                        f"{t_packed:.0f} s ({row['speedup']}x), same success "
-                        f"{row['same_success']}, max diff {row['max_abs_difference']:.1e}",
-                        flush=True,
-                    )
-    else:
-        pre, x, y = setup(args.dataset, args.num_examples, args.data_dir)
-        for name in args.attacks:
-            for kappa in args.confidences:
-                for steps, iterations in grid:
-                    result, seconds = timed(
-                        attacks[name],
-                        pre.logits_fn,
-                        x,
-                        y,
-                        confidence=kappa,
-                        binary_search_steps=steps,
-                        max_iterations=iterations,
-                    )
-                    ok = np.asarray(result.success)
-                    row = {
-                        "attack": name,
-                        "confidence": kappa,
-                        "binary_search_steps": steps,
-                        "max_iterations": iterations,
-                        "images": len(x),
-                        "success": float(ok.mean()),
-                        "seconds": round(seconds, 1),
-                    }
-                    for norm in ("l0", "l1", "l2", "linf"):
-                        values = np.asarray(getattr(result, norm))[ok]
-                        row[f"mean_{norm}"] = float(values.mean()) if ok.any() else None
-                    rows.append(row)
-                    save()
-                    print(
-                        f"{name} kappa={kappa:g} {steps}x{iterations}: success "
-                        f"{row['success']:.1%}, L2 {row['mean_l2'] or float('nan'):.3f}, "
-                        f"L1 {row['mean_l1'] or float('nan'):.2f}, {seconds:.0f} s",
-                        flush=True,
-                    )
-    print(f"-> {out}")
+            ),
+        )
+
+
+def _compaction(args, grid, logits_fn, x, y):
+    """(row, line) per grid run: the host loop without and with compaction."""
+    import numpy as np
+
+    attacks = _attacks(args.beta)
+    for name, settings in _grid_runs(args, grid):
+        (plain, t_plain), (packed, t_packed) = (
+            common.timed(attacks[name], logits_fn, x, y, compact=c, loop="host", **settings)
+            for c in (False, True)
+        )
+        difference = np.asarray(plain.adversarial) - np.asarray(packed.adversarial)
+        row = {
+            "attack": name,
+            **settings,
+            "images": len(x),
+            "seconds_plain": round(t_plain, 1),
+            "seconds_compacted": round(t_packed, 1),
+            "speedup": round(t_plain / t_packed, 2),
+            "same_success": bool(np.array_equal(plain.success, packed.success)),
+            "max_abs_difference": float(np.max(np.abs(difference))),
+        }
+        yield (
+            row,
+            (
+                f"{_label(name, settings)}: {t_plain:.0f} s -> {t_packed:.0f} s "
+                f"({row['speedup']}x), same success {row['same_success']}, "
+                f"max diff {row['max_abs_difference']:.1e}"
+            ),
+        )
+
+
+def _convergence(args, grid, logits_fn, x, y):
+    """(row, line) per grid run: success rate and mean distortions of the successes."""
+    import numpy as np
+
+    attacks = _attacks(args.beta)
+    for name, settings in _grid_runs(args, grid):
+        result, seconds = common.timed(attacks[name], logits_fn, x, y, **settings)
+        ok = np.asarray(result.success)
+        row = {
+            "attack": name,
+            **settings,
+            "images": len(x),
+            "success": float(ok.mean()),
+            "seconds": round(seconds, 1),
+        }
+        for norm in ("l0", "l1", "l2", "linf"):
+            values = np.asarray(getattr(result, norm))[ok]
+            row[f"mean_{norm}"] = float(values.mean()) if ok.any() else None
+        yield (
+            row,
+            (
+                f"{_label(name, settings)}: success {row['success']:.1%}, "
+                f"L2 {row['mean_l2'] or float('nan'):.3f}, "
+                f"L1 {row['mean_l1'] or float('nan'):.2f}, {seconds:.0f} s"
+            ),
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 
-from remix_jax.cli import HelpFormatter, check_output_path, positive_int
+from bench import common
+from remix_jax.cli import HelpFormatter, positive_int
+
+OUT = "results/bench/cifar_widths_<backend>.json"  # the default --out
 
 
 def main(argv=None) -> None:
@@ -25,26 +28,17 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=positive_int, default=512, help="training batch")
     p.add_argument("--attack-batch", type=positive_int, default=500, help="input-gradient batch")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed runs (best kept)")
-    p.add_argument(
-        "--out", default=None, help="JSON path (default: results/bench/cifar_widths_<backend>.json)"
-    )
+    common.add_out_flag(p, OUT)
     args = p.parse_args(argv)
-
-    from remix_jax import runtime
-
-    runtime.configure()
-    import jax
-
-    from bench.common import write_json
+    common.configure()
+    out = common.result_path(args.out, OUT)
     from remix_jax import provenance
 
-    out = args.out or f"results/bench/cifar_widths_{jax.devices()[0].platform}.json"
-    check_output_path(out)
     rows = []
     for width in args.widths:
         rows.append(measure(width, args))
         print(rows[-1], flush=True)
-    write_json(out, {"rows": rows, "settings": vars(args), **provenance.stamp()})
+    common.write_json(out, {"rows": rows, "settings": vars(args), **provenance.stamp()})
     print(f"-> {out}")
 
 
@@ -55,7 +49,6 @@ def measure(width: int, args) -> dict:
     import numpy as np
     import optax
 
-    from bench.common import timed
     from remix_jax import objectives
     from remix_jax.models.classifiers import CIFARResNet
 
@@ -83,13 +76,13 @@ def measure(width: int, args) -> dict:
     images = jnp.asarray(rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, args.batch_size, dtype=np.int32))
     x = jnp.asarray(rng.uniform(size=(args.attack_batch, 32, 32, 3)).astype(np.float32))
-    timed(train_step, variables, opt_state, jax.random.key(0), images, labels)  # compile
-    timed(input_gradient, variables, x)
+    common.timed(train_step, variables, opt_state, jax.random.key(0), images, labels)  # compile
+    common.timed(input_gradient, variables, x)
     train = min(
-        timed(train_step, variables, opt_state, jax.random.key(i), images, labels)[1]
+        common.timed(train_step, variables, opt_state, jax.random.key(i), images, labels)[1]
         for i in range(args.repeats)
     )
-    grad = min(timed(input_gradient, variables, x)[1] for _ in range(args.repeats))
+    grad = min(common.timed(input_gradient, variables, x)[1] for _ in range(args.repeats))
     return {
         "width": width,
         "params": objectives.param_count(variables["params"]),

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, check_output_path, positive_int, seed
+from bench import common
+from remix_jax.cli import DATA_DIR_HELP, HelpFormatter, positive_int, seed
+
+OUT = "results/bench/magnet_init_<backend>.json"  # the default --out
 
 
 def main(argv=None) -> None:
@@ -22,14 +25,10 @@ def main(argv=None) -> None:
     p.add_argument("--every", type=positive_int, default=250, help="validation loss every N steps")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument(
-        "--out", default=None, help="JSON path (default: results/bench/magnet_init_<backend>.json)"
-    )
+    common.add_out_flag(p, OUT)
     args = p.parse_args(argv)
-
-    from remix_jax import runtime
-
-    runtime.configure()
+    common.configure()
+    out = common.result_path(args.out, OUT)
     import dataclasses
 
     import jax
@@ -37,12 +36,9 @@ def main(argv=None) -> None:
     import numpy as np
     import optax
 
-    from bench.common import write_json
     from remix_jax import components, data, provenance
     from remix_jax.models import magnet as magnet_models
 
-    out = args.out or f"results/bench/magnet_init_{jax.default_backend()}.json"
-    check_output_path(out)
     images, _ = data.load("mnist", "train", args.data_dir)
     x = data.to_float(images[:-5000])  # the training part train.magnet uses
     config = components.magnet_autoencoder("mnist", "I")
@@ -74,7 +70,7 @@ def main(argv=None) -> None:
                 curve.append({"step": i, "mse": float(value)})
                 print(f"{name}: step {i} mse {float(value):.4f}", flush=True)
         curves[name] = curve
-    write_json(out, {"curves": curves, **provenance.stamp()})
+    common.write_json(out, {"curves": curves, **provenance.stamp()})
     print(f"-> {out}")
 
 

@@ -23,7 +23,8 @@ import argparse
 import json
 import os
 
-from remix_jax import datasets
+from bench import common
+from remix_jax import datasets, result_files
 from remix_jax.cli import (
     DATA_DIR_HELP,
     HelpFormatter,
@@ -113,15 +114,11 @@ def main(argv=None) -> None:
     args.out = args.out or f"results/bench/presets{suffix}"
     check_output_path(args.out)
 
-    from remix_jax import runtime
-
-    runtime.configure()
-    runtime.use_full_precision()
-    from bench.common import setup, write_json
+    common.configure(full_precision=True)
     from remix_jax import provenance
     from remix_jax.attack_registry import PRESETS
 
-    pre, x, y = setup(args.dataset, 100, args.data_dir)  # FLOPs per image do not depend on N
+    pre, x, y = common.setup(args.dataset, 100, args.data_dir)  # FLOPs per image do not depend on N
     rates = {
         platform: throughput(
             os.path.join(args.bench_dir, f"attacks_throughput_{platform}{suffix}.json")
@@ -148,17 +145,13 @@ def main(argv=None) -> None:
                     row[f"{platform}_bound_seconds"] = round(work / rate, 1)
                     row[f"{platform}_machine"] = machine
             row["h100_fp32_peak_bound_seconds"] = round(work * per_image / H100_FP32_PEAK, 1)
-            suffix = "" if preset == "paper" else f"-{preset}"
-            row["measured"] = measured_crafting(
-                os.path.join("results", args.dataset, "cache", attack + suffix)
-            )
+            cache = os.path.join("results", args.dataset, "cache", attack)
+            row["measured"] = measured_crafting(cache + ("" if preset == "paper" else f"-{preset}"))
             rows.append(row)
     payload = {"dataset": args.dataset, "rows": rows, **provenance.stamp()}
-    write_json(args.out + ".json", payload)
+    common.write_json(args.out + ".json", payload)
     text = markdown(payload)
-    with open(args.out + ".md.tmp", "w") as f:
-        f.write(text)
-    os.replace(args.out + ".md.tmp", args.out + ".md")
+    result_files.write_text(args.out + ".md", text)
     print(text)
 
 

@@ -36,14 +36,12 @@ table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from bench import common
 from remix_jax import datasets
 from remix_jax.cli import (
     DATA_DIR_HELP,
-    HelpFormatter,
-    add_dataset_flag,
     check_output_path,
     nonnegative_float,
     nonnegative_int,
@@ -51,42 +49,52 @@ from remix_jax.cli import (
 )
 
 
+def _each_attack(args, pre, x, y, measure) -> list[dict]:
+    """One row per --attacks entry, printed as it comes: ``measure(name, seconds)`` ->
+    (row, line), given the best time of our attack's --iterations iterations."""
+    from bench.attack_steps import best_time, our_steps
+
+    ours = our_steps(pre.logits_fn, x, y, args.iterations, args.beta)
+    rows = []
+    for name in args.attacks:
+        row, line = measure(name, best_time(ours[name], args.repeats))
+        rows.append(row)
+        print(line, flush=True)
+    return rows
+
+
 def part_step(args, pre, x, y) -> list[dict]:
     """Iteration-images per second of our attack step and torch's, one row per attack."""
     import numpy as np
     import torch
 
-    from bench.attack_steps import best_time, our_steps, torch_cw_steps, torch_ead_steps
+    from bench.attack_steps import best_time, torch_cw_steps, torch_ead_steps
     from bench.torch_ports import torch_port
 
     net = torch_port(pre).to(memory_format=torch.channels_last)
     xs, ys = np.asarray(x), np.asarray(y)
-    ours = our_steps(pre.logits_fn, x, y, args.iterations, args.beta)
     theirs = {
         "cw": torch_cw_steps(net, xs, ys, args.iterations),
         "ead": torch_ead_steps(net, xs, ys, args.iterations, beta=args.beta),
     }
-    rows = []
-    for name in args.attacks:
-        t_ours = best_time(ours[name], args.repeats)
+    work = args.iterations * len(xs)
+
+    def measure(name, t_ours):
         t_torch = best_time(theirs[name], args.repeats)
-        work = args.iterations * len(xs)
-        rows.append(
-            {
-                "attack": name,
-                "batch": len(xs),
-                "iterations": args.iterations,
-                "ours_iteration_images_per_s": round(work / t_ours, 1),
-                "torch_iteration_images_per_s": round(work / t_torch, 1),
-                "speedup": round(t_torch / t_ours, 3),
-            }
-        )
-        print(
+        row = {
+            "attack": name,
+            "batch": len(xs),
+            "iterations": args.iterations,
+            "ours_iteration_images_per_s": round(work / t_ours, 1),
+            "torch_iteration_images_per_s": round(work / t_torch, 1),
+            "speedup": round(t_torch / t_ours, 3),
+        }
+        return row, (
             f"{name} step: ours {work / t_ours:,.0f}, torch {work / t_torch:,.0f} "
-            f"iteration-images/s -> {t_torch / t_ours:.2f}x",
-            flush=True,
+            f"iteration-images/s -> {t_torch / t_ours:.2f}x"
         )
-    return rows
+
+    return _each_attack(args, pre, x, y, measure)
 
 
 def part_overhead(args, pre, x, y) -> list[dict]:
@@ -94,42 +102,33 @@ def part_overhead(args, pre, x, y) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
-    from bench.attack_steps import best_time, our_steps
+    from bench.attack_steps import best_time
 
     weights = jnp.arange(10.0)
     gradient = jax.jit(jax.grad(lambda v: jnp.sum(pre.logits_fn(v) * weights)))
     t_net = best_time(lambda: gradient(x), args.repeats)
-    ours = our_steps(pre.logits_fn, x, y, args.iterations, args.beta)
-    rows = [
-        {
-            "what": "classifier forward + input gradient, one jitted call",
-            "seconds_per_step": round(t_net, 4),
+
+    def measure(name, seconds):
+        t = seconds / args.iterations
+        row = {
+            "what": f"{name} iteration inside the attack",
+            "seconds_per_step": round(t, 4),
+            "relative_to_network_gradient": round(t / t_net, 3),
         }
-    ]
-    for name in args.attacks:
-        t = best_time(ours[name], args.repeats) / args.iterations
-        rows.append(
-            {
-                "what": f"{name} iteration inside the attack",
-                "seconds_per_step": round(t, 4),
-                "relative_to_network_gradient": round(t / t_net, 3),
-            }
-        )
-        print(
+        return row, (
             f"{name}: {t * 1e3:.0f} ms per iteration vs {t_net * 1e3:.0f} ms for the "
-            f"network's gradient alone ({t / t_net:.2f}x)",
-            flush=True,
+            f"network's gradient alone ({t / t_net:.2f}x)"
         )
-    return rows
+
+    network = {
+        "what": "classifier forward + input gradient, one jitted call",
+        "seconds_per_step": round(t_net, 4),
+    }
+    return [network, *_each_attack(args, pre, x, y, measure)]
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--part", choices=["step", "defend", "overhead"], required=True)
-    add_dataset_flag(p)
-    p.add_argument("--attacks", nargs="+", choices=["cw", "ead"], default=["cw", "ead"])
-    p.add_argument("--batch", type=positive_int, default=1000, help="images per step / defend call")
-    p.add_argument("--iterations", type=positive_int, default=50, help="timed attack iterations")
+    p = common.step_parser(__doc__, ["step", "defend", "overhead"], "images per step / defend call")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed runs (best is kept)")
     p.add_argument(
         "--chunks",
@@ -140,11 +139,7 @@ def main(argv=None) -> None:
     )
     p.add_argument("--beta", type=nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument(
-        "--out",
-        default=None,
-        help="JSON path (default: results/bench/speed_<part>_<backend>[_cifar10].json)",
-    )
+    common.add_out_flag(p, "results/bench/speed_<part>_<backend>[_cifar10].json")
     args = p.parse_args(argv)
     if args.out:  # the default's folder is checked once JAX names the platform
         check_output_path(args.out)
@@ -153,27 +148,20 @@ def main(argv=None) -> None:
     except ImportError:
         sys.exit("error: bench.speed needs torch (see bench/reference_attacks.py for the venv)")
 
-    from remix_jax import runtime
-
-    runtime.configure()
-    runtime.use_full_precision()
-    import jax
-
-    from bench.common import setup, write_json
+    common.configure(full_precision=True)
+    suffix = datasets.file_suffix(args.dataset)
+    out = common.result_path(args.out, f"results/bench/speed_{args.part}_<backend>{suffix}.json")
     from remix_jax import provenance
 
-    suffix = datasets.file_suffix(args.dataset)
-    out = args.out or f"results/bench/speed_{args.part}_{jax.default_backend()}{suffix}.json"
-    check_output_path(out)
     torch.set_grad_enabled(True)
-    pre, x, y = setup(args.dataset, args.batch, args.data_dir)
+    pre, x, y = common.setup(args.dataset, args.batch, args.data_dir)
     if args.part == "defend":
         from bench.speed_defend import part_defend
 
         rows = part_defend(args, pre, x)
     else:
         rows = (part_step if args.part == "step" else part_overhead)(args, pre, x, y)
-    write_json(
+    common.write_json(
         out,
         {
             "part": args.part,
