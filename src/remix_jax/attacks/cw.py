@@ -37,7 +37,7 @@ import optax
 
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult, LogitsFn
-from remix_jax.attacks.search import Algorithm, Step, launch
+from remix_jax.attacks.search import Algorithm, Step, launch, search_arguments
 
 TANH_SCALE = 0.999999
 
@@ -132,22 +132,4 @@ def cw_l2(
     Returns:
       :class:`AttackResult`.
     """
-    return launch(
-        CW_L2,
-        logits_fn,
-        x,
-        labels,
-        targeted=targeted,
-        confidence=confidence,
-        binary_search_steps=binary_search_steps,
-        max_iterations=max_iterations,
-        learning_rate=learning_rate,
-        initial_const=initial_const,
-        abort_early=abort_early,
-        clip_min=clip_min,
-        clip_max=clip_max,
-        loop=loop,
-        compact=compact,
-        key=key,
-        on_step=on_step,
-    )
+    return launch(CW_L2, logits_fn, x, labels, **search_arguments(locals()))

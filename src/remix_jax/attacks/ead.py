@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from remix_jax._checks import check_real
 from remix_jax.attacks import common
 from remix_jax.attacks.common import AttackResult, LogitsFn
-from remix_jax.attacks.search import Algorithm, Step, launch
+from remix_jax.attacks.search import Algorithm, Step, launch, search_arguments
 
 DECISION_RULES = ("EN", "L1")
 
@@ -152,19 +152,7 @@ def ead(
         logits_fn,
         x,
         labels,
-        targeted=targeted,
-        confidence=confidence,
-        binary_search_steps=binary_search_steps,
-        max_iterations=max_iterations,
-        learning_rate=learning_rate,
-        initial_const=initial_const,
-        abort_early=abort_early,
-        clip_min=clip_min,
-        clip_max=clip_max,
-        loop=loop,
-        compact=compact,
-        key=key,
         extra={"beta": beta},
         options=EADOptions(decision_rule=decision_rule, fista=fista),
-        on_step=on_step,
+        **search_arguments(locals()),
     )

@@ -360,6 +360,21 @@ def run(
     raise ValueError(f"loop must be 'device', 'host' or None, got {loop!r}")
 
 
+# The arguments every public search attack (cw_l2, ead) takes and hands to launch as
+# they are: named once, so that a wrapper forwards them with search_arguments(locals()).
+SEARCH_ARGUMENTS = (
+    "targeted", "confidence", "binary_search_steps", "max_iterations", "learning_rate",
+    "initial_const", "abort_early", "clip_min", "clip_max", "loop", "compact", "key",
+    "on_step",
+)  # fmt: skip
+
+
+def search_arguments(arguments: dict) -> dict:
+    """The :data:`SEARCH_ARGUMENTS` among a public attack's ``arguments`` (its
+    ``locals()``), as keywords for :func:`launch`."""
+    return {name: arguments[name] for name in SEARCH_ARGUMENTS}
+
+
 def launch(
     algorithm: Algorithm,
     logits_fn,
