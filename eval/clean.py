@@ -16,73 +16,78 @@ import os
 import sys
 import time
 
-from remix_jax import datasets
-from remix_jax.cli import (
-    CHECKPOINT_ROOT_HELP,
-    DATA_DIR_HELP,
-    HelpFormatter,
-    add_classifier_flag,
-    add_dataset_flag,
-    check_output_path,
-    existing_folder,
-    mask_count,
-    positive_int,
-    require_with_classifier,
-)
+from remix_jax import cli, datasets
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    add_dataset_flag(p)
-    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument(
-        "--checkpoint-root", type=existing_folder, default=None, help=CHECKPOINT_ROOT_HELP
-    )
+def parse(argv) -> argparse.Namespace:
+    p = cli.parser(__doc__)
+    cli.add_dataset_flag(p)
     p.add_argument(
         "--inpainter",
-        type=existing_folder,
+        type=cli.existing_folder,
         default=None,
         help="use this inpainter checkpoint folder instead of the shipped one",
     )
-    add_classifier_flag(p)
-    p.add_argument("--num-keys", type=positive_int, default=5, help="keys per randomized row")
+    p.add_argument("--num-keys", type=cli.positive_int, default=5, help="keys per randomized row")
     p.add_argument(
         "--iterations",
-        type=positive_int,
+        type=cli.positive_int,
         nargs="+",
         default=[1, 2, 3],
         help="mask-inpaint rounds K to score (one row each)",
     )
     p.add_argument(
         "--num-masks",
-        type=mask_count,
+        type=cli.mask_count,
         default=None,
         help="masks per round (default: what the inpainter was trained with)",
     )
-    p.add_argument("--limit", type=positive_int, default=None, help="first N test images only")
+    p.add_argument("--limit", type=cli.positive_int, default=None, help="first N test images only")
     p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
-    p.add_argument("--out", default=None, help="default: results/<dataset>/clean")
+    cli.add_output_flags(p, out="results/<dataset>/clean", cache=None)
     args = p.parse_args(argv)
-    require_with_classifier(p, args, "--out")
+    cli.require_with_classifier(p, args, "--out")
+    return args
 
-    check_output_path(args.out or os.path.join("results", args.dataset, "clean"))
-    from remix_jax import runtime
 
-    runtime.configure()
+def score(suite: dict, x, y, num_keys: int, n_masks: int) -> list[dict]:
+    """One row per defense: accuracy (%) on (x, y), mean and spread over ``num_keys``
+    keys for a randomized one, and the share rejected for a detector."""
     import numpy as np
     from tqdm import tqdm
 
-    from remix_jax import data, eval_inputs, evaluation, provenance
+    from remix_jax import evaluation
+
+    rows = []
+    for name, defense in tqdm(suite.items(), desc="defenses"):
+        accs = [float(np.mean(r)) for r in defense.correct_over_keys(x, y, False, num_keys)]
+        name = name.replace("mask-inpaint", f"mask-inpaint n={n_masks}")
+        row = (
+            {"defense": name, **evaluation.summarize(accs)}
+            if defense.randomized
+            else {"defense": name, "accuracy": accs[0] * 100}
+        )
+        if defense.reject is not None:
+            row["rejected"] = float(defense.reject(None, x).mean() * 100)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    cli.check_output_path(args.out or os.path.join("results", args.dataset, "clean"))
+    from remix_jax import runtime
+
+    runtime.configure()
+    from remix_jax import data, eval_inputs, provenance
     from remix_jax.masking import num_positions
     from remix_jax.pretrained import load_magnet, load_pretrained
 
-    try:
+    with cli.exit_on_load_errors():
         split = data.load_split(args.dataset, "test", args.data_dir)
         pre = load_pretrained(
             args.dataset, args.checkpoint_root, inpainter=args.inpainter, classifier=args.classifier
         )
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
     trained_masks = pre.remix.n_masks
     if args.num_masks is not None:
         positions = num_positions(datasets.get(args.dataset).image_shape, pre.remix.per_channel)
@@ -92,24 +97,10 @@ def main(argv=None) -> None:
     x = data.to_float(split.images[: args.limit])
     y = split.labels[: args.limit]
     started = time.time()
-
-    try:
+    with cli.exit_on_load_errors(lambda message: " (or leave MagNet out with --no-magnet)"):
         magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e} (or leave MagNet out with --no-magnet)")
     suite = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations)
-    rows = []
-    for name, defense in tqdm(suite.items(), desc="defenses"):
-        accs = [float(np.mean(r)) for r in defense.correct_over_keys(x, y, False, args.num_keys)]
-        name = name.replace("mask-inpaint", f"mask-inpaint n={pre.remix.n_masks}")
-        row = (
-            {"defense": name, **evaluation.summarize(accs)}
-            if defense.randomized
-            else {"defense": name, "accuracy": accs[0] * 100}
-        )
-        if defense.reject is not None:
-            row["rejected"] = float(defense.reject(None, x).mean() * 100)
-        rows.append(row)
+    rows = score(suite, x, y, args.num_keys, pre.remix.n_masks)
     inpainter_dir = os.path.abspath(args.inpainter) if args.inpainter else None
     result = {
         "dataset": args.dataset,
@@ -121,12 +112,10 @@ def main(argv=None) -> None:
         "inpainter_trained_masks": trained_masks,
         "num_masks": pre.remix.n_masks,
         "data_source": split.source,
-        "wall_seconds": round(time.time() - started, 1),
-        **provenance.stamp(),
+        **provenance.finished(started),
     }
     out = args.out or os.path.join("results", args.dataset, "clean")
-    print(markdown(result))
-    provenance.write_unless_reproduced(out, result, write_outputs)
+    provenance.publish(out, result, markdown, write_outputs)
 
 
 def write_outputs(out: str, result: dict) -> None:
