@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from remix_jax import checkpoints
+from remix_jax import checkpoints, sharding
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,11 @@ def fit(
         meta.setdefault("resumed_from", []).append(step)
         logger.info("resuming from step %d of %d", step, total_steps)
 
+    # data parallel over every device (GPUs, TPUs, CPU host devices): params and
+    # optimizer state replicated, each batch split; one device runs as before
+    parallel = _data_parallel(config.batch_size)
+    if parallel:
+        params, opt_state = sharding.replicate((params, opt_state))
     train_step = _make_step(task, optimizer)
     started = time.time()
     seconds_before = meta["train_seconds"]
@@ -236,8 +241,11 @@ def fit(
             )
             for i in range(offset, steps_per_epoch):
                 idx = np.sort(order[i * config.batch_size : (i + 1) * config.batch_size])
+                batch = (images[idx], labels[idx])
+                if parallel:
+                    batch = sharding.shard_batch(batch)
                 params, opt_state, metrics = train_step(
-                    params, opt_state, jax.random.fold_in(step_key, step), images[idx], labels[idx]
+                    params, opt_state, jax.random.fold_in(step_key, step), *batch
                 )
                 step += 1
                 bar.update(1)
@@ -270,6 +278,20 @@ def fit(
     if checkpoints.latest_step(checkpoint_dir) != step:
         save()
     return params, meta
+
+
+def _data_parallel(batch_size: int) -> bool:
+    """Whether to split each batch over the devices: more than one, and a batch size
+    they divide (otherwise one device trains, and a warning says why)."""
+    devices = jax.device_count()
+    if devices > 1 and batch_size % devices:
+        logger.warning(
+            "batch size %d is not divisible by the %d devices: training on one device",
+            batch_size,
+            devices,
+        )
+        return False
+    return devices > 1
 
 
 # what a resumed run must share with the checkpoint it continues (--epochs may grow,
