@@ -10,7 +10,9 @@ the transfer attacks (APGD-CE, APGD-T and PGD crafted on the bare classifier). A
 image counts as robust at a budget under a key only if it survives every attack
 there, and accuracy is judged over --num-keys keys the attacker never used. The bare
 classifier is judged by APGD-CE and APGD-T (AutoAttack standard's APGD parts; FAB-T
-and Square are not implemented, so its numbers are upper bounds of AutoAttack's).
+and Square are not implemented, so its numbers are upper bounds of AutoAttack's), and
+MagNet's reformer (--defense magnet-reformer, deterministic) by the same two through
+the reformer with exact gradients, beside the transfer attacks.
 The sanity checks of Carlini et al. (2019) are reported beside the numbers (--no-sanity
 drops them): a quarter of the draws or of the steps never leaves a lower accuracy, a
 large budget leaves ~0%, the bare classifier is at ~0% at the largest budget.
@@ -31,7 +33,12 @@ import time
 
 from remix_jax import adaptive_plan, cli, datasets, robustness_plan
 
-DEFENSES = {"remix": "reformer + mask-inpaint", "mask-inpaint": "mask-inpaint", "none": "none"}
+DEFENSES = {
+    "remix": "reformer + mask-inpaint",
+    "mask-inpaint": "mask-inpaint",
+    "magnet-reformer": adaptive_plan.MAGNET_REFORMER,
+    "none": "none",
+}
 
 
 def parse(argv):
@@ -123,11 +130,18 @@ def main(argv=None) -> None:
     setup = setup_from(args)
     started = time.time()
     inputs = cli.load_eval_inputs(args)
+    magnet = None
+    if setup.defense == adaptive_plan.MAGNET_REFORMER:
+        from remix_jax.pretrained import load_magnet
+
+        with cli.exit_on_load_errors():
+            magnet = load_magnet(args.dataset, args.checkpoint_root)
     robustness = robustness_eval.RobustnessEvaluation(
         setup,
         *inputs.attacked(),
         args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
         args.batch_size,
+        magnet=magnet,
     )
     parts = robustness_plan.plan(setup, datasets.get(args.dataset).num_classes)
     scoring = progress.ProgressFile(

@@ -217,3 +217,41 @@ def test_committed_robustness_results_are_consistent_and_render_again(path):
     again = robustness_eval.sanity_checks(result, setup)
     assert again == result["sanity"]
     assert robustness_report.markdown(result) == path.with_suffix(".md").read_text()
+
+
+def test_magnet_reformer_is_judged_by_standard_apgd_through_the_reformer(tmp_path, fast_compiles):
+    from test_magnet import tiny_magnet
+
+    s = setup(defense="MagNet reformer", budgets=(0.1,), steps=3, num_keys=2)
+    assert not s.randomized and s.judged == ["none", "MagNet reformer"]
+    parts = robustness_plan.plan(s, num_classes=10)
+    assert [(p.label, p.group, p.run["threat"]) for p in parts] == [
+        ("APGD-CE", "bare", "oblivious"),
+        ("APGD-T", "bare", "oblivious"),
+        ("APGD-CE", "standard", "eot"),  # the defense attacked with exact gradients
+        ("APGD-T", "standard", "eot"),
+        ("APGD-CE, 1 steps", "sanity", "eot"),  # no draws to weaken: steps only
+        ("APGD-CE, 3 steps", "large budget", "eot"),
+    ]
+    assert all("draws" not in p.setup.attack_settings for p in parts)
+    logits_fn = linear_classifier()
+    x = np.asarray(images(*MNIST, batch=4))
+    y = np.asarray(jnp.argmax(logits_fn(x), -1))
+    run = robustness_eval.RobustnessEvaluation(
+        s, logits_fn, tiny_params(*MNIST), x, y, [0, 1, 2, 3], str(tmp_path), 4, tiny_magnet()
+    )
+    result = robustness_eval.evaluate(run, parts, log=lambda _: None)
+    rows = {(r["label"], r["group"]): r for r in result["rows"]}
+    for label in ("APGD-CE", "APGD-T"):
+        white_box = rows[(label, "standard")]
+        # crafted on classifier(reform(x)) and judged there, one key: the attacker's own
+        # verdict is the defense's accuracy (crafted on the bare classifier, it is not)
+        accuracy = white_box["accuracy"]["MagNet reformer"]
+        assert accuracy["std"] == 0 and accuracy["mean"] == 100 - white_box["attacker_success"]
+        assert white_box["mean_linf"] <= 0.1 + 1e-6
+    transfer = rows[("APGD-CE", "bare")]
+    assert transfer["accuracy"]["MagNet reformer"]["mean"] != 100 - transfer["attacker_success"]
+    assert {w["model"] for w in result["worst_case"]} == {"none", "MagNet reformer"}
+    assert "MagNet reformer" in result["clean"] and "varies_between_keys" not in result["clean"]
+    names = [c["check"] for c in result["sanity"]]
+    assert names[0].startswith("bare classifier") and "a large budget leaves ~0%" in names

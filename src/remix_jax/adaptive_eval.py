@@ -22,10 +22,12 @@ import numpy as np
 
 from remix_jax import attack_registry, evaluation, progress
 from remix_jax import detector as detector_lib
+from remix_jax import magnet as magnet_lib
 from remix_jax.adaptive_plan import (
     CALIBRATION_KEY,
     EVAL_KEY_BASE,
     HINGE,
+    MAGNET_REFORMER,
     AdaptiveSetup,
     run_settings,
     settings_digest,
@@ -62,6 +64,7 @@ class AdaptiveEvaluation:
         cache_dir: str,
         validation: Callable[[], np.ndarray],
         models: dict | None = None,
+        magnet=None,
     ):
         self.setup, self.logits_fn, self.x, self.y = setup, logits_fn, x, y
         self.indices, self.cache_dir, self.validation = indices, cache_dir, validation
@@ -72,8 +75,12 @@ class AdaptiveEvaluation:
         # one logits function per (defense, bpda, samples)
         self._models: dict = {} if models is None else models
         self._thresholds: dict[str, float] = {}
+        self.magnet = magnet
         self.defenses = {"none": evaluation.Defense(False, self._bare_predict)}
         for name in setup.defenses:
+            if name == MAGNET_REFORMER:
+                self.defenses[name] = evaluation.Defense(False, self._reformed_predict)
+                continue
             self.defenses[name] = evaluation.Defense(
                 True,
                 self._remix_predict(self.remix[name]),
@@ -128,7 +135,8 @@ class AdaptiveEvaluation:
             fn = self._model(run)
             if run["threat"] == "fixed":
                 fn = adaptive.fixed_masks(fn, key)
-            kwargs = self.spec.randomized(key)
+            # a deterministic defense (MagNet's reformer) is attacked as a plain model
+            kwargs = self.spec.randomized(key) if self.defenses[run["defense"]].randomized else {}
         attack = self.spec.resolve()
         if not self.setup.epsilon:
             return attack(
@@ -149,6 +157,8 @@ class AdaptiveEvaluation:
         )
 
     def _model(self, run: dict):
+        if run["defense"] == MAGNET_REFORMER:
+            return self._reformed_logits()
         bpda = ("reformer", "mask-inpaint") if run["threat"] == "bpda" else ()
         name = (run["defense"], bpda, run["samples"])
         if name not in self._models:  # compiled once per model, not per run
@@ -201,6 +211,22 @@ class AdaptiveEvaluation:
     def _bare_predict(self, key, x):
         del key
         return evaluation.predict(self.logits_fn, x)
+
+    def _reformed_logits(self):
+        """``logits_fn(reform(x))``: the classifier behind MagNet's reformer, exact
+        gradients (compiled once, shared with the other evaluations' models)."""
+        if self.magnet is None:
+            raise ValueError(f"the {MAGNET_REFORMER!r} defense needs magnet=")
+        if MAGNET_REFORMER not in self._models:
+            magnet, logits_fn = self.magnet, self.logits_fn
+            self._models[MAGNET_REFORMER] = jax.jit(
+                lambda z: logits_fn(magnet_lib.reform(magnet, z))
+            )
+        return self._models[MAGNET_REFORMER]
+
+    def _reformed_predict(self, key, x):
+        del key
+        return evaluation.predict(self._reformed_logits(), x)
 
     def _remix_predict(self, params: RemixParams):
         def predict(key, x):

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from remix_jax import attack_registry
 
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
+# a deterministic baseline an evaluation may judge beside REMIX (given MagNet's weights)
+MAGNET_REFORMER = "MagNet reformer"
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
 # robust accuracy is scored with keys 10_000 + s, as in eval.sweep; attackers fold
 # their run's hash into the seed, so no attacker key is ever an evaluation key

@@ -19,7 +19,7 @@ from remix_jax import evaluation, progress
 from remix_jax.adaptive_eval import AdaptiveEvaluation
 from remix_jax.adaptive_plan import run_settings, settings_digest
 from remix_jax.defense import RemixParams
-from remix_jax.robustness_plan import Part, RobustnessSetup
+from remix_jax.robustness_plan import WORST_CASE_GROUPS, Part, RobustnessSetup
 
 # the sanity checks' tolerance: an accuracy may exceed the stronger attack's by the
 # larger of this many points and twice the spread over keys before a check fails
@@ -38,6 +38,7 @@ class RobustnessEvaluation:
       indices: their test-set indices (part of every cache's identity).
       cache_dir: where crafted batches are kept.
       batch_size: images crafted per cache file.
+      magnet: MagNet's weights, to judge its reformer (defense "MagNet reformer").
     """
 
     def __init__(
@@ -50,8 +51,9 @@ class RobustnessEvaluation:
         indices: Sequence[int],
         cache_dir: str,
         batch_size: int,
+        magnet=None,
     ):
-        self.setup, self.logits_fn, self.remix = setup, logits_fn, remix
+        self.setup, self.logits_fn, self.remix, self.magnet = setup, logits_fn, remix, magnet
         self.x, self.y, self.indices = x, y, list(indices)
         self.cache_dir, self.batch_size = cache_dir, batch_size
         self._models: dict = {}  # compiled once for every part and batch
@@ -67,6 +69,7 @@ class RobustnessEvaluation:
             self.cache_dir,
             validation=lambda: None,  # no detector: never called
             models=self._models,
+            magnet=self.magnet,
         )
 
     def craft(self, part: Part) -> dict[str, np.ndarray]:
@@ -114,6 +117,9 @@ class RobustnessEvaluation:
         protocol's (its defenses and keys are the protocol's)."""
         evaluation_ = self._evaluation(part)
         out = {"none": evaluation.summarize([np.mean(evaluation_.right("none", self.x)[0])])}
+        if self.setup.defense != "none" and not self.setup.randomized:
+            right = evaluation_.right(self.setup.defense, self.x)[0]
+            out[self.setup.defense] = evaluation.summarize([np.mean(right)])
         if self.setup.randomized:
             defense = evaluation_.defenses[self.setup.defense]
             predictions = np.stack([defense.predict(k, self.x) for k in evaluation_.eval_keys])
@@ -165,7 +171,7 @@ def worst_case(rows: list[dict], setup: RobustnessSetup) -> list[dict]:
     """Per budget and judged model, accuracy when an image counts only if it survives
     every attack of the worst case under a key (the bare classifier: one key)."""
     out = []
-    judged = ["none", setup.defense] if setup.randomized else ["none"]
+    judged = setup.judged
     for budget in setup.budgets:
         for model in judged:
             # the bare classifier is judged by the attacks crafted on it alone
@@ -173,7 +179,7 @@ def worst_case(rows: list[dict], setup: RobustnessSetup) -> list[dict]:
                 r
                 for r in rows
                 if r["budget"] == budget
-                and r["group"] in ("bare", "rand", "portfolio")
+                and r["group"] in WORST_CASE_GROUPS
                 and (model != "none" or r["threat"] == "oblivious")
             ]
             runs = [[np.asarray(h, bool) for h in r["hits"][model]] for r in here]
@@ -213,12 +219,12 @@ def sanity_checks(result: dict, setup: RobustnessSetup) -> list[dict]:
             f"{top['accuracy']['mean']:.1f}% at {top['budget']:g} (APGD-CE, APGD-T)",
         )
     )
-    if not setup.randomized:
+    if setup.defense == "none":
         return checks
     protocol_ce = [
         r
         for r in rows
-        if r["group"] == "rand"
+        if r["group"] in ("rand", "standard")
         and r["label"].startswith("APGD-CE")
         and r["budget"] == setup.checked_budget()
     ]

@@ -27,10 +27,12 @@ import dataclasses
 from remix_jax import adaptive_plan
 from remix_jax.adaptive_plan import AdaptiveSetup
 
-DEFENSES = ("reformer + mask-inpaint", "mask-inpaint", "none")
+DEFENSES = ("reformer + mask-inpaint", "mask-inpaint", adaptive_plan.MAGNET_REFORMER, "none")
 # the fixed-mask threat is a sanity check of eval.adaptive (it must succeed under the
 # attacker's own key), not an attack a defense is judged by
 PORTFOLIO = ("eot", "eot-warm", "bpda")
+# the groups of attacks an image must survive (the others are checks)
+WORST_CASE_GROUPS = ("bare", "rand", "standard", "portfolio")
 # what the large-budget sanity check attacks with, per norm: ~0% must be left
 LARGE_BUDGET = adaptive_plan.LARGE_BUDGET
 
@@ -73,7 +75,12 @@ class RobustnessSetup:
     @property
     def randomized(self) -> bool:
         """Whether the judged defense draws masks (every REMIX variant)."""
-        return self.defense != "none"
+        return self.defense in adaptive_plan.DEFENSES
+
+    @property
+    def judged(self) -> list[str]:
+        """The models judged: the bare classifier ("none"), and the defense if another."""
+        return ["none"] + ([self.defense] if self.defense != "none" else [])
 
     def checked_budget(self) -> float:
         """The budget of the draws / steps sanity checks."""
@@ -87,7 +94,8 @@ class Part:
     Attributes:
       label: the table's name of the attack ("APGD-CE, EOT-20").
       group: "bare" (crafted on the bare classifier: judges it, and transfers to the
-        defense), "rand" (AutoAttack's rand protocol on the defense), "portfolio"
+        defense), "rand" (AutoAttack's rand protocol on a randomized defense),
+        "standard" (its standard APGD parts on a deterministic one), "portfolio"
         (this project's threats), "sanity" (a check, not part of the worst case) or
         "large budget" (the sanity check that a large budget leaves ~0%).
       budget: its epsilon.
@@ -103,7 +111,7 @@ class Part:
     @property
     def in_worst_case(self) -> bool:
         """Whether the part is one of the attacks an image must survive."""
-        return self.group in ("bare", "rand", "portfolio")
+        return self.group in WORST_CASE_GROUPS
 
 
 def _part(setup: RobustnessSetup, budget: float, attack: tuple, steps: int | None = None) -> Part:
@@ -116,7 +124,7 @@ def _part(setup: RobustnessSetup, budget: float, attack: tuple, steps: int | Non
         attack_settings={"norm": setup.norm, **settings},
         # "none" scores the bare classifier; its oblivious runs are scored behind the
         # shipped REMIX too (the transfer setting, for the record)
-        defenses=(setup.defense,) if setup.randomized else adaptive_plan.DEFENSES[-1:],
+        defenses=(setup.defense,) if setup.defense != "none" else adaptive_plan.DEFENSES[-1:],
         threats=(threat,),
         norm=setup.norm,
         samples=samples,
@@ -147,8 +155,12 @@ def attacks(setup: RobustnessSetup, num_classes: int) -> list[tuple]:
     out = [("APGD-CE", "bare", "apgd", "oblivious", _apgd(setup, "ce", 1), 1)]
     if num_classes >= 4:
         out.append(("APGD-T", "bare", "apgd", "oblivious", _apgd(setup, "dlr-targeted", 1), 1))
-    if not setup.randomized:
+    if setup.defense == "none":
         return out
+    if not setup.randomized:  # AutoAttack's standard APGD parts, through the defense
+        return out + [
+            (label, "standard", "apgd", "eot", settings, 1) for label, _, _, _, settings, _ in out
+        ]
     out += [
         (f"APGD-{loss.upper()}, EOT-{r}", "rand", "apgd", "eot", _apgd(setup, loss, r), 1)
         for loss in losses
@@ -163,40 +175,26 @@ def attacks(setup: RobustnessSetup, num_classes: int) -> list[tuple]:
 def plan(setup: RobustnessSetup, num_classes: int) -> list[Part]:
     """The protocol's attacks, budget by budget, then the sanity checks."""
     parts = [_part(setup, b, a) for b in setup.budgets for a in attacks(setup, num_classes)]
-    if setup.sanity and setup.randomized:
+    if setup.sanity and setup.defense != "none":
         parts += sanity_parts(setup)
     return parts
 
 
 def sanity_parts(setup: RobustnessSetup) -> list[Part]:
-    """APGD-CE with a quarter of the EOT draws and with a quarter of the steps at the
-    checked budget (neither may leave a lower accuracy than the protocol's APGD-CE),
-    and the protocol's APGD-CE at a large budget (it must leave ~0%)."""
-    b, r, n = setup.checked_budget(), setup.draws, setup.steps
-    fewer_draws, fewer_steps = max(r // 4, 1), max(n // 4, 1)
-    ce = "APGD-CE, EOT-{}, {} steps"
-    return [
-        _part(
-            setup,
-            b,
-            (
-                ce.format(fewer_draws, n),
-                "sanity",
-                "apgd",
-                "eot",
-                _apgd(setup, "ce", fewer_draws),
-                1,
-            ),
-        ),
-        _part(
-            setup,
-            b,
-            (ce.format(r, fewer_steps), "sanity", "apgd", "eot", _apgd(setup, "ce", r), 1),
-            steps=fewer_steps,
-        ),
-        _part(
-            setup,
-            setup.large_budget or LARGE_BUDGET[setup.norm],
-            (ce.format(r, n), "large budget", "apgd", "eot", _apgd(setup, "ce", r), 1),
-        ),
+    """APGD-CE with a quarter of the EOT draws (a randomized defense) and with a
+    quarter of the steps at the checked budget (neither may leave a lower accuracy
+    than the protocol's APGD-CE), and the protocol's APGD-CE at a large budget (it
+    must leave ~0%)."""
+    b, n = setup.checked_budget(), setup.steps
+    r = setup.draws if setup.randomized else 1
+
+    def check(group: str, draws: int, steps: int) -> tuple:
+        eot = f", EOT-{draws}" if setup.randomized else ""
+        label = f"APGD-CE{eot}, {steps} steps"
+        return (label, group, "apgd", "eot", _apgd(setup, "ce", draws), 1)
+
+    parts = [_part(setup, b, check("sanity", max(r // 4, 1), n))] if setup.randomized else []
+    return parts + [
+        _part(setup, b, check("sanity", r, max(n // 4, 1)), steps=max(n // 4, 1)),
+        _part(setup, setup.large_budget or LARGE_BUDGET[setup.norm], check("large budget", r, n)),
     ]

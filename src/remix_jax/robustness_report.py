@@ -102,7 +102,7 @@ def write_outputs(out: str, result: dict) -> None:
     fig, ax = plt.subplots(figsize=(9.6, 3.8))
     lines: dict[str, list] = {}
     for r in result["rows"]:
-        if r["group"] in ("rand", "portfolio") and defense in r["accuracy"]:
+        if r["group"] in ("rand", "standard", "portfolio") and defense in r["accuracy"]:
             lines.setdefault(r["label"], []).append((r["budget"], r["accuracy"][defense]))
     for name, points in lines.items():
         _curve(ax, points, result["clean"][defense], label=name, linewidth=1)
