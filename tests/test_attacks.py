@@ -219,6 +219,37 @@ def test_host_and_device_loops_agree(linear_setup):
         np.testing.assert_allclose(host.const, device.const, rtol=1e-6)
 
 
+def test_a_start_point_begins_the_search_where_it_already_succeeds(linear_setup):
+    """A start that is already adversarial: with a constant too small to get there from
+    x in one short search step, the attack succeeds from it, and only moves closer."""
+    logits_fn, _, _, x, labels = linear_setup
+    far = cw_l2(logits_fn, x, labels, confidence=1.0, binary_search_steps=1, initial_const=100.0)
+    assert bool(far.success.all())
+    settings = dict(confidence=1.0, binary_search_steps=1, max_iterations=30, initial_const=1e-3)
+    for attack in (cw_l2, ead):
+        plain = attack(logits_fn, x, labels, **settings)
+        started = attack(logits_fn, x, labels, start=far.adversarial, **settings)
+        assert not bool(plain.success.any()) and bool(started.success.all())
+        # the start's own L2, up to CW's tanh scaling of the start (1e-6 of the range)
+        assert np.all(np.asarray(started.l2) <= np.asarray(far.l2) + 1e-3)
+
+
+def test_warm_starts_agree_between_loops_and_change_the_search(linear_setup):
+    logits_fn, _, _, x, labels = linear_setup
+    # success from the first step on: the later steps begin at the best example so far
+    settings = dict(confidence=1.0, binary_search_steps=4, max_iterations=60, initial_const=10.0)
+    for attack in (cw_l2, ead):
+        host = attack(logits_fn, x, labels, loop="host", warm_start=True, **settings)
+        device = attack(logits_fn, x, labels, loop="device", warm_start=True, **settings)
+        np.testing.assert_array_equal(host.success, device.success)
+        np.testing.assert_allclose(host.adversarial, device.adversarial, atol=1e-5)
+        cold = attack(logits_fn, x, labels, loop="host", **settings)
+        assert bool(host.success.all()) and bool(cold.success.all())
+        assert float(jnp.abs(host.adversarial - cold.adversarial).max()) > 1e-4
+    with pytest.raises(ValueError, match="start must have the shape"):
+        cw_l2(logits_fn, x, labels, start=x[:2], max_iterations=1, binary_search_steps=1)
+
+
 def test_on_step_reports_each_finished_search_step(linear_setup):
     logits_fn, _, _, x, labels = linear_setup
     settings = dict(confidence=1.0, binary_search_steps=3, max_iterations=20)

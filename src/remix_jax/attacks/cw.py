@@ -25,6 +25,10 @@ Deviations from the reference code, each deliberate:
     paper); TensorFlow adds it to the uncorrected one, a negligible difference.
   * With >= 10 search steps the last step retries the upper bound only if one exists.
   * Success is re-checked on the returned images; a failure returns the original.
+  * Options, off by default: ``start`` (begin the optimisation at another image, e.g.
+    an APGD example, for an adaptive minimum-distortion attack) and ``warm_start``
+    (begin each search step at the best example found so far, as ART's L0 attack
+    can; the search then no longer explores from ``x``).
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def _to_image(w, hyper):
 
 
 def _reset(x, hyper):
-    """Every search step restarts from the original image with a fresh Adam."""
+    """Every search step restarts from ``x`` (the original image unless a start is
+    given) with a fresh Adam."""
     half_range = (hyper.clip_max - hyper.clip_min) / 2
     middle = (hyper.clip_max + hyper.clip_min) / 2
     w = jnp.arctanh((x - middle) / half_range * TANH_SCALE)
@@ -97,6 +102,8 @@ def cw_l2(
     compact: bool = True,
     key: jax.Array | None = None,
     on_step: Callable[[int], None] | None = None,
+    start: jax.Array | None = None,
+    warm_start: bool = False,
 ) -> AttackResult:
     """Carlini-Wagner L2 attack on a batch (see the module docstring).
 
@@ -128,6 +135,12 @@ def cw_l2(
         step s calls it with ``fold_in(fold_in(key, s), t)``.
       on_step: called with the number of finished search steps (after each one in
         the host loop, once at the end in the device loop), e.g. to show progress.
+      start: (B, H, W, C) images in the box where each search step's optimisation
+        begins instead of ``x`` (e.g. an adversarial example of another attack);
+        distances are still measured to ``x``.
+      warm_start: begin each search step at the best successful example found so far
+        (at ``start`` until there is one) instead of restarting; not the reference's
+        algorithm (it restarts from ``x``), off by default.
 
     Returns:
       :class:`AttackResult`.

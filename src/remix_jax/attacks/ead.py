@@ -58,7 +58,8 @@ class EADOptions:
 
 
 def _reset(x, hyper):
-    """Iterate and slack restart at the original image every search step."""
+    """Iterate and slack restart at ``x`` (the original image unless a start is given)
+    every search step."""
     del hyper
     return {"adv": x, "slack": x}
 
@@ -117,6 +118,8 @@ def ead(
     compact: bool = True,
     key: jax.Array | None = None,
     on_step: Callable[[int], None] | None = None,
+    start: jax.Array | None = None,
+    warm_start: bool = False,
 ) -> AttackResult:
     """Elastic-net attack on a batch (see the module docstring).
 
@@ -140,6 +143,8 @@ def ead(
       compact: as in :func:`remix_jax.attacks.cw_l2`.
       key: as in :func:`remix_jax.attacks.cw_l2`.
       on_step: as in :func:`remix_jax.attacks.cw_l2`.
+      start: as in :func:`remix_jax.attacks.cw_l2`.
+      warm_start: as in :func:`remix_jax.attacks.cw_l2`.
 
     Returns:
       :class:`AttackResult`.

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax._checks import check_key, check_logits_shape, fold_counter
+from remix_jax._checks import check_images, check_key, check_logits_shape, fold_counter
 from remix_jax.attacks import common
 
 
@@ -66,6 +66,7 @@ class Spec:
     abort_early: bool
     options: Any = None  # the algorithm's own static settings (hashable; EAD: EADOptions)
     stochastic: bool = False  # logits_fn(x, key) instead of logits_fn(x)
+    warm_start: bool = False  # restart each search step from the best example so far
 
 
 class Step(NamedTuple):
@@ -79,11 +80,11 @@ class Step(NamedTuple):
 
 
 class Algorithm(NamedTuple):
-    reset: Callable[..., Any]  # reset(x, hyper) -> variables
+    reset: Callable[..., Any]  # reset(origin, hyper) -> variables, starting at origin
     iterate: Callable[..., Step]  # iterate(logits_fn, spec, hyper, x, labels, vars, const, i)
 
 
-def _search_init(x, hyper):
+def _search_init(x, start, hyper):
     batch = x.shape[0]
     f32 = jnp.float32  # explicit dtypes: weak types would recompile the next step
     return {
@@ -92,7 +93,17 @@ def _search_init(x, hyper):
         "upper": jnp.full(batch, common.NO_UPPER_BOUND, f32),
         "best_score": jnp.full(batch, common.NO_SUCCESS, f32),
         "best_adv": x,
+        "start": start,  # where each search step's optimisation begins (x by default)
     }
+
+
+def _origin(spec, search):
+    """Where search step's optimisation begins: the start, or with ``warm_start`` the
+    best successful example found so far (the start while there is none)."""
+    if not spec.warm_start:
+        return search["start"]
+    found = search["best_score"] < common.NO_SUCCESS
+    return jnp.where(_per_example(found, search["start"]), search["best_adv"], search["start"])
 
 
 def _begin(algorithm, spec, hyper, x, search, outer):
@@ -107,7 +118,7 @@ def _begin(algorithm, spec, hyper, x, search, outer):
     return {
         **search,
         "const": const,
-        "variables": algorithm.reset(x, hyper),
+        "variables": algorithm.reset(_origin(spec, search), hyper),
         "active": jnp.ones(batch, bool),
         "prev": jnp.full(batch, jnp.inf, jnp.float32),
         "step_success": jnp.zeros(batch, bool),
@@ -173,6 +184,7 @@ def _end(state):
         "upper": upper,
         "best_score": state["best_score"],
         "best_adv": state["best_adv"],
+        "start": state["start"],
     }
 
 
@@ -196,7 +208,7 @@ _STATIC = ("algorithm", "logits_fn", "spec")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _run_on_device(x, labels, hyper, *, algorithm, logits_fn, spec):
+def _run_on_device(x, start, labels, hyper, *, algorithm, logits_fn, spec):
     def outer(o, search):
         state = _begin(algorithm, spec, hyper, x, search, o)
 
@@ -211,7 +223,7 @@ def _run_on_device(x, labels, hyper, *, algorithm, logits_fn, spec):
         _, state = jax.lax.while_loop(cond, body, (0, state))
         return _end(state)
 
-    search = jax.lax.fori_loop(0, spec.binary_search_steps, outer, _search_init(x, hyper))
+    search = jax.lax.fori_loop(0, spec.binary_search_steps, outer, _search_init(x, start, hyper))
     return _result(logits_fn, spec, hyper, x, labels, search)
 
 
@@ -259,9 +271,9 @@ def _bucket(active: int, current: int, smallest: int = 8) -> int:
     return size if size * 2 <= current else current
 
 
-def _run_on_host(x, labels, hyper, *, algorithm, logits_fn, spec, chunk, compact, on_step):
+def _run_on_host(x, start, labels, hyper, *, algorithm, logits_fn, spec, chunk, compact, on_step):
     batch = x.shape[0]
-    search = _host_init(x, hyper)
+    search = _host_init(x, start, hyper)
     for outer in range(spec.binary_search_steps):
         state = _host_begin(x, hyper, search, outer, algorithm=algorithm, spec=spec)
         index = None  # None: the working state is the whole batch
@@ -321,10 +333,13 @@ def run(
     chunk: int = 10,
     compact: bool = True,
     on_step: Callable[[int], None] | None = None,
+    start: jax.Array | None = None,
 ) -> common.AttackResult:
     """Runs the binary search of ``algorithm`` (see the module docstring).
 
     Args:
+      start: (B, H, W, C) where each search step's optimisation begins (default ``x``;
+        distances are measured to ``x`` whatever the start).
       loop: "device", "host", or None for "host" on CPU and "device" elsewhere.
       chunk: iterations per jitted computation in "host" mode.
       compact: in "host" mode, move the examples still active in a search step into
@@ -336,9 +351,10 @@ def run(
     loop = loop or ("host" if jax.default_backend() == "cpu" else "device")
     x = jnp.asarray(x, jnp.float32)  # a strong dtype, so every call hits the same cache
     labels = jnp.asarray(labels, jnp.int32)
+    start = x if start is None else jnp.asarray(start, jnp.float32)
     if loop == "device":
         result = _run_on_device(
-            x, labels, hyper, algorithm=algorithm, logits_fn=logits_fn, spec=spec
+            x, start, labels, hyper, algorithm=algorithm, logits_fn=logits_fn, spec=spec
         )
         if on_step is not None:
             on_step(spec.binary_search_steps)
@@ -348,6 +364,7 @@ def run(
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         return _run_on_host(
             x,
+            start,
             labels,
             hyper,
             algorithm=algorithm,
@@ -365,7 +382,7 @@ def run(
 SEARCH_ARGUMENTS = (
     "targeted", "confidence", "binary_search_steps", "max_iterations", "learning_rate",
     "initial_const", "abort_early", "clip_min", "clip_max", "loop", "compact", "key",
-    "on_step",
+    "on_step", "start", "warm_start",
 )  # fmt: skip
 
 
@@ -396,6 +413,8 @@ def launch(
     options: Any = None,
     key: jax.Array | None = None,
     on_step: Callable[[int], None] | None = None,
+    start: jax.Array | None = None,
+    warm_start: bool = False,
 ) -> common.AttackResult:
     """Validates the public arguments of an attack, then :func:`run` s it.
 
@@ -418,6 +437,10 @@ def launch(
     )
     if key is not None:
         check_key("key", key)
+    if start is not None:
+        check_images("start", start, low=clip_min, high=clip_max)
+        if start.shape != x.shape:
+            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
     # the attack runs in float32 whatever the input's float dtype: probe the model so too
     x = jnp.asarray(x, jnp.float32)
     model = logits_fn if key is None else _with_key(logits_fn, key)
@@ -447,7 +470,9 @@ def launch(
         abort_early=abort_early,
         options=options,
         stochastic=key is not None,
+        warm_start=bool(warm_start),
     )
     return run(
-        algorithm, logits_fn, x, labels, hyper, spec, loop=loop, compact=compact, on_step=on_step
-    )
+        algorithm, logits_fn, x, labels, hyper, spec, loop=loop, compact=compact,
+        on_step=on_step, start=start,
+    )  # fmt: skip
