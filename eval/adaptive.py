@@ -9,9 +9,11 @@ threat models (--threats):
              over --samples fresh mask draws per step (EOT);
   bpda       the same with an identity backward pass for the reformer and each
              mask-inpaint round (BPDA);
-  eot-warm   PGD only: eot started from the oblivious example of the same budget
-             instead of a random point (the adaptive attack begins where the
-             transfer attack ended; its crafting time excludes the transfer attack's);
+  eot-warm   eot started from the oblivious example of the same budget (PGD:
+             instead of a random point; CW/EAD: every search step begins at the
+             best example so far, first at the oblivious one: the adaptive
+             minimum-distortion attack); its crafting time excludes the
+             transfer attack's;
   fixed      one fixed mask draw (the attacker's key) at every step: scored with the
              attacker's own key (a sanity check: the attack must then succeed) and
              with fresh keys.
@@ -125,7 +127,7 @@ def parse(argv):
     epsilon = attack_registry.get(args.attack).budget == "epsilon"
     if args.budgets is None:
         args.budgets = list(spec.pgd_budgets[args.norm]) if epsilon else [0.0]
-    problem = adaptive_plan.budget_problem(epsilon, args.norm, args.budgets, args.threats)
+    problem = adaptive_plan.budget_problem(epsilon, args.norm, args.budgets)
     if problem:
         p.error(problem)
     return args

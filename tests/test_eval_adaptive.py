@@ -157,7 +157,6 @@ def test_pgd_budgets_default_to_each_datasets_usual_ones(dataset, norm, budgets)
         ["--budgets", "0"],
         ["--iterations", "0"],
         ["--threats", "magic"],
-        ["--attack", "cw", "--threats", "eot-warm"],
         ["--budgets", "nan"],
         ["--budgets", "5"],
         ["--validation-size", "0"],
@@ -198,45 +197,42 @@ def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
 
 
 @pytest.mark.slow
-def test_eot_warm_starts_from_the_oblivious_example(tmp_path, in_process, monkeypatch):
+@pytest.mark.parametrize(
+    "attack, budget",
+    [
+        (["pgd", "--steps", "1", "--budgets", "0.1"], {}),
+        # CW: the adaptive minimum-distortion attack, search steps begun warm
+        (["cw", "--binary-search-steps", "1", "--max-iterations", "2"], {"warm_start": True}),
+    ],
+)
+def test_eot_warm_starts_from_the_oblivious_example(
+    attack, budget, tmp_path, in_process, monkeypatch
+):
     import numpy as np
 
     from remix_jax import attack_registry
 
-    calls, real = [], attack_registry.get("pgd").resolve()
+    calls, real = [], attack_registry.get(attack[0]).resolve()
 
     def recording(*args, **kwargs):
         result = real(*args, **kwargs)
-        calls.append((kwargs.get("start"), np.asarray(result.adversarial)))
+        calls.append((kwargs, np.asarray(result.adversarial)))
         return result
 
     monkeypatch.setattr(attack_registry.AttackSpec, "resolve", lambda self: recording)
     adaptive.main(
-        [
-            "--attack",
-            "pgd",
-            "--num-examples",
-            "2",
-            "--steps",
-            "1",
-            "--samples",
-            "1",
-            "--budgets",
-            "0.1",
-            "--threats",
-            "oblivious",
-            "eot-warm",
-            "--num-keys",
-            "1",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--out",
-            str(tmp_path / "pgd"),
-        ]
-    )
-    (first_start, transfer), (warm_start, _) = calls
-    assert first_start is None
-    np.testing.assert_array_equal(np.asarray(warm_start), transfer)
+        ["--attack", *attack, "--num-examples", "2", "--samples", "1", "--threats",
+         "oblivious", "eot-warm", "--num-keys", "1", "--cache-dir", str(tmp_path / "cache"),
+         "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    (first, transfer), (warm, _) = calls
+    assert "start" not in first and "warm_start" not in first
+    np.testing.assert_array_equal(np.asarray(warm["start"]), transfer)
+    assert {k: warm[k] for k in budget} == budget
+    result = json.loads((tmp_path / "out.json").read_text())
+    for row in result["rows"]:  # the distortion of what the attacker broke, if anything
+        q = row["l2_successful"]
+        assert q is None or q["q25"] <= q["median"] <= q["q75"]
 
 
 def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rate():

@@ -139,9 +139,13 @@ class AdaptiveEvaluation:
             kwargs = self.spec.randomized(key) if self.defenses[run["defense"]].randomized else {}
         attack = self.spec.resolve()
         if not self.setup.epsilon:
+            # eot-warm: the adaptive minimum-distortion attack, every search step begun
+            # at the best example so far (first at the oblivious one)
+            warm = {"warm_start": True, **start} if run["threat"] == "eot-warm" else {}
             return attack(
-                fn, self.x, self.y, confidence=run["budget"], **self.setup.attack_settings, **kwargs
-            )
+                fn, self.x, self.y, confidence=run["budget"], **self.setup.attack_settings,
+                **kwargs, **warm,
+            )  # fmt: skip
         if run.get("detector_weight"):
             kwargs["penalty"] = self._penalty(run["defense"], run["detector_weight"])
         kwargs["key"] = key  # an epsilon attack's random start
@@ -266,6 +270,7 @@ class AdaptiveEvaluation:
             "attacker_success": float(crafted["success"].mean() * 100),
             "mean_l2": float(np.sqrt((delta**2).sum(1)).mean()),
             "mean_linf": float(np.abs(delta).max(1).mean()),
+            "l2_successful": _quartiles(np.sqrt((delta**2).sum(1))[crafted["success"]]),
             "craft_seconds": round(float(crafted["seconds"]), 1),
             "accuracy": {d: evaluation.summarize([np.mean(h) for h in hits[d]]) for d in scored},
         }
@@ -299,6 +304,15 @@ class AdaptiveEvaluation:
                 for d in self.setup.defenses
             },
         }
+
+
+def _quartiles(values: np.ndarray) -> dict | None:
+    """Count, 25th percentile, median and 75th percentile of ``values`` (e.g. the L2
+    distortion of an attack's successful examples); None if there are none."""
+    if not len(values):
+        return None
+    q1, median, q3 = (float(v) for v in np.percentile(values, [25, 50, 75]))
+    return {"count": int(len(values)), "q25": q1, "median": median, "q75": q3}
 
 
 def evaluate(

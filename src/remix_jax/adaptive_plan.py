@@ -106,11 +106,9 @@ def default_cache_dir(dataset: str) -> str:
     return os.path.join("results", dataset, "cache", "adaptive")
 
 
-def budget_problem(epsilon: bool, norm: str, budgets: list[float], threats: list[str]) -> str:
-    """What is wrong with these budgets and threats for an attack (``epsilon``: a
-    ball attack such as PGD; otherwise CW/EAD, whose budgets are confidences), or ""."""
-    if "eot-warm" in threats and not epsilon:
-        return "--threats eot-warm needs an epsilon attack (CW/EAD search from x itself)"
+def budget_problem(epsilon: bool, norm: str, budgets: list[float]) -> str:
+    """What is wrong with these budgets for an attack (``epsilon``: a ball attack such
+    as PGD; otherwise CW/EAD, whose budgets are confidences), or ""."""
     if epsilon and min(budgets) == 0:
         return "--budgets must be > 0 for an epsilon attack"
     if epsilon and norm == "linf" and max(budgets) >= 1:

@@ -139,6 +139,22 @@ def markdown(result: dict) -> str:
             )
             + " |"
         )
+    distortions = [r for r in result["rows"] if r.get("l2_successful")]
+    if distortions:
+        lines += [
+            "",
+            "L2 distortion of the examples the attacker reports successful (its own "
+            "check; oblivious rows: on the bare classifier), median [25th, 75th percentile]:",
+            "",
+            f"| check | defense attacked | threat | {budget} | successful | L2 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in distortions:
+            q = r["l2_successful"]
+            lines.append(
+                f"| {r['group']} | {r['defense']} | {r['threat']} | {r['budget']:g} | "
+                f"{q['count']} | {q['median']:.3f} [{q['q25']:.3f}, {q['q75']:.3f}] |"
+            )
     if result.get("worst_case"):
         lines += [
             "",
