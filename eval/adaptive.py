@@ -140,6 +140,14 @@ def default_out(args) -> str:
     return args.out or os.path.join("results", args.dataset, name)
 
 
+def validation(args):
+    """The detector's clean calibration images, or one line naming --validation-size."""
+    from remix_jax import eval_inputs
+
+    with cli.exit_on_load_errors(lambda message: " (--validation-size)"):
+        return eval_inputs.validation_images(args.dataset, args.validation_size, args.data_dir)[0]
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     check = default_out(args)
@@ -150,7 +158,7 @@ def main(argv=None) -> None:
     runtime.use_full_precision()
     from tqdm import tqdm
 
-    from remix_jax import adaptive_eval, adaptive_report, eval_inputs, progress, provenance
+    from remix_jax import adaptive_eval, adaptive_report, progress, provenance
 
     setup = adaptive_plan.AdaptiveSetup.from_args(args)
     started = time.time()
@@ -159,7 +167,7 @@ def main(argv=None) -> None:
         setup,
         *inputs.attacked(),
         args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
-        lambda: eval_inputs.validation_images(args.dataset, args.validation_size, args.data_dir)[0],
+        lambda: validation(args),
     )
     runs = tqdm(adaptive_plan.plan(setup), desc=f"adaptive {args.attack}")
     # every scored run is kept until the result is written: a killed scoring resumes

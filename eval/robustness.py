@@ -144,8 +144,11 @@ def main(argv=None) -> None:
         magnet=magnet,
     )
     parts = robustness_plan.plan(setup, datasets.get(args.dataset).num_classes)
+    # MagNet's weights, when judged, are part of what a resumed scoring must match
+    extra = {} if magnet is None else {"magnet_weights": progress.fingerprint(magnet)}
+    weights = inputs.weights() + "".join(f" {v}" for v in extra.values())
     scoring = progress.ProgressFile(
-        out + ".progress.json", robustness_eval.scoring_identity(robustness, inputs.weights())
+        out + ".progress.json", robustness_eval.scoring_identity(robustness, weights)
     )
     scored = robustness_eval.evaluate(
         robustness, tqdm(parts, desc="robustness"), log=tqdm.write, scoring=scoring
@@ -156,7 +159,7 @@ def main(argv=None) -> None:
         "settings": {
             k: v for k, v in dataclasses.asdict(setup).items() if k not in ("dataset", "defense")
         },
-        "n_masks": inputs.pretrained.remix.n_masks,
+        **({"n_masks": inputs.pretrained.remix.n_masks} if setup.randomized else extra),
         **inputs.result_fields(args.num_keys, scored, started),  # clean, rows, worst_case, sanity
     }
     provenance.publish(out, result, report.markdown, report.write_outputs, scoring)

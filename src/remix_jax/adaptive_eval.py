@@ -48,6 +48,8 @@ class AdaptiveEvaluation:
       cache_dir: where crafted runs are kept.
       validation: ``() -> (M, H, W, C)`` clean validation images, loaded only if the
         detector needs calibrating.
+      magnet: MagNet's weights, for the deterministic defense "MagNet reformer"
+        (``classifier(reform(x))``, attacked and scored without keys).
       models: the attacked models by (defense, BPDA components, draws), shared between
         evaluations of the same classifier and defense so that each compiles once
         (None: this evaluation's own).
@@ -367,6 +369,7 @@ def scoring_identity(adaptive_run: AdaptiveEvaluation, weights: str) -> dict:
         "setup": dataclasses.asdict(adaptive_run.setup),
         "indices": adaptive_run.indices,
         "weights": weights,
+        "row_format": 2,  # rows with l2_successful: never resume from rows without it
     }
 
 

@@ -8,7 +8,9 @@ transfer example, with BPDA; :mod:`remix_jax.adaptive_plan`'s threats), and by t
 transfer attacks themselves, whose examples are crafted on the bare classifier. The
 bare classifier is judged by AutoAttack's standard APGD parts, APGD-CE and APGD-T
 (targeted DLR over the 9 most likely other classes); the standard protocol's FAB-T and
-Square are not implemented, so its bare numbers are upper bounds of AutoAttack's.
+Square are not implemented, so its bare numbers are upper bounds of AutoAttack's. A
+deterministic defense (MagNet's reformer) gets the same two parts through it, with
+exact gradients (group "standard"), beside the transfer attacks.
 
 An image counts as robust at a budget, under an evaluation key, only if it survives
 every attack there; the judgement is over ``num_keys`` keys the attacker never used.

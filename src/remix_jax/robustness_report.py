@@ -40,6 +40,11 @@ def markdown(result: dict) -> str:
         f"{result['num_keys']} evaluation keys the attacker never used (mean +- std). "
         "An image counts as robust at a budget under a key only if it survives every "
         "attack of the worst case there (the bare classifier: those crafted on it).",
+        *(
+            [f"{NAMES.get(defense, defense)} is deterministic: judged once, without keys."]
+            if defense != "none" and "varies_between_keys" not in result["clean"]
+            else []
+        ),
         "",
         "Settings: " + ", ".join(f"{k} {_value(v)}" for k, v in s.items() if v is not None),
         "",

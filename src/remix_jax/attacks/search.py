@@ -98,7 +98,7 @@ def _search_init(x, start, hyper):
 
 
 def _origin(spec, search):
-    """Where search step's optimisation begins: the start, or with ``warm_start`` the
+    """Where a search step's optimisation begins: the start, or with ``warm_start`` the
     best successful example found so far (the start while there is none)."""
     if not spec.warm_start:
         return search["start"]
