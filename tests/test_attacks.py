@@ -223,7 +223,10 @@ def test_a_start_point_begins_the_search_where_it_already_succeeds(linear_setup)
     """A start that is already adversarial: with a constant too small to get there from
     x in one short search step, the attack succeeds from it, and only moves closer."""
     logits_fn, _, _, x, labels = linear_setup
-    far = cw_l2(logits_fn, x, labels, confidence=1.0, binary_search_steps=1, initial_const=100.0)
+    far = cw_l2(
+        logits_fn, x, labels, confidence=1.0, binary_search_steps=1, max_iterations=100,
+        initial_const=100.0,
+    )  # fmt: skip
     assert bool(far.success.all())
     settings = dict(confidence=1.0, binary_search_steps=1, max_iterations=30, initial_const=1e-3)
     for attack in (cw_l2, ead):
@@ -237,15 +240,15 @@ def test_a_start_point_begins_the_search_where_it_already_succeeds(linear_setup)
 def test_warm_starts_agree_between_loops_and_change_the_search(linear_setup):
     logits_fn, _, _, x, labels = linear_setup
     # success from the first step on: the later steps begin at the best example so far
-    settings = dict(confidence=1.0, binary_search_steps=4, max_iterations=60, initial_const=10.0)
-    for attack in (cw_l2, ead):
-        host = attack(logits_fn, x, labels, loop="host", warm_start=True, **settings)
-        device = attack(logits_fn, x, labels, loop="device", warm_start=True, **settings)
-        np.testing.assert_array_equal(host.success, device.success)
-        np.testing.assert_allclose(host.adversarial, device.adversarial, atol=1e-5)
-        cold = attack(logits_fn, x, labels, loop="host", **settings)
-        assert bool(host.success.all()) and bool(cold.success.all())
-        assert float(jnp.abs(host.adversarial - cold.adversarial).max()) > 1e-4
+    # (the driver's, shared by EAD, whose reset the test above covers)
+    settings = dict(confidence=1.0, binary_search_steps=3, max_iterations=40, initial_const=10.0)
+    host = cw_l2(logits_fn, x, labels, loop="host", warm_start=True, **settings)
+    device = cw_l2(logits_fn, x, labels, loop="device", warm_start=True, **settings)
+    np.testing.assert_array_equal(host.success, device.success)
+    np.testing.assert_allclose(host.adversarial, device.adversarial, atol=1e-5)
+    cold = cw_l2(logits_fn, x, labels, loop="host", **settings)
+    assert bool(host.success.all()) and bool(cold.success.all())
+    assert float(jnp.abs(host.adversarial - cold.adversarial).max()) > 1e-4
     with pytest.raises(ValueError, match="start must have the shape"):
         cw_l2(logits_fn, x, labels, start=x[:2], max_iterations=1, binary_search_steps=1)
 
