@@ -43,7 +43,8 @@ def test_defended_logits_is_the_classifier_behind_defend_averaged_over_draws(set
 def test_eot_with_one_fixed_draw_is_the_plain_attack_on_the_fixed_key_defense(setup):
     params, logits_fn, x, labels = setup
     key = jax.random.key(8)
-    settings = dict(binary_search_steps=2, max_iterations=20, initial_const=10.0)
+    # the device loop: one compiled iteration through defend, not an unrolled chunk
+    settings = dict(binary_search_steps=2, max_iterations=20, initial_const=10.0, loop="device")
     adaptive = attack_defended(
         "cw", key, logits_fn, params, x, labels, samples=1, resample=False, **settings
     )
