@@ -9,11 +9,9 @@ threat models (--threats):
              over --samples fresh mask draws per step (EOT);
   bpda       the same with an identity backward pass for the reformer and each
              mask-inpaint round (BPDA);
-  eot-warm   eot started from the oblivious example of the same budget (PGD:
-             instead of a random point; CW/EAD: every search step begins at the
-             best example so far, first at the oblivious one: the adaptive
-             minimum-distortion attack); its crafting time excludes the
-             transfer attack's;
+  eot-warm   eot from the oblivious example of the same budget, or --start-from's
+             (CW/EAD: each search step from the best example so far: the adaptive
+             minimum-distortion attack); its time excludes the start's;
   fixed      one fixed mask draw (the attacker's key) at every step: scored with the
              attacker's own key (a sanity check: the attack must then succeed) and
              with fresh keys.
@@ -38,9 +36,6 @@ import os
 import time
 
 from remix_jax import adaptive_plan, attack_registry, cli, datasets
-
-# remix_jax.detector.SCORES (not imported here: JAX must start after runtime.configure)
-DETECTOR_SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
 
 
 def parse(argv):
@@ -73,6 +68,13 @@ def parse(argv):
     p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
     p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
+    p.add_argument(
+        "--start-from",
+        type=cli.existing_file,
+        default=None,
+        help="a cached run (.npz under the cache folder) on the same images whose examples "
+        "begin eot-warm instead of the oblivious ones (e.g. PGD's, for CW)",
+    )
     p.add_argument("--sanity", action="store_true", help="add the sanity-check runs")
     p.add_argument(
         "--sanity-budget",
@@ -88,7 +90,7 @@ def parse(argv):
     )
     p.add_argument(
         "--detector",
-        choices=DETECTOR_SCORES,
+        choices=adaptive_plan.DETECTOR_SCORES,
         default=None,
         help="score and attack REMIX's detector with this score",
     )
@@ -108,12 +110,8 @@ def parse(argv):
         + "; ".join(f"{d} {datasets.get(d).detector_drop_rates[0]:g}" for d in datasets.names())
         + ")",
     )
-    p.add_argument(
-        "--validation-size",
-        type=cli.positive_int,
-        default=5000,
-        help="last N training images: the detector's clean calibration set",
-    )
+    validation_help = "last N training images: the detector's clean calibration set"
+    p.add_argument("--validation-size", type=cli.positive_int, default=5000, help=validation_help)
     cli.add_output_flags(
         p,
         out="results/<dataset>/adaptive-<attack>[-<norm>]",
@@ -130,6 +128,8 @@ def parse(argv):
     problem = adaptive_plan.budget_problem(epsilon, args.norm, args.budgets)
     if problem:
         p.error(problem)
+    if args.start_from and "eot-warm" not in args.threats:
+        p.error("--start-from starts the eot-warm runs: add eot-warm to --threats")
     return args
 
 

@@ -172,7 +172,7 @@ def test_bad_arguments_exit_with_a_message(bad, capsys):
 def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
     from remix_jax.detector import SCORES
 
-    assert SCORES == adaptive.DETECTOR_SCORES
+    assert SCORES == adaptive_plan.DETECTOR_SCORES
     args = adaptive.parse(
         [
             "--attack",
@@ -356,3 +356,44 @@ def test_another_classifier_never_reuses_the_shipped_classifiers_runs():
     own = identities("--classifier", "my_pkg.model:logits_fn", "--out", "x", "--cache-dir", "y")
     assert all("classifier" not in s for s in shipped)  # the committed caches keep their names
     assert [s["classifier"] for s in own] == ["my_pkg.model:logits_fn"] * len(own)
+
+
+def test_start_from_begins_eot_warm_at_a_cached_runs_examples(tmp_path, in_process, monkeypatch):
+    """CW eot-warm from PGD's cached examples (the minimum-distortion attack started
+    where PGD broke the defense): the start is that file's, its digest names the run."""
+    from remix_jax import attack_registry
+
+    common = ["--num-examples", "2", "--samples", "1", "--num-keys", "1",
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    adaptive.main(
+        ["--attack", "pgd", "--steps", "1", "--budgets", "0.3", "--threats", "eot", *common,
+         "--out", str(tmp_path / "pgd")]
+    )  # fmt: skip
+    (pgd_file,) = glob.glob(str(tmp_path / "cache" / "pgd-*.npz"))
+    calls, real = [], attack_registry.get("cw").resolve()
+    monkeypatch.setattr(
+        attack_registry.AttackSpec,
+        "resolve",
+        lambda self: lambda *a, **k: calls.append(k) or real(*a, **k),
+    )
+    cw = ["--attack", "cw", "--binary-search-steps", "1", "--max-iterations", "2", *common]
+    adaptive.main(
+        [*cw, "--threats", "eot-warm", "--start-from", pgd_file, "--out", str(tmp_path / "o1")]
+    )
+    (warm,) = calls  # no oblivious run was needed
+    np.testing.assert_array_equal(np.asarray(warm["start"]), np.load(pgd_file)["adversarial"])
+    assert warm["warm_start"] is True
+    names = set(glob.glob(str(tmp_path / "cache" / "cw-*.npz")))
+    adaptive.main(
+        [*cw, "--threats", "eot-warm", "--out", str(tmp_path / "o2")]
+    )  # from the oblivious run
+    assert len(set(glob.glob(str(tmp_path / "cache" / "cw-*.npz"))) - names) == 2
+
+
+def test_start_from_needs_eot_warm_and_an_existing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        adaptive.parse(["--attack", "cw", "--start-from", str(tmp_path / "none.npz")])
+    (tmp_path / "run.npz").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        adaptive.parse(["--attack", "cw", "--start-from", str(tmp_path / "run.npz")])
+    assert "add eot-warm to --threats" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from remix_jax.adaptive_plan import (
     HINGE,
     MAGNET_REFORMER,
     AdaptiveSetup,
+    cached_settings,
     run_settings,
     settings_digest,
 )
@@ -106,7 +107,9 @@ class AdaptiveEvaluation:
                 if json.loads(str(f["settings"])) == settings:
                     return {k: f[k] for k in ("adversarial", "success", "seconds")}
         start = {}
-        if run["threat"] == "eot-warm":  # crafted (or loaded) first: not timed with this run
+        if run["threat"] == "eot-warm" and self.setup.start_from is not None:
+            start = {"start": self._start_from(self.setup.start_from)}
+        elif run["threat"] == "eot-warm":  # crafted (or loaded) first: not timed with this run
             transfer = {
                 "group": None,
                 "defense": "none",
@@ -128,6 +131,19 @@ class AdaptiveEvaluation:
         np.savez_compressed(tmp, settings=json.dumps(settings), **out)
         os.replace(tmp, path)
         return out
+
+    def _start_from(self, path: str) -> np.ndarray:
+        """The adversarial images of a cached run on these same images."""
+        settings = cached_settings(path)
+        if settings.get("indices") != list(self.indices) or settings.get("dataset") != (
+            self.setup.dataset
+        ):
+            raise ValueError(
+                f"{path} holds examples of other images (or another dataset) than this "
+                "evaluation's: start from a run with the same --num-examples"
+            )
+        with np.load(path) as f:
+            return f["adversarial"]
 
     def _attack(self, run: dict, key: jax.Array, start: dict):
         """Calls the registered attack on the model the run's threat attacks."""

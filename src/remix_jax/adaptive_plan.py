@@ -14,6 +14,7 @@ key, so a changed setting never reuses old images.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ from collections.abc import Mapping
 from remix_jax import attack_registry
 
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
+# remix_jax.detector.SCORES, named here without importing JAX (eval.adaptive's choices)
+DETECTOR_SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
 # a deterministic baseline an evaluation may judge beside REMIX (given MagNet's weights)
 MAGNET_REFORMER = "MagNet reformer"
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
@@ -59,6 +62,9 @@ class AdaptiveSetup:
         scored beside REMIX and the detector-aware attacks' weights.
       classifier: the attacked classifier when it is not the dataset's shipped one (a
         checkpoint folder or "package.module:function"); part of every run's identity.
+      start_from: a cached run (its ``.npz``) on the same images whose adversarial
+        examples begin the eot-warm search instead of the oblivious ones (e.g. PGD's, for
+        a minimum-distortion CW); its settings' digest joins the eot-warm runs' identity.
     """
 
     dataset: str
@@ -82,6 +88,7 @@ class AdaptiveSetup:
     detector_drop_rate: float = 0.001
     validation_size: int = 5000
     classifier: str | None = None
+    start_from: str | None = None
 
     @classmethod
     def from_args(cls, args) -> AdaptiveSetup:
@@ -203,7 +210,23 @@ def run_settings(setup: AdaptiveSetup, indices: list[int], run: dict) -> dict:
         settings.update(threshold_from)
     if setup.classifier is not None:  # only then: the shipped classifier's caches keep their names
         settings["classifier"] = setup.classifier
+    if setup.start_from is not None and run.get("threat") == "eot-warm":
+        settings["start_from"] = settings_digest(cached_settings(setup.start_from))
     return settings
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_settings_json(path: str) -> str:
+    import numpy as np
+
+    with np.load(path) as f:
+        return str(f["settings"])
+
+
+def cached_settings(path: str) -> dict:
+    """The settings a cached run (``.npz`` written by ``AdaptiveEvaluation.craft``) was
+    crafted with: its dataset, attack, images (``indices``), budget, threat..."""
+    return json.loads(_cached_settings_json(path))
 
 
 def settings_digest(settings: dict) -> str:

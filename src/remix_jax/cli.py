@@ -134,6 +134,17 @@ def existing_folder(text: str) -> str:
     return text
 
 
+def existing_file(text: str) -> str:
+    """An argparse ``type`` for a file that is read: it must exist (see
+    :func:`existing_folder`)."""
+    import os
+
+    if not os.path.isfile(text):
+        what = "is not a file" if os.path.exists(text) else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}")
+    return text
+
+
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """``--data-dir`` and ``--checkpoint-root``: where the data and the weights are read."""
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
