@@ -237,6 +237,31 @@ def test_a_start_point_begins_the_search_where_it_already_succeeds(linear_setup)
         assert np.all(np.asarray(started.l2) <= np.asarray(far.l2) + 1e-3)
 
 
+def test_on_a_randomized_model_a_start_stands_in_where_the_best_fails_the_final_check(
+    linear_setup,
+):
+    """The smallest example the search finds sits at margin ~0 under its own draws; a
+    fresh draw (the final check) undoes many of them: the start, which passes, is
+    returned there instead of the clean image."""
+    logits_fn, _, _, x, labels = linear_setup
+
+    def noisy(z, key):
+        return logits_fn(z) + 0.2 * jax.random.normal(key, (z.shape[0], 3))
+
+    far = cw_l2(
+        logits_fn, x, labels, confidence=1.0, binary_search_steps=1, max_iterations=100,
+        initial_const=100.0,
+    )  # fmt: skip
+    assert bool(far.success.all())
+    result = cw_l2(
+        noisy, x, labels, key=jax.random.key(1), start=far.adversarial, warm_start=True,
+        binary_search_steps=3, max_iterations=50, initial_const=1.0,
+    )  # fmt: skip
+    assert bool(result.success.all())
+    kept_start = np.all(np.asarray(result.adversarial == far.adversarial), axis=(1, 2, 3))
+    assert kept_start.any() and not kept_start.all()
+
+
 def test_warm_starts_agree_between_loops_and_change_the_search(linear_setup):
     logits_fn, _, _, x, labels = linear_setup
     # success from the first step on: the later steps begin at the best example so far

@@ -137,7 +137,10 @@ def cw_l2(
         the host loop, once at the end in the device loop), e.g. to show progress.
       start: (B, H, W, C) images in the box where each search step's optimisation
         begins instead of ``x`` (e.g. an adversarial example of another attack);
-        distances are still measured to ``x``.
+        distances are still measured to ``x``. Where the search's best example fails
+        the final success check (on a randomized model, the smallest example found is
+        often adversarial only under the draws that judged it) and the start passes
+        it, the start is returned.
       warm_start: begin each search step at the best successful example found so far
         (at ``start`` until there is one) instead of restarting; not the reference's
         algorithm (it restarts from ``x``), off by default.
