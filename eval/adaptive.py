@@ -68,13 +68,8 @@ def parse(argv):
     p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
     p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
-    p.add_argument(
-        "--start-from",
-        type=cli.existing_file,
-        default=None,
-        help="a cached run (.npz under the cache folder) on the same images whose examples "
-        "begin eot-warm instead of the oblivious ones (e.g. PGD's, for CW)",
-    )
+    start_help = "a cached run (.npz) on the same images whose examples begin eot-warm"
+    p.add_argument("--start-from", type=cli.existing_file, default=None, help=start_help)
     p.add_argument("--sanity", action="store_true", help="add the sanity-check runs")
     p.add_argument(
         "--sanity-budget",
@@ -163,6 +158,9 @@ def main(argv=None) -> None:
     setup = adaptive_plan.AdaptiveSetup.from_args(args)
     started = time.time()
     inputs = cli.load_eval_inputs(args)
+    if args.start_from:  # a start of other images: refused in one line, before any work
+        with cli.exit_on_load_errors():
+            adaptive_eval.load_start(args.start_from, args.dataset, inputs.chosen.tolist())
     run = adaptive_eval.AdaptiveEvaluation(
         setup,
         *inputs.attacked(),

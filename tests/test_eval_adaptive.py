@@ -359,17 +359,25 @@ def test_another_classifier_never_reuses_the_shipped_classifiers_runs():
 
 
 def test_start_from_begins_eot_warm_at_a_cached_runs_examples(tmp_path, in_process, monkeypatch):
-    """CW eot-warm from PGD's cached examples (the minimum-distortion attack started
-    where PGD broke the defense): the start is that file's, its digest names the run."""
-    from remix_jax import attack_registry
+    """CW eot-warm from a cached run's examples (e.g. PGD's: the minimum-distortion attack
+    started where PGD broke the defense): the start is that file's, its digest names
+    the run, and a file of other images is refused."""
+    from remix_jax import attack_registry, data
 
     common = ["--num-examples", "2", "--samples", "1", "--num-keys", "1",
               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
-    adaptive.main(
-        ["--attack", "pgd", "--steps", "1", "--budgets", "0.3", "--threats", "eot", *common,
-         "--out", str(tmp_path / "pgd")]
+    # a cached run as AdaptiveEvaluation.craft writes it, on the 2 images chosen below
+    # (the first two test images, which the shipped classifier gets right)
+    images = data.to_float(data.load("mnist", "test")[0][:2])
+    noise = np.random.default_rng(0).uniform(-0.2, 0.2, images.shape)
+    settings = {"dataset": "mnist", "attack": "pgd", "indices": [0, 1], "budget": 0.3}
+    pgd_file = str(tmp_path / "pgd-run.npz")
+    np.savez_compressed(
+        pgd_file, settings=json.dumps(settings), adversarial=np.clip(images + noise, 0, 1),
+        success=np.ones(2, bool), seconds=np.float64(1.0),
     )  # fmt: skip
-    (pgd_file,) = glob.glob(str(tmp_path / "cache" / "pgd-*.npz"))
+    other = str(tmp_path / "other.npz")
+    np.savez_compressed(other, settings=json.dumps({**settings, "indices": [5, 6]}))
     calls, real = [], attack_registry.get("cw").resolve()
     monkeypatch.setattr(
         attack_registry.AttackSpec,
@@ -383,11 +391,18 @@ def test_start_from_begins_eot_warm_at_a_cached_runs_examples(tmp_path, in_proce
     (warm,) = calls  # no oblivious run was needed
     np.testing.assert_array_equal(np.asarray(warm["start"]), np.load(pgd_file)["adversarial"])
     assert warm["warm_start"] is True
-    names = set(glob.glob(str(tmp_path / "cache" / "cw-*.npz")))
-    adaptive.main(
-        [*cw, "--threats", "eot-warm", "--out", str(tmp_path / "o2")]
-    )  # from the oblivious run
-    assert len(set(glob.glob(str(tmp_path / "cache" / "cw-*.npz"))) - names) == 2
+    # the start's digest names the run: started from the oblivious run, another cache
+    args = adaptive.parse([*cw, "--threats", "eot-warm", "--start-from", pgd_file])
+    (run,) = plan(args)
+    started = adaptive_plan.run_settings(AdaptiveSetup.from_args(args), [0, 1], run)
+    args.start_from = None
+    oblivious = adaptive_plan.run_settings(AdaptiveSetup.from_args(args), [0, 1], run)
+    assert {k: v for k, v in started.items() if k != "start_from"} == oblivious
+    assert started["start_from"] == adaptive_plan.settings_digest(settings)
+    with pytest.raises(SystemExit, match="other images"):
+        adaptive.main(
+            [*cw, "--threats", "eot-warm", "--start-from", other, "--out", str(tmp_path / "o3")]
+        )
 
 
 def test_start_from_needs_eot_warm_and_an_existing_file(tmp_path, capsys):

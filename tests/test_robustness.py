@@ -222,7 +222,7 @@ def test_committed_robustness_results_are_consistent_and_render_again(path):
 def test_magnet_reformer_is_judged_by_standard_apgd_through_the_reformer(tmp_path, fast_compiles):
     from test_magnet import tiny_magnet
 
-    s = setup(defense="MagNet reformer", budgets=(0.1,), steps=3, num_keys=2)
+    s = setup(defense="MagNet reformer", budgets=(0.1,), steps=2, num_keys=2)
     assert not s.randomized and s.judged == ["none", "MagNet reformer"]
     parts = robustness_plan.plan(s, num_classes=10)
     assert [(p.label, p.group, p.run["threat"]) for p in parts] == [
@@ -231,7 +231,7 @@ def test_magnet_reformer_is_judged_by_standard_apgd_through_the_reformer(tmp_pat
         ("APGD-CE", "standard", "eot"),  # the defense attacked with exact gradients
         ("APGD-T", "standard", "eot"),
         ("APGD-CE, 1 steps", "sanity", "eot"),  # no draws to weaken: steps only
-        ("APGD-CE, 3 steps", "large budget", "eot"),
+        ("APGD-CE, 2 steps", "large budget", "eot"),
     ]
     assert all("draws" not in p.setup.attack_settings for p in parts)
     logits_fn = linear_classifier()

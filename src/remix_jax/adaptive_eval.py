@@ -108,7 +108,7 @@ class AdaptiveEvaluation:
                     return {k: f[k] for k in ("adversarial", "success", "seconds")}
         start = {}
         if run["threat"] == "eot-warm" and self.setup.start_from is not None:
-            start = {"start": self._start_from(self.setup.start_from)}
+            start = {"start": load_start(self.setup.start_from, self.setup.dataset, self.indices)}
         elif run["threat"] == "eot-warm":  # crafted (or loaded) first: not timed with this run
             transfer = {
                 "group": None,
@@ -131,19 +131,6 @@ class AdaptiveEvaluation:
         np.savez_compressed(tmp, settings=json.dumps(settings), **out)
         os.replace(tmp, path)
         return out
-
-    def _start_from(self, path: str) -> np.ndarray:
-        """The adversarial images of a cached run on these same images."""
-        settings = cached_settings(path)
-        if settings.get("indices") != list(self.indices) or settings.get("dataset") != (
-            self.setup.dataset
-        ):
-            raise ValueError(
-                f"{path} holds examples of other images (or another dataset) than this "
-                "evaluation's: start from a run with the same --num-examples"
-            )
-        with np.load(path) as f:
-            return f["adversarial"]
 
     def _attack(self, run: dict, key: jax.Array, start: dict):
         """Calls the registered attack on the model the run's threat attacks."""
@@ -322,6 +309,23 @@ class AdaptiveEvaluation:
                 for d in self.setup.defenses
             },
         }
+
+
+def load_start(path: str, dataset: str, indices: list[int]) -> np.ndarray:
+    """The adversarial images (N, H, W, C) of a cached run (``.npz``) on the test images
+    ``indices`` of ``dataset``.
+
+    Raises:
+      ValueError: the file holds examples of other images or another dataset.
+    """
+    settings = cached_settings(path)
+    if settings.get("indices") != list(indices) or settings.get("dataset") != dataset:
+        raise ValueError(
+            f"{path} holds examples of other images (or another dataset) than this "
+            "evaluation's: start from a run with the same --num-examples"
+        )
+    with np.load(path) as f:
+        return f["adversarial"]
 
 
 def _quartiles(values: np.ndarray) -> dict | None:
