@@ -123,26 +123,25 @@ def check_output_folder(folder: str, flag: str) -> None:
         sys.exit(f"error: {flag}: the output folder {folder} is not writable")
 
 
+def _existing(text: str, kind: str) -> str:
+    import os
+
+    if not (os.path.isdir if kind == "folder" else os.path.isfile)(text):
+        what = f"is not a {kind}" if os.path.exists(text) else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}")
+    return text
+
+
 def existing_folder(text: str) -> str:
     """An argparse ``type`` for a folder that is read: it must exist, so a typo fails at
     parsing, with the flag's name, not after minutes of loading."""
-    import os
-
-    if not os.path.isdir(text):
-        what = "is not a folder" if os.path.exists(text) else "does not exist"
-        raise argparse.ArgumentTypeError(f"{text} {what}")
-    return text
+    return _existing(text, "folder")
 
 
 def existing_file(text: str) -> str:
     """An argparse ``type`` for a file that is read: it must exist (see
     :func:`existing_folder`)."""
-    import os
-
-    if not os.path.isfile(text):
-        what = "is not a file" if os.path.exists(text) else "does not exist"
-        raise argparse.ArgumentTypeError(f"{text} {what}")
-    return text
+    return _existing(text, "file")
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:

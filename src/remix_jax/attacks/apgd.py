@@ -99,7 +99,6 @@ from remix_jax.attacks.pgd import (
     _per_example,
     _project,
     check_ball_attack,
-    check_start,
 )
 
 LOSSES = ("ce", "margin", "dlr", "dlr-targeted")
@@ -501,7 +500,7 @@ def apgd(
     if loop not in LOOPS:
         raise ValueError(f"loop must be one of {LOOPS} or None, got {loop!r}")
     check_int("chunk", chunk, low=1)
-    check_start(start, x)
+    common.check_start(start, x)
 
     x = jnp.asarray(x, jnp.float32)  # the steps run in float32: probe the model so too
     # the whole batch, traced only (a one-image probe passes a one-row classifier)

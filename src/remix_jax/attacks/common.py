@@ -124,6 +124,15 @@ MAX_ITERATIONS = 1_000_000
 MAX_SEARCH_STEPS = 100
 
 
+def check_start(start, x, low: float = -np.inf, high: float = np.inf) -> None:
+    """A start point (B, H, W, C), if given: finite (a NaN would survive any projection
+    and make every iterate NaN), in [low, high], of the shape of ``x``."""
+    if start is not None:
+        check_images("start", start, low=low, high=high)
+        if start.shape != x.shape:
+            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
+
+
 def validate(
     x,
     labels,

@@ -29,10 +29,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from remix_jax._checks import (
-    check_images,
     check_int,
     check_key,
     check_logits_shape,
@@ -157,15 +155,6 @@ def check_ball_attack(key, x, labels, *, steps, norm, loss, losses, epsilon) -> 
     check_real("epsilon", epsilon, above=0.0)
 
 
-def check_start(start, x) -> None:
-    """A start point may lie anywhere (it is projected into the ball and the box), but a
-    NaN would survive the projection and make every iterate NaN."""
-    if start is not None:
-        check_images("start", start, low=-np.inf, high=np.inf)
-        if start.shape != x.shape:
-            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
-
-
 def pgd(
     logits_fn: common.LogitsFn,
     x: jax.Array,
@@ -220,7 +209,8 @@ def pgd(
     )
     step_size = 2.5 * epsilon / steps if step_size is None else step_size
     check_real("step_size", step_size, above=0.0)
-    check_start(start, x)
+    # anywhere: projected into the ball and the box (a NaN would survive it)
+    common.check_start(start, x)
 
     # the steps run in float32 whatever the input's float dtype: probe the model so too
     x = jnp.asarray(x, jnp.float32)

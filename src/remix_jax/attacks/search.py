@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax._checks import check_images, check_key, check_logits_shape, fold_counter
+from remix_jax._checks import check_key, check_logits_shape, fold_counter
 from remix_jax.attacks import common
 
 
@@ -443,10 +443,7 @@ def launch(
     )
     if key is not None:
         check_key("key", key)
-    if start is not None:
-        check_images("start", start, low=clip_min, high=clip_max)
-        if start.shape != x.shape:
-            raise ValueError(f"start must have the shape of x {x.shape}, got {start.shape}")
+    common.check_start(start, x, clip_min, clip_max)  # in the box: CW's tanh needs it
     # the attack runs in float32 whatever the input's float dtype: probe the model so too
     x = jnp.asarray(x, jnp.float32)
     model = logits_fn if key is None else _with_key(logits_fn, key)
