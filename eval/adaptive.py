@@ -67,7 +67,6 @@ def parse(argv):
     p.add_argument("--initial-const", type=cli.positive_float, default=1.0, help="CW/EAD first c")
     p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
-    p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
     start_help = "a cached run (.npz) on the same images whose examples begin eot-warm"
     p.add_argument("--start-from", type=cli.existing_file, default=None, help=start_help)
     p.add_argument("--sanity", action="store_true", help="add the sanity-check runs")

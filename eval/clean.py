@@ -29,6 +29,7 @@ def parse(argv) -> argparse.Namespace:
         help="use this inpainter checkpoint folder instead of the shipped one",
     )
     p.add_argument("--num-keys", type=cli.positive_int, default=5, help="keys per randomized row")
+    cli.add_seed_flag(p)
     p.add_argument(
         "--iterations",
         type=cli.positive_int,
@@ -50,9 +51,10 @@ def parse(argv) -> argparse.Namespace:
     return args
 
 
-def score(suite: dict, x, y, num_keys: int, n_masks: int) -> list[dict]:
+def score(suite: dict, x, y, num_keys: int, n_masks: int, seed: int = 0) -> list[dict]:
     """One row per defense: accuracy (%) on (x, y), mean and spread over ``num_keys``
-    keys for a randomized one, and the share rejected for a detector."""
+    evaluation keys of ``seed`` for a randomized one, and the share rejected for a
+    detector."""
     import numpy as np
     from tqdm import tqdm
 
@@ -60,7 +62,7 @@ def score(suite: dict, x, y, num_keys: int, n_masks: int) -> list[dict]:
 
     rows = []
     for name, defense in tqdm(suite.items(), desc="defenses"):
-        accs = [float(np.mean(r)) for r in defense.correct_over_keys(x, y, False, num_keys)]
+        accs = [float(np.mean(r)) for r in defense.correct_over_keys(x, y, False, num_keys, seed)]
         name = name.replace("mask-inpaint", f"mask-inpaint n={n_masks}")
         row = (
             {"defense": name, **evaluation.summarize(accs)}
@@ -100,7 +102,7 @@ def main(argv=None) -> None:
     with cli.exit_on_load_errors(lambda message: " (or leave MagNet out with --no-magnet)"):
         magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
     suite = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations)
-    rows = score(suite, x, y, args.num_keys, pre.remix.n_masks)
+    rows = score(suite, x, y, args.num_keys, pre.remix.n_masks, args.seed)
     inpainter_dir = os.path.abspath(args.inpainter) if args.inpainter else None
     result = {
         "dataset": args.dataset,

@@ -22,6 +22,7 @@ def main(argv=None) -> None:
         "--num-examples", type=cli.positive_int, default=100, help="test images attacked"
     )
     p.add_argument("--confidence", type=cli.nonnegative_float, default=0.0, help="CW's kappa")
+    cli.add_seed_flag(p)
     cli.add_search_attack_flags(p, initial_const=1.0, budget=(3, 1000), ead=False)
     cli.add_source_flags(p)
     args = p.parse_args(argv)
@@ -29,10 +30,9 @@ def main(argv=None) -> None:
     from remix_jax import runtime
 
     runtime.configure()
-    import jax
     import numpy as np
 
-    from remix_jax import components, data, evaluation
+    from remix_jax import components, data, evaluation, keys
     from remix_jax.attacks import cw_l2
     from remix_jax.pretrained import load_magnet, load_pretrained
 
@@ -78,8 +78,9 @@ def main(argv=None) -> None:
         f"accuracy on the {len(x)} adversarial images (failed attacks left as clean; "
         "MagNet: rejected counts as defended):"
     )
+    evaluation_key = keys.evaluation_keys(args.seed, 1)[0]
     for name, defense in suite.items():
-        right = defense.correct(jax.random.key(0), adv, y, True)
+        right = defense.correct(evaluation_key, adv, y, True)
         print(f"  {name:32s} {np.mean(right):6.1%}")
 
 

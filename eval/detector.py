@@ -55,6 +55,7 @@ def parse(argv):
     p.add_argument(
         "--num-keys", type=cli.positive_int, default=5, help="keys (mask draws) per REMIX score"
     )
+    cli.add_seed_flag(p)
     p.add_argument(
         "--drop-rates",
         type=cli.fraction,
@@ -121,9 +122,8 @@ def main(argv=None) -> None:
     cli.check_output_path(out)
     runtime.configure()
     runtime.use_full_precision()
-    import jax
 
-    from remix_jax import components, data, eval_inputs, evaluation, progress, provenance
+    from remix_jax import components, data, eval_inputs, evaluation, keys, progress, provenance
     from remix_jax.pretrained import load_magnet, load_pretrained
 
     started = time.time()
@@ -154,7 +154,7 @@ def main(argv=None) -> None:
     }
     scoring = progress.ProgressFile(out + ".progress.json", run_identity)
     evaluated = report.evaluate_detectors(
-        [jax.random.key(s) for s in range(args.num_keys)],
+        keys.evaluation_keys(args.seed, args.num_keys),
         report.remix_variants(pre.remix, args.variants),
         magnet,
         pre.logits_fn,

@@ -68,7 +68,6 @@ def parse(argv):
         "--portfolio-samples", type=cli.positive_int, default=4, help="EOT draws of PGD's"
     )
     p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
-    p.add_argument("--seed", type=cli.seed, default=0, help="attacker randomness")
     p.add_argument("--no-sanity", action="store_true", help="leave out the sanity checks")
     p.add_argument("--sanity-budget", type=cli.positive_float, default=None)
     p.add_argument("--large-budget", type=cli.positive_float, default=None)

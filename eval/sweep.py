@@ -160,12 +160,12 @@ def score(args, name: str, out: str, inputs, magnet, crafted: dict, started: flo
     networks = [pre.classifier_params, pre.remix] + ([magnet] if magnet is not None else [])
     identity = sweep_eval.scoring_identity(
         settings, inputs.chosen.tolist(), args.num_keys, defenses, pre.remix,
-        progress.fingerprint(*networks),
+        progress.fingerprint(*networks), args.seed,
     )  # fmt: skip
     scoring = progress.ProgressFile(out + ".progress.json", identity)
     clean_rows, rows = sweep_eval.score_sweep(
         defenses, inputs.x, inputs.y, crafted, args.num_keys, scoring,
-        lambda k: tqdm(k, desc="scoring"),
+        lambda k: tqdm(k, desc="scoring"), args.seed,
     )  # fmt: skip
     result = {
         "dataset": args.dataset,
@@ -173,6 +173,7 @@ def score(args, name: str, out: str, inputs, magnet, crafted: dict, started: flo
         "settings": settings,
         "num_examples": len(inputs.y),
         "num_keys": args.num_keys,
+        "seed": args.seed,
         "clean": clean_rows,
         "rows": rows,
         "data_source": inputs.split.source,

@@ -64,7 +64,9 @@ def parse(argv) -> argparse.Namespace:
         default=1,
         help="mask-inpaint rounds K; K > 1 adds a column with the result",
     )
-    p.add_argument("--seed", type=seed, default=0, help="key of the random masks")
+    p.add_argument(
+        "--seed", type=seed, default=0, help="seed of the masks (remix_jax.keys purpose 'masks')"
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -157,9 +159,8 @@ def main(argv=None) -> None:
     out = args.out or os.path.join("results", args.dataset, "remix_at_work.png")
     check_output_path(out)
     _start_runtime()
-    import jax
 
-    from remix_jax import data, stages_figure
+    from remix_jax import data, keys, stages_figure
     from remix_jax.pretrained import load_pretrained
 
     try:
@@ -178,7 +179,7 @@ def main(argv=None) -> None:
     )
     print(source)
     stages = stages_figure.remix_stages(
-        pre.remix, jax.random.key(args.seed), x_adv, args.iterations
+        pre.remix, keys.purpose_key(args.seed, "masks"), x_adv, args.iterations
     )
     columns = stages_figure.build_columns(pre.logits_fn, x, x_adv, stages, args.iterations)
     title, subtitle = stages_figure.titles(

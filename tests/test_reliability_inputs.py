@@ -29,7 +29,7 @@ from reliability import (
     tiny_params,
 )
 
-from remix_jax import defend, detector, evaluation, mask_inpaint
+from remix_jax import defend, detector, evaluation, keys, mask_inpaint
 from remix_jax.data import to_float
 from remix_jax.defense import autoencoder_fn, combine_copies, inpaint_copies
 
@@ -208,9 +208,10 @@ def test_remix_predict(kind, data, seed, size):
     def check(labels):
         x = case.value
         assert labels.shape == (len(x),) and labels.dtype == np.int32
-        # batch b is defended under fold_in(key, b), then classified
-        for b, start in enumerate(range(0, len(x), size)):
-            defended = defend(params, jax.random.fold_in(key, b), x[start : start + size])
+        # image i is defended under its own key fold_in(key, i), then classified
+        for start in range(0, len(x), size):
+            batch = x[start : start + size]
+            defended = defend(params, keys.image_keys(key, start, len(batch)), batch)
             assert_top_class(labels[start : start + size], defended)
 
     call = lambda x: evaluation.remix_predict(  # noqa: E731

@@ -71,9 +71,14 @@ def check_image_shape(name: str, x, *, channels=None, hw: Sequence[int] | None =
         raise ValueError(f"{name} must have spatial size {tuple(hw)}, got shape {tuple(x.shape)}")
 
 
+def is_typed_key(key) -> bool:
+    """Whether ``key`` is an array of typed PRNG keys (``jax.random.key``; tracers too)."""
+    return isinstance(key, jax.Array) and jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
 def check_key(name: str, key) -> None:
     """A typed PRNG key (``jax.random.key(seed)``), a single one (tracers too)."""
-    if not (isinstance(key, jax.Array) and jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key)):
+    if not is_typed_key(key):
         raise TypeError(
             f"{name} must be a typed PRNG key from jax.random.key(seed), got "
             f"{getattr(key, 'dtype', type(key).__name__)}"

@@ -20,12 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax import attack_registry, evaluation, progress
+from remix_jax import attack_registry, evaluation, keys, progress
 from remix_jax import detector as detector_lib
 from remix_jax import magnet as magnet_lib
 from remix_jax.adaptive_plan import (
-    CALIBRATION_KEY,
-    EVAL_KEY_BASE,
     HINGE,
     MAGNET_REFORMER,
     AdaptiveSetup,
@@ -74,7 +72,7 @@ class AdaptiveEvaluation:
         remix = remix.replace(iterations=setup.iterations)
         self.remix = {"reformer + mask-inpaint": remix, "mask-inpaint": remix.without_reformer()}
         self.spec = attack_registry.get(setup.attack)
-        self.eval_keys = [jax.random.key(EVAL_KEY_BASE + s) for s in range(setup.num_keys)]
+        self.eval_keys = keys.evaluation_keys(setup.seed, setup.num_keys)
         # one logits function per (defense, bpda, samples)
         self._models: dict = {} if models is None else models
         self._thresholds: dict[str, float] = {}
@@ -96,7 +94,7 @@ class AdaptiveEvaluation:
         """The run's settings, cache path and attacker key (derived from the settings)."""
         settings = run_settings(self.setup, self.indices, run)
         digest = settings_digest(settings)
-        key = jax.random.fold_in(jax.random.key(self.setup.seed), int(digest[:7], 16))
+        key = keys.attack_key(self.setup.seed, digest)
         return settings, os.path.join(self.cache_dir, f"{self.setup.attack}-{digest}.npz"), key
 
     def craft(self, run: dict) -> dict[str, np.ndarray]:
@@ -188,7 +186,7 @@ class AdaptiveEvaluation:
             self._thresholds[defense] = detector_lib.calibrate(
                 self.remix[defense],
                 self.logits_fn,
-                jax.random.key(CALIBRATION_KEY),
+                keys.purpose_key(self.setup.seed, "calibration"),
                 self.validation(),
                 {self.setup.detector: self.setup.detector_drop_rate},
             )[self.setup.detector]

@@ -28,10 +28,6 @@ DETECTOR_SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
 # a deterministic baseline an evaluation may judge beside REMIX (given MagNet's weights)
 MAGNET_REFORMER = "MagNet reformer"
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
-# robust accuracy is scored with keys 10_000 + s, as in eval.sweep; attackers fold
-# their run's hash into the seed, so no attacker key is ever an evaluation key
-EVAL_KEY_BASE = 10_000
-CALIBRATION_KEY = 20_000  # the detector's masks on the validation images
 # detector-aware attacks pay weight * max(score / threshold - HINGE, 0); PENALTY names
 # the formula in each run's cache settings, so a new formula never reuses old images
 HINGE = 0.5
@@ -55,7 +51,8 @@ class AdaptiveSetup:
         (PGD: norm, loss; CW/EAD: the search budget, initial const, EAD's beta).
       defenses: of :data:`DEFENSES`; threats: of :data:`THREATS`.
       samples: EOT mask draws per step (R); steps: PGD's steps.
-      iterations: REMIX's mask-inpaint rounds K; seed: the attacker's randomness.
+      iterations: REMIX's mask-inpaint rounds K; seed: the run's seed (the attacker, the
+        evaluation keys and the calibration draw from it by purpose: remix_jax.keys).
       num_keys: evaluation keys per defense.
       sanity, sanity_budget, large_budget: the checks of Carlini et al. (2019).
       detector, detector_weights, detector_drop_rate, validation_size: the detector

@@ -236,8 +236,8 @@ def add_evaluation_flags(
     parser: argparse.ArgumentParser, *, num_examples: int, num_keys: int, keys: str
 ) -> None:
     """``--num-examples`` (the first N test images the classifier gets right: see
-    :func:`remix_jax.evaluation.first_correct`) and ``--num-keys`` (``keys`` says what
-    a key draws), with their defaults."""
+    :func:`remix_jax.evaluation.first_correct`), ``--num-keys`` (``keys`` says what
+    a key draws), with their defaults, and ``--seed`` (:func:`add_seed_flag`)."""
     parser.add_argument(
         "--num-examples",
         type=positive_int,
@@ -245,6 +245,19 @@ def add_evaluation_flags(
         help="first N test images the bare classifier gets right",
     )
     parser.add_argument("--num-keys", type=positive_int, default=num_keys, help=keys)
+    add_seed_flag(parser)
+
+
+def add_seed_flag(parser: argparse.ArgumentParser) -> None:
+    """``--seed``: the one seed of a run's random draws, folded in by purpose
+    (:mod:`remix_jax.keys`)."""
+    parser.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seed of every random draw, folded in by purpose (evaluation keys, "
+        "attacker, calibration; see remix_jax.keys)",
+    )
 
 
 def add_output_flags(parser: argparse.ArgumentParser, *, out: str, cache: str | None) -> None:

@@ -21,7 +21,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from remix_jax._checks import check_image_shape, check_images, check_int, check_key, check_keys
+from remix_jax._checks import (
+    check_image_shape,
+    check_images,
+    check_int,
+    check_key,
+    check_keys,
+    is_typed_key,
+)
 from remix_jax.masking import num_positions, random_masks
 from remix_jax.models.autoencoder import AutoencoderConfig, autoencoder_module
 
@@ -222,10 +229,15 @@ def _defend(
         reform = straight_through(reform)
     inpaint = autoencoder_fn(params.inpainter_config, params.inpainter)
     # (K, B, ...) keys: round k splits fold_in(key, k) over the batch, as
-    # mask_inpaint(fold_in(key, k), ...) does, so chunking keeps every image's masks
-    keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(key, k), x.shape[0]))(
-        jnp.arange(iterations)
-    )
+    # mask_inpaint(fold_in(key, k), ...) does, so chunking keeps every image's masks;
+    # with a key per image, image i's round k uses fold_in(key[i], k) instead
+    if key.ndim == 0:
+        keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(key, k), x.shape[0]))(
+            jnp.arange(iterations)
+        )
+    else:
+        fold_each = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+        keys = jax.vmap(fold_each, in_axes=(None, 0))(key, jnp.arange(iterations))
     # moved around (sliced per round, chunked by lax.map) as raw key data and wrapped
     # where each round consumes them: slicing one typed key array several times reads
     # as reuse to jax_debug_key_reuse, though every slice holds other keys
@@ -322,7 +334,9 @@ def defend(
 
     Args:
       params: :class:`RemixParams` (e.g. from ``remix_jax.load_pretrained``).
-      key: PRNG key (``jax.random.key(seed)``); round k uses ``fold_in(key, k)``.
+      key: PRNG key (``jax.random.key(seed)``); round k uses ``fold_in(key, k)``,
+        split over the batch. Or (B,) keys, one per image (``keys.image_keys``):
+        image i's round k uses ``fold_in(key[i], k)``, whatever the batch it is in.
       x: (B, H, W, C) float images in [0, 1].
       iterations: number K of mask-inpaint rounds; None uses ``params.iterations``.
         K = 0 leaves only the reformer.
@@ -347,8 +361,16 @@ def defend(
       TypeError / ValueError: see :func:`check_defense_inputs`; also for a key that is
         not a typed PRNG key or bad ``iterations``, ``chunk``, ``bpda`` or ``loop``.
     """
-    check_key("key", key)
-    check_defense_inputs(params, x)
+    if is_typed_key(key) and key.ndim == 1:  # one key per image
+        check_defense_inputs(params, x)
+        if key.shape != x.shape[:1]:
+            raise ValueError(
+                f"key must be a single key or ({x.shape[0]},) keys, one per image, got "
+                f"shape {key.shape}"
+            )
+    else:
+        check_key("key", key)
+        check_defense_inputs(params, x)
     # the networks' dtype: other float dtypes (bfloat16, float16) are computed in it
     x = jnp.asarray(x, jnp.float32)
     k = params.iterations if iterations is None else iterations

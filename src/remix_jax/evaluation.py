@@ -14,6 +14,7 @@ from remix_jax import magnet as magnet_lib
 from remix_jax._checks import check_images, check_int, check_key, check_logits_shape
 from remix_jax.attacks.common import is_success
 from remix_jax.defense import RemixParams, autoencoder_fn, check_defense_inputs, defend
+from remix_jax.keys import evaluation_keys, image_keys
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -111,7 +112,10 @@ def remix_predict(
     iterations: int | None = None,
     batch_size: int = 1000,
 ) -> np.ndarray:
-    """Predictions (N,) on REMIX-defended images; batch b uses ``fold_in(key, b)``.
+    """Predictions (N,) on REMIX-defended images; image i uses ``fold_in(key, i)``.
+
+    Every image draws its masks from its own key (:func:`remix_jax.keys.image_keys`),
+    so the predictions do not depend on ``batch_size``.
 
     Args:
       logits_fn: ``fn(x (B, H, W, C)) -> logits (B, K)``.
@@ -131,10 +135,10 @@ def remix_predict(
     check_defense_inputs(params, x)  # all of x, an empty batch too, before the first batch
     batch_size = check_int("batch_size", batch_size, low=1)
     out = []
-    for b, start in enumerate(range(0, len(x), batch_size)):
-        defended = defend(
-            params, jax.random.fold_in(key, b), x[start : start + batch_size], iterations=iterations
-        )
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        keys = image_keys(key, start, len(batch))
+        defended = defend(params, keys, batch, iterations=iterations)
         out.append(_predict(logits_fn, defended, batch_size))  # defend checked the images
     return np.concatenate(out) if out else np.zeros(0, np.int32)
 
@@ -182,16 +186,16 @@ class Defense:
             return right
         return handled(right, self.reject(key, x), adversarial)
 
-    def keys(self, num_keys: int, first_seed: int = 0) -> list[jax.Array]:
-        """The evaluation keys: ``key(first_seed + s)`` for s < num_keys, one if not
-        randomized."""
-        return [jax.random.key(first_seed + s) for s in range(num_keys if self.randomized else 1)]
+    def keys(self, num_keys: int, seed: int = 0) -> list[jax.Array]:
+        """The evaluation keys (:func:`remix_jax.keys.evaluation_keys` of ``seed``):
+        ``num_keys`` of them, one if not randomized."""
+        return evaluation_keys(seed, num_keys if self.randomized else 1)
 
     def correct_over_keys(
-        self, x, labels, adversarial: bool, num_keys: int, first_seed: int = 0
+        self, x, labels, adversarial: bool, num_keys: int, seed: int = 0
     ) -> list[np.ndarray]:
         """:meth:`correct` under each of :meth:`keys`."""
-        return [self.correct(k, x, labels, adversarial) for k in self.keys(num_keys, first_seed)]
+        return [self.correct(k, x, labels, adversarial) for k in self.keys(num_keys, seed)]
 
 
 def defense_suite(

@@ -15,9 +15,6 @@ import numpy as np
 from remix_jax import adversarial_cache, evaluation, progress
 from remix_jax.evaluation import Defense
 
-# clean accuracy is scored with keys 10_000 + s
-CLEAN_KEY_BASE = 10_000
-
 
 def craft_kappa(
     cache: adversarial_cache.AdversarialCache,
@@ -133,7 +130,7 @@ def _craft_with_progress(
         bar.close()
 
 
-def scoring_identity(settings, indices, num_keys, defenses, remix, weights) -> dict:
+def scoring_identity(settings, indices, num_keys, defenses, remix, weights, seed=0) -> dict:
     """What a sweep's scores depend on: its progress file resumes only a run with all of
     it equal (the attack settings, the images, the keys, the defenses and their weights).
 
@@ -145,6 +142,8 @@ def scoring_identity(settings, indices, num_keys, defenses, remix, weights) -> d
         "settings": settings,
         "indices": indices,
         "num_keys": num_keys,
+        "seed": seed,
+        "keys": "per image",  # remix_jax.keys; scores drawn before it never resume
         "defenses": list(defenses),
         "remix": {
             "n_masks": remix.n_masks,
@@ -189,18 +188,24 @@ def attack_row(kappa: float, crafted: dict) -> dict:
 
 
 def score_clean(
-    defenses: Mapping[str, Defense], x: np.ndarray, y: np.ndarray, num_keys: int
+    defenses: Mapping[str, Defense], x: np.ndarray, y: np.ndarray, num_keys: int, seed: int = 0
 ) -> dict:
-    """Clean accuracy of every defense (keys ``CLEAN_KEY_BASE + s``)."""
+    """Clean accuracy of every defense, under the evaluation keys of ``seed`` (the same
+    keys as the adversarial rows: clean and adversarial scores are paired)."""
     rows = {}
     for name, defense in defenses.items():
-        right = defense.correct_over_keys(x, y, False, num_keys, first_seed=CLEAN_KEY_BASE)
+        right = defense.correct_over_keys(x, y, False, num_keys, seed)
         rows[name] = evaluation.summarize([np.mean(r) for r in right])
     return rows
 
 
 def score_kappa(
-    defenses: Mapping[str, Defense], kappa: float, crafted: dict, y: np.ndarray, num_keys: int
+    defenses: Mapping[str, Defense],
+    kappa: float,
+    crafted: dict,
+    y: np.ndarray,
+    num_keys: int,
+    seed: int = 0,
 ) -> dict:
     """One row of the figure: the attack, then every defense on all N examples ("all":
     failed attacks left as the clean image) and on those that fooled the bare
@@ -208,7 +213,7 @@ def score_kappa(
     ok = crafted["success"]
     row = attack_row(kappa, crafted)
     for name, defense in defenses.items():
-        right = defense.correct_over_keys(crafted["adversarial"], y, True, num_keys)
+        right = defense.correct_over_keys(crafted["adversarial"], y, True, num_keys, seed)
         row[f"{name} | all"] = evaluation.summarize([r.mean() for r in right])
         row[f"{name} | fooled"] = (
             evaluation.summarize([r[ok].mean() for r in right]) if ok.any() else None
@@ -224,6 +229,7 @@ def score_sweep(
     num_keys: int,
     scoring: progress.ProgressFile,
     kappas: Callable[[Iterable[float]], Iterable[float]] = iter,
+    seed: int = 0,
 ) -> tuple[dict, list[dict]]:
     """(clean rows, one row per kappa), resuming from and saving to ``scoring``.
 
@@ -234,16 +240,17 @@ def score_sweep(
       num_keys: evaluation keys per randomized defense.
       scoring: the run's progress file (its identity must name everything scored).
       kappas: wraps the kappas' iteration (e.g. a progress bar).
+      seed: the evaluation keys' seed (:func:`remix_jax.keys.evaluation_keys`).
     """
     clean = scoring.get("clean") or {}
     if not clean:
-        clean = score_clean(defenses, x, y, num_keys)
+        clean = score_clean(defenses, x, y, num_keys, seed)
         scoring.put("clean", clean)
     rows = []
     for kappa in kappas(list(crafted)):
         row = scoring.get(f"kappa {kappa:g}")
         if row is None:
-            row = score_kappa(defenses, kappa, crafted[kappa], y, num_keys)
+            row = score_kappa(defenses, kappa, crafted[kappa], y, num_keys, seed)
             scoring.put(f"kappa {kappa:g}", row)
         rows.append(row)
     return clean, rows
