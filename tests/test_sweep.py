@@ -196,59 +196,72 @@ def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_
     assert first["attack_success"] >= 99 and first["none | all"]["mean"] <= 1
 
 
-@pytest.mark.slow
-def test_a_killed_scoring_resumes_from_its_finished_kappas(tmp_path, data_dir, monkeypatch):
-    from eval import sweep
-    from remix_jax import evaluation, provenance
+def test_a_killed_scoring_resumes_from_its_finished_kappas(tmp_path):
+    """score_sweep keeps each finished kappa in the progress file: killed at kappa 5, it
+    scores only kappa 5 again and writes the rows of an uninterrupted run. (eval.sweep
+    scores through score_sweep; its crafting's resume runs end to end in
+    test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache.)"""
+    import jax
+    import numpy as np
 
-    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
-    out = tmp_path / "out" / "cw"
-    args = [
-        "--attack",
-        "cw",
-        "--num-examples",
-        "6",
-        "--confidences",
-        "0",
-        "5",
-        "--binary-search-steps",
-        "1",
-        "--max-iterations",
-        "20",
-        "--initial-const",
-        "10",
-        "--num-keys",
-        "2",
-        "--no-magnet",
-        "--data-dir",
-        data_dir,
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--out",
-        str(out),
-    ]
-    sweep.main(args)
-    reference = json.loads((tmp_path / "out" / "cw.json").read_text())
-    os.remove(tmp_path / "out" / "cw.json")
-    original, calls = evaluation.Defense.correct_over_keys, []
+    from remix_jax import evaluation, progress, sweep_eval
 
-    def scored(self, *a, **k):
-        calls.append(1)
-        if dying and len(calls) > 8:  # 4 defenses: clean, kappa 0, then killed at kappa 5
-            raise KeyboardInterrupt
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(6, 4, 4, 1)).astype(np.float32)
+    y = np.arange(6) % 3
+
+    def crafted(kappa):
+        adversarial = np.clip(x + 0.1 * (kappa + 1) * rng.standard_normal(x.shape), 0, 1)
+        success = np.arange(6) % 2 == kappa % 2
+        distances = {n: rng.uniform(size=6).astype(np.float32) for n in ("l1", "l2", "linf")}
+        return {"adversarial": adversarial, "success": success, "success_crafted": success,
+                **distances}  # fmt: skip
+
+    def random_labels(key, images):  # a randomized defense: its labels follow the key
+        seed = int(jax.random.randint(key, (), 0, 2**16))
+        return (np.round(images.mean((1, 2, 3)) * 100).astype(int) + seed) % 3
+
+    defenses = {
+        "none": evaluation.Defense(False, lambda key, images: np.zeros(len(images), int)),
+        "remix": evaluation.Defense(True, random_labels),
+    }
+    sets = {0.0: crafted(0), 5.0: crafted(5)}
+    path, identity = str(tmp_path / "cw.progress.json"), {"run": 1}
+    reference = sweep_eval.score_sweep(
+        defenses, x, y, sets, 3, progress.ProgressFile(str(tmp_path / "ref.json"), identity)
+    )
+    calls = []
+
+    class Killed(Exception):
+        pass
+
+    def counted(kappas):
+        for kappa in kappas:
+            calls.append(kappa)
+            if dying and kappa == 5.0:
+                raise Killed
+            yield kappa
+
+    dying = True
+    with pytest.raises(Killed):
+        sweep_eval.score_sweep(defenses, x, y, sets, 3, progress.ProgressFile(path, identity),
+                               counted)  # fmt: skip
+    dying, calls[:] = False, []
+    stored = progress.ProgressFile(path, identity)
+    assert stored.get("clean") and stored.get("kappa 0") and stored.get("kappa 5") is None
+    original, scored = evaluation.Defense.correct_over_keys, []
+
+    def spying(self, *a, **k):
+        scored.append(1)
         return original(self, *a, **k)
 
-    monkeypatch.setattr(evaluation.Defense, "correct_over_keys", scored)
-    dying = True
-    with pytest.raises(KeyboardInterrupt):
-        sweep.main(args)
-    assert (tmp_path / "out" / "cw.progress.json").is_file()
-    dying, calls[:] = False, []
-    sweep.main(args)
-    assert len(calls) == 4  # only kappa 5 was scored again
-    assert not (tmp_path / "out" / "cw.progress.json").exists()
-    resumed = tmp_path / "out" / "cw.json"
-    assert provenance.reproduces(str(resumed), reference)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(evaluation.Defense, "correct_over_keys", spying)
+        resumed = sweep_eval.score_sweep(defenses, x, y, sets, 3, stored, counted)
+    assert len(scored) == len(defenses)  # only kappa 5, once per defense
+    assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(reference))
+    # another identity (other weights, keys or images) resumes nothing
+    assert progress.ProgressFile(path, {"run": 2}).get("kappa 0") is None
 
 
 def test_progress_is_reused_only_under_the_same_identity(tmp_path):
