@@ -35,3 +35,34 @@ def test_scoring_remix_over_keys_and_batches_traces_the_classifier_once_per_shap
     )
     per_key = defense.correct_over_keys(x, labels, adversarial=False, num_keys=3)
     assert len(per_key) == 3 and all(r.shape == (5,) for r in per_key)
+
+
+def test_attacks_trace_the_classifier_for_the_first_batch_only(fast_compiles):
+    """An attack run batch after batch with the same classifier (as every CLI does)
+    compiles for the first batch; the next batch of the same shape reuses it all (EAD
+    runs on cw_l2's search driver)."""
+    from remix_jax.attacks import apgd, cw_l2, pgd
+
+    traces = []
+
+    def counted(x):
+        traces.append(1)  # runs only while JAX traces
+        return linear(x)
+
+    rng = np.random.default_rng(0)
+    batches = [jnp.asarray(rng.uniform(size=(4, 28, 28, 1)), jnp.float32) for _ in range(2)]
+    search = dict(binary_search_steps=2, max_iterations=6, loop="device")
+    budget = dict(epsilon=0.1, steps=3)
+    attacks = {
+        "cw_l2": lambda x, y, k: cw_l2(counted, x, y, **search),
+        "pgd": lambda x, y, k: pgd(counted, x, y, key=k, **budget),
+        "apgd": lambda x, y, k: apgd(counted, x, y, key=k, **budget),
+    }
+    for name, attack in attacks.items():
+        counts = []
+        for s, x in enumerate(batches):
+            labels = jnp.argmax(linear(x), -1)
+            jax.block_until_ready(attack(x, labels, jax.random.key(s)))
+            counts.append(len(traces))
+        assert counts[0] > 0 and counts[1] == counts[0], (name, counts)
+        traces.clear()
