@@ -19,14 +19,14 @@ from remix_jax import runtime
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def compute(shard: bool, attack: bool = True) -> dict:
-    """defend, its chunked form, a classifier behind it and (``attack``) a host-loop
-    cw_l2, on one device or with the batches split over all devices (parameters
-    replicated)."""
+def compute(shard: bool) -> dict:
+    """defend, its chunked form, a classifier behind it, REMIX's batched prediction and
+    a host-loop cw_l2, on one device or with the batches split over all devices
+    (parameters replicated)."""
     import jax
     import jax.numpy as jnp
 
-    from remix_jax import RemixParams, defend, sharding
+    from remix_jax import RemixParams, defend, evaluation, sharding
     from remix_jax.attacks import cw_l2
     from remix_jax.models import AutoencoderConfig, MNISTClassifier, init_autoencoder
 
@@ -46,14 +46,20 @@ def compute(shard: bool, attack: bool = True) -> dict:
     out = jax.jit(defend)(params, jax.random.key(3), x)
     chunked = jax.jit(lambda p, k, v: defend(p, k, v, chunk=1))(params, jax.random.key(3), x)
     logits = jax.jit(lambda p, x: clf.apply({"params": p}, x))(clf_params, out)
+    # the evaluation's batched prediction places each batch itself (split over the
+    # devices when there are several, padded: 3 images on 2 devices)
+    x5 = np.asarray(jax.random.uniform(jax.random.key(8), (5, 28, 28, 1)))
+    remix_labels = evaluation.remix_predict(
+        lambda v: 100.0 * clf.apply({"params": clf_params}, v), params, jax.random.key(9), x5,
+        batch_size=3,
+    )  # fmt: skip
     result = {
         "shards": len(out.sharding.device_set),
         "defended": np.asarray(out).tolist(),
         "chunked": np.asarray(chunked).tolist(),
         "logits": np.asarray(logits).tolist(),
+        "remix_labels": remix_labels.tolist(),
     }
-    if not attack:
-        return result
     # the attack's host loop on a sharded batch: 16 images, so that the early abort
     # can trigger a compaction (a gather of the active examples across devices); a
     # linear classifier, as the attack's sharding does not depend on the model's layers
@@ -126,10 +132,14 @@ PROGRAM = textwrap.dedent("""
         refused = None
     except ValueError as e:
         refused = str(e)
+    placed, size = sharding.place_batch(np.zeros((3, 2)))
+    split, kept = sharding.split_if_divisible((np.zeros((4, 2)), np.zeros(4))), np.zeros(3)
     print(json.dumps({{"xla_flags": os.environ["XLA_FLAGS"],
+                      "placed": [len(placed.sharding.device_set), placed.shape[0], size],
+                      "split": [len(a.sharding.device_set) for a in split],
+                      "kept": sharding.split_if_divisible(kept) is kept,
                       "devices": len(jax.devices()),
                       "refused": refused,
-                      "single": compute(shard=False, attack=False),
                       "sharded": compute(shard=True)}}))
 """)
 
@@ -143,9 +153,8 @@ def runs():
     """(this process's one-device reference, what the fresh process computed).
 
     The fresh process runs with the CPU convolution flag if this one runs without, and
-    computes on one device (without the attack: the flag changes only convolutions)
-    and sharded over two. Both processes work at the same time (XLA compiles on one
-    core).
+    computes sharded over two devices. Both processes work at the same time (XLA
+    compiles on one core).
     """
     import jax
 
@@ -183,8 +192,9 @@ def fresh(runs):
 def test_cpu_conv_flag_does_not_change_results(fresh, plain):
     if (0, 10) <= runtime._jaxlib_version() < (0, 12):  # where configure adds the flag
         assert flagged(fresh["xla_flags"]) != flagged(os.environ.get("XLA_FLAGS", ""))
-    other = fresh["single"]
-    assert other["shards"] == 1
+    # the fresh process computed with the flag the other way round (and on two devices:
+    # neither may change a result, so one comparison checks both)
+    other = fresh["sharded"]
     np.testing.assert_allclose(other["defended"], plain["defended"], atol=1e-5)
     np.testing.assert_allclose(other["logits"], plain["logits"], atol=1e-4)
 
@@ -195,6 +205,9 @@ def test_two_device_sharded_defend_matches_single_device(fresh, plain):
     np.testing.assert_allclose(sharded["defended"], plain["defended"], atol=1e-5)
     np.testing.assert_allclose(sharded["chunked"], plain["defended"], atol=1e-5)
     np.testing.assert_allclose(sharded["logits"], plain["logits"], atol=1e-4)
+    assert fresh["placed"] == [2, 4, 3]  # 3 images padded to 4, split over 2 devices
+    assert fresh["split"] == [2, 2] and fresh["kept"]  # an attack's batch: only if divisible
+    assert sharded["remix_labels"] == plain["remix_labels"]
     # cw_l2 on a batch split over the two devices: the same examples as on one
     assert sharded["attack_shards"] == 2
     assert any(sharded["success"]) and sharded["success"] == plain["success"]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from remix_jax import magnet as magnet_lib
+from remix_jax import sharding
 from remix_jax._checks import check_images, check_int, check_key, check_logits_shape
 from remix_jax.attacks.common import is_success
 from remix_jax.defense import RemixParams, autoencoder_fn, check_defense_inputs, defend
@@ -55,10 +56,12 @@ def predict(logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000) -> np.nd
 
 
 def _predict(logits_fn: LogitsFn, x, batch_size: int) -> np.ndarray:
-    """:func:`predict` without the checks (for images the library made itself)."""
-    parts = [
-        np.asarray(_argmax(logits_fn, x[i : i + batch_size])) for i in range(0, len(x), batch_size)
-    ]
+    """:func:`predict` without the checks (for images the library made itself). Each
+    batch is split over the devices when there are several (sharding.place_batch)."""
+    parts = []
+    for i in range(0, len(x), batch_size):
+        placed, size = sharding.place_batch(x[i : i + batch_size])
+        parts.append(np.asarray(_argmax(logits_fn, placed))[:size])
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 
@@ -136,10 +139,13 @@ def remix_predict(
     batch_size = check_int("batch_size", batch_size, low=1)
     out = []
     for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
+        # split over the devices when there are several; a padded row gets the key of
+        # the index it would have, and its label is dropped
+        batch, size = sharding.place_batch(x[start : start + batch_size])
         keys = image_keys(key, start, len(batch))
         defended = defend(params, keys, batch, iterations=iterations)
-        out.append(_predict(logits_fn, defended, batch_size))  # defend checked the images
+        labels = np.asarray(_argmax(logits_fn, defended))[:size]  # defend checked the images
+        out.append(labels)
     return np.concatenate(out) if out else np.zeros(0, np.int32)
 
 

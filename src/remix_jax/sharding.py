@@ -72,3 +72,32 @@ def pad_batch(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
     if extra:
         x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
     return x, size
+
+
+def place_batch(x, mesh: Mesh | None = None) -> tuple[Any, int]:
+    """A batch as the evaluation hands it to a jitted function: split over the devices
+    when there are several (padded to a multiple of their number by repeating its last
+    row), left as it is on one device.
+
+    Args:
+      x: (B, ...) array.
+      mesh: default: all devices.
+
+    Returns:
+      (the placed batch, B); the outputs' rows past B belong to the padding.
+    """
+    n = (mesh.devices.size if mesh is not None else jax.device_count()) if len(x) else 1
+    if n == 1:
+        return x, len(x)
+    padded, size = pad_batch(np.asarray(x), n)
+    return shard_batch(padded, mesh), size
+
+
+def split_if_divisible(tree: Any, mesh: Mesh | None = None) -> Any:
+    """``tree``'s arrays split over the devices when there are several and every leading
+    axis divides by their number; as they are otherwise (an attack's batch: padding it
+    would add examples to a search whose early abort watches the whole batch)."""
+    n = mesh.devices.size if mesh is not None else jax.device_count()
+    if n == 1 or any(a.shape[0] % n for a in jax.tree.leaves(tree)):
+        return tree
+    return shard_batch(tree, mesh)

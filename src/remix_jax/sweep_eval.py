@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from remix_jax import adversarial_cache, evaluation, progress
+from remix_jax import adversarial_cache, evaluation, progress, sharding
 from remix_jax.evaluation import Defense
 
 
@@ -51,10 +51,11 @@ def craft_kappa(
     def attack_batch(sl: slice) -> dict:
         start, end = sl.start, sl.start + len(x[sl])
         on_step(start, end, 0)
+        xb, yb = sharding.split_if_divisible((x[sl], labels[sl]))  # over all devices
         result = attack(
             logits_fn,
-            x[sl],
-            labels[sl],
+            xb,
+            yb,
             confidence=kappa,
             on_step=lambda done: on_step(start, end, done),
             **settings,
