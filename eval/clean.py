@@ -44,7 +44,7 @@ def parse(argv) -> argparse.Namespace:
         help="masks per round (default: what the inpainter was trained with)",
     )
     p.add_argument("--limit", type=cli.positive_int, default=None, help="first N test images only")
-    p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
+    cli.add_baseline_flags(p)
     cli.add_output_flags(p, out="results/<dataset>/clean", cache=None)
     args = p.parse_args(argv)
     cli.require_with_classifier(p, args, "--out")
@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     runtime.configure()
     from remix_jax import data, eval_inputs, provenance
     from remix_jax.masking import num_positions
-    from remix_jax.pretrained import load_magnet, load_pretrained
+    from remix_jax.pretrained import load_pretrained
 
     with cli.exit_on_load_errors():
         split = data.load_split(args.dataset, "test", args.data_dir)
@@ -99,9 +99,8 @@ def main(argv=None) -> None:
     x = data.to_float(split.images[: args.limit])
     y = split.labels[: args.limit]
     started = time.time()
-    with cli.exit_on_load_errors(lambda message: " (or leave MagNet out with --no-magnet)"):
-        magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
-    suite = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations)
+    magnet, apegan = cli.load_baselines(args)
+    suite = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations, apegan)
     rows = score(suite, x, y, args.num_keys, pre.remix.n_masks, args.seed)
     inpainter_dir = os.path.abspath(args.inpainter) if args.inpainter else None
     result = {

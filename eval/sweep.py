@@ -51,7 +51,7 @@ def parse(argv):
         help="REMIX mask-inpaint rounds K to score",
     )
     p.add_argument("--craft-only", action="store_true", help="fill the cache, score nothing")
-    p.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
+    cli.add_baseline_flags(p)
     p.add_argument(
         "--inpainter",
         type=cli.existing_folder,
@@ -105,13 +105,9 @@ def main(argv=None) -> None:
 
     runtime.configure()
     runtime.use_full_precision()
-    from remix_jax.pretrained import load_magnet
-
     started = time.time()
     inputs = cli.load_eval_inputs(args)
-    with cli.exit_on_load_errors(lambda message: " (or leave MagNet out with --no-magnet)"):
-        skip_magnet = args.no_magnet or args.craft_only
-        magnet = None if skip_magnet else load_magnet(args.dataset, args.checkpoint_root)
+    baselines = cli.load_baselines(args, skip=args.craft_only)
     if len(inputs.chosen) < args.num_examples:
         sys.exit(
             f"error: --num-examples {args.num_examples}: the classifier gets only "
@@ -119,7 +115,7 @@ def main(argv=None) -> None:
         )
     crafted = craft(args, name, cache_dir, inputs)
     if not args.craft_only:
-        score(args, name, out, inputs, magnet, crafted, started)
+        score(args, name, out, inputs, baselines, crafted, started)
 
 
 def craft(args, name: str, cache_dir: str, inputs) -> dict:
@@ -148,16 +144,19 @@ def craft(args, name: str, cache_dir: str, inputs) -> dict:
         sys.exit(f"error: {e}")
 
 
-def score(args, name: str, out: str, inputs, magnet, crafted: dict, started: float) -> None:
-    """Scores every defense on the clean and crafted images; writes ``<out>.*``."""
+def score(args, name: str, out: str, inputs, baselines, crafted: dict, started: float) -> None:
+    """Scores every defense (REMIX, and the ``baselines``: MagNet, APE-GAN or None) on
+    the clean and crafted images; writes ``<out>.*``."""
     from tqdm import tqdm
 
     from remix_jax import eval_inputs, progress, provenance, sweep_eval
 
     pre, settings = inputs.pretrained, attack_settings(args)
-    defenses = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations)
+    magnet, apegan = baselines
+    defenses = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations, apegan)
     # every scored kappa is kept until the result is written: a killed scoring resumes
-    networks = [pre.classifier_params, pre.remix] + ([magnet] if magnet is not None else [])
+    networks = [pre.classifier_params, pre.remix]
+    networks += ([magnet] if magnet is not None else []) + ([apegan.generator] if apegan else [])
     identity = sweep_eval.scoring_identity(
         settings, inputs.chosen.tolist(), args.num_keys, defenses, pre.remix,
         progress.fingerprint(*networks), args.seed,

@@ -169,7 +169,7 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, monkeypa
         "--checkpoint-dir",
         str(ckpt),
         "--epochs",
-        "3",
+        "2",
         "--batch-size",
         "20",
         "--validation-size",
@@ -193,12 +193,12 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, monkeypa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = checkpoints.latest_step(str(ckpt))
-    assert killed_at is not None and 0 < killed_at < 3 * 50
+    assert killed_at is not None and 0 < killed_at < 2 * 50
     train_classifier.main(args)
     assert "test accuracy" in capsys.readouterr().out
     meta = checkpoints.read_metadata(str(ckpt))
     assert meta["resumed_from"][0] >= killed_at
-    assert meta["steps"] == 3 * 50
+    assert meta["steps"] == 2 * 50
     assert meta["test"]["accuracy"] > 0.9
 
 

@@ -166,6 +166,33 @@ def exit_on_load_errors(hint: Callable[[str], str] = lambda message: ""):
         sys.exit(f"error: {e}{hint(str(e))}")
 
 
+def add_baseline_flags(parser: argparse.ArgumentParser) -> None:
+    """The baselines scored beside REMIX: MagNet unless ``--no-magnet``, APE-GAN with
+    ``--apegan`` (loaded by :func:`load_baselines`)."""
+    parser.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
+    parser.add_argument(
+        "--apegan",
+        action="store_true",
+        help="score the APE-GAN baseline too (checkpoints/<dataset>/apegan: python -m "
+        "train.apegan)",
+    )
+
+
+def load_baselines(args: argparse.Namespace, skip: bool = False) -> tuple:
+    """(MagNet or None, APE-GAN or None) as :func:`add_baseline_flags`' flags ask, from
+    ``--checkpoint-root``; None for both with ``skip``. A missing checkpoint exits
+    with one line saying how to leave the baseline out."""
+    if skip:
+        return None, None
+    from remix_jax.pretrained import load_apegan, load_magnet
+
+    with exit_on_load_errors(lambda message: " (or leave MagNet out with --no-magnet)"):
+        magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
+    with exit_on_load_errors(lambda message: " (or leave out --apegan)"):
+        apegan = load_apegan(args.dataset, args.checkpoint_root) if args.apegan else None
+    return magnet, apegan
+
+
 def add_search_attack_flags(
     parser: argparse.ArgumentParser,
     *,

@@ -100,6 +100,8 @@ class DatasetSpec:
         that the registry imports no JAX and every ``--help`` stays instant).
       classifier_recipe: the default flags of ``train.classifier``.
       magnet: MagNet's set-up, or None where the project has none.
+      apegan_epsilon: the FGSM step APE-GAN's purifier is trained against (its
+        author's 0.3 on MNIST and 0.1 on CIFAR-10, APE-GAN issue #2).
       tfds_name: tensorflow-datasets' name for it (None: local data only).
       source: where the data of a dataset registered from its data lives (a folder,
         or "tfds:<name>[/<config>]"); None: ``<data dir>/<name>/`` or ``tfds_name``.
@@ -119,6 +121,7 @@ class DatasetSpec:
     classifier: str | None = None
     classifier_recipe: Mapping[str, object] = dataclasses.field(default_factory=dict)
     magnet: MagNetSetup | None = None
+    apegan_epsilon: float = 0.1
     tfds_name: str | None = None
     source: str | None = None
     class_names: tuple[str, ...] = ()
@@ -225,8 +228,8 @@ def derive_spec(
       class_names: class index -> name, if the data names its classes.
 
     Returns:
-      A spec with n_masks, reformer_noise and the L-inf budgets of the shipped dataset
-      with the same channel count, L2 budgets scaled by sqrt(H*W*C) from it,
+      A spec with n_masks, reformer_noise, apegan_epsilon and the L-inf budgets of the
+      shipped dataset with the same channel count, L2 budgets scaled by sqrt(H*W*C) from it,
       :data:`DERIVED_KAPPA_GRID`, detector drop rates (0.01, 0.05),
       :data:`DERIVED_CLASSIFIER` with CIFAR-10's recipe at batch 128 without
       augmentation, and no MagNet set-up.
@@ -262,6 +265,7 @@ def derive_spec(
         num_classes=num_classes,
         n_masks=reference.n_masks,
         reformer_noise=reference.reformer_noise,
+        apegan_epsilon=reference.apegan_epsilon,
         kappa_grid=DERIVED_KAPPA_GRID,
         pgd_budgets={
             "linf": reference.pgd_budgets["linf"],
@@ -348,6 +352,7 @@ register(
         num_classes=10,
         n_masks=2,  # paper, Sec. IV
         reformer_noise=0.1,  # MagNet's official code
+        apegan_epsilon=0.3,
         kappa_grid=(0, 5, 10, 15, 20, 25, 30, 35, 40),
         pgd_budgets={"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0)},
         detector_drop_rates=(0.001, 0.01, 0.05),  # MagNet's (Meng and Chen 2017)
@@ -386,6 +391,7 @@ register(
         num_classes=10,
         n_masks=3,  # paper, Sec. IV
         reformer_noise=0.025,  # MagNet's official code
+        apegan_epsilon=0.1,
         kappa_grid=tuple(range(0, 101, 10)),
         # RobustBench's 8/255 and 0.5, with a smaller and a larger one for the curve
         pgd_budgets={"linf": (2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)},

@@ -110,13 +110,13 @@ def validation_images(
     return data.to_float(images), train.source
 
 
-def defense_suite(dataset: str, pretrained: Pretrained, magnet, iterations) -> dict:
+def defense_suite(dataset: str, pretrained: Pretrained, magnet, iterations, apegan=None) -> dict:
     """:func:`remix_jax.evaluation.defense_suite` of ``pretrained``'s classifier and
     REMIX, with ``magnet`` (or None) judged by the dataset's official MagNet detectors,
-    for each number of rounds K in ``iterations``."""
+    ``apegan`` (or None), for each number of rounds K in ``iterations``."""
     from remix_jax import components
 
     official = components.magnet_official_names(dataset) if magnet is not None else ()
     return evaluation.defense_suite(
-        pretrained.logits_fn, pretrained.remix, magnet, official, iterations
+        pretrained.logits_fn, pretrained.remix, magnet, official, iterations, apegan
     )

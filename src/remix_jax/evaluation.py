@@ -210,13 +210,15 @@ def defense_suite(
     magnet: magnet_lib.MagNetParams | None = None,
     official_detectors: Sequence[str] = (),
     iterations: Sequence[int] = (1,),
+    apegan=None,
 ) -> dict[str, Defense]:
     """The paper's Fig. 2 defenses by name, in plotting order.
 
     "none"; "reformer" (REMIX's, if ``remix`` has one); with ``magnet``: "MagNet
     reformer", "MagNet" (its ``official_detectors`` + reformer) and, if it has more
-    detectors, "MagNet + JSD" (all of them); then for every K: "mask-inpaint K=k" and,
-    with a reformer, "reformer + mask-inpaint K=k".
+    detectors, "MagNet + JSD" (all of them); with ``apegan`` (an
+    :class:`~remix_jax.apegan.APEGANParams`): "APE-GAN"; then for every K:
+    "mask-inpaint K=k" and, with a reformer, "reformer + mask-inpaint K=k".
     """
 
     def plain(transform=None):
@@ -239,6 +241,10 @@ def defense_suite(
         reformed = suite["MagNet reformer"].predict
         for name, m in variants.items():
             suite[name] = Defense(False, reformed, _magnet_reject(logits_fn, m))
+    if apegan is not None:
+        from remix_jax.apegan import purifier
+
+        suite["APE-GAN"] = plain(purifier(apegan))
     for k in iterations:
         for with_reformer in (False, True) if remix.reformer is not None else (False,):
             params = remix if with_reformer else remix.without_reformer()

@@ -180,6 +180,29 @@ def load_magnet(
     )
 
 
+def load_apegan(dataset: str, root: str | None = None, *, folder: str | None = None):
+    """Restores the APE-GAN purifier trained by ``python -m train.apegan``.
+
+    Args:
+      dataset: a registered dataset.
+      root: checkpoint root, searched as :func:`load_pretrained` says; APE-GAN lives in
+        ``<root>/<dataset>/apegan``.
+      folder: that folder directly (overrides ``root``).
+
+    Returns:
+      :class:`remix_jax.apegan.APEGANParams` (the generator; the discriminator is only
+      for training).
+    """
+    from remix_jax import apegan
+
+    folder = folder or components.find_checkpoint(dataset, "apegan", root)
+    config = apegan.APEGANConfig.from_dict(checkpoints.read_metadata(folder)["config"])
+    shape = datasets.get(dataset).image_shape
+    target = jax.eval_shape(lambda: apegan.init_params(jax.random.key(0), config, shape))
+    params = checkpoints.restore(folder, target).params
+    return apegan.APEGANParams(config, params["generator"])
+
+
 def checkpoint_dataset(folder: str) -> str | None:
     """The registry name of the dataset a checkpoint was trained on (its meta.json's).
 

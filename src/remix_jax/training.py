@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import signal
@@ -56,12 +57,19 @@ class Task(NamedTuple):
         "batch_stats": ...}``, the optimizer trains only its "params" entry, and
         ``loss`` returns the updated other collections in its metrics under
         :data:`MODEL_STATE`; the step stores them back. Checkpoints hold both.
+      custom_step: for a task that trains its networks its own way (a GAN's
+        alternating discriminator and generator updates): ``custom_step(optimizer) ->
+        (init_state, step)`` with ``init_state(params) -> optimizer state`` and
+        ``step(params, opt_state, key, images, labels) -> (params, opt_state,
+        metrics)``, which :func:`fit` jits and runs instead of one gradient step on
+        ``loss`` (then unused). Its checkpoints, resume and evaluation stay fit's.
     """
 
     init: Callable[[jax.Array], Any]
-    loss: LossFn
+    loss: LossFn | None
     evaluate: EvalFn
     stateful: bool = False
+    custom_step: Callable[[optax.GradientTransformation], tuple[Callable, Callable]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +98,18 @@ def evaluate(
 def _trainable(task: Task, params: Any) -> Any:
     """What the optimizer updates: all params, or a stateful model's "params" entry."""
     return params["params"] if task.stateful else params
+
+
+@functools.lru_cache(maxsize=8)
+def _step_of(task: Task, optimizer: optax.GradientTransformation) -> tuple[Callable, Callable]:
+    """(init_state(params) -> optimizer state, the jitted step) of a task, built once per
+    (task, optimizer): a run resumed in the same process compiles nothing again."""
+    if task.custom_step is None:
+        return (lambda params: optimizer.init(_trainable(task, params))), _make_step(
+            task, optimizer
+        )
+    init_state, custom = task.custom_step(optimizer)
+    return init_state, jax.jit(custom, donate_argnums=(0, 1))
 
 
 def _make_step(task: Task, optimizer: optax.GradientTransformation):
@@ -190,7 +210,14 @@ def fit(
     init_key, order_key, step_key = jax.random.split(jax.random.clone(key), 3)
 
     params = task.init(init_key)
-    opt_state = optimizer.init(_trainable(task, params))
+    try:
+        init_state, train_step = _step_of(task, optimizer)
+    except TypeError:  # an unhashable task or optimizer: built for this run only
+        init_state, train_step = _step_of.__wrapped__(task, optimizer)
+    opt_state = init_state(params)
+    # placed on the device as a restored checkpoint is: the step then compiles once
+    # for a fresh run and a resumed one alike (jit keys on the arrays' placement)
+    params, opt_state = jax.device_put((params, opt_state), jax.devices()[0])
     step, meta = 0, {**metadata, "history": [], "train_seconds": 0.0}
     if checkpoints.latest_step(checkpoint_dir) is not None:
         restored = checkpoints.restore(checkpoint_dir, params, state_target=opt_state)
@@ -218,7 +245,6 @@ def fit(
     parallel = _data_parallel(config.batch_size)
     if parallel:
         params, opt_state = sharding.replicate((params, opt_state))
-    train_step = _make_step(task, optimizer)
     started = time.time()
     seconds_before = meta["train_seconds"]
 
