@@ -267,8 +267,10 @@ def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rat
         mnist["detector-aware"],
         other_rate["detector-aware"],
     )
-    # the legacy calibration keeps the identity of the runs cached before it was part of it
+    # the default drop rate and set stay out of the identity, the calibration draw is in it
     assert "detector_drop_rate" not in mnist["detector-aware"]
+    assert mnist["detector-aware"]["calibration_key"] == adaptive_plan.CALIBRATION_KEY
+    assert "calibration_key" not in mnist["curve"]
 
 
 ADAPTIVE_RESULTS = sorted(glob.glob(os.path.join(REPO, "results", "*", "adaptive-*.json")))
