@@ -23,8 +23,15 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_debug_key_reuse", True)
 jax.config.update("jax_enable_checks", False)
 
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="remix-jax-tests-xla-")
-atexit.register(shutil.rmtree, COMPILATION_CACHE, ignore_errors=True)
+# One cache for the whole run, shared by pytest-xdist's workers and the subprocesses the
+# tests start (JAX reads these variables at import): the process that starts the run
+# makes it (and removes it at exit); its children inherit the variables.
+if "REMIX_TESTS_XLA_CACHE" not in os.environ:
+    os.environ["REMIX_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="remix-jax-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["REMIX_TESTS_XLA_CACHE"], ignore_errors=True)
+COMPILATION_CACHE = os.environ["REMIX_TESTS_XLA_CACHE"]
+os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
