@@ -106,6 +106,7 @@ def main(argv=None) -> None:
     result = {
         "dataset": args.dataset,
         "images": len(x),
+        "seed": args.seed,
         "rows": rows,
         **pre.classifier_entry(),
         "inpainter_checkpoint": inpainter_dir,

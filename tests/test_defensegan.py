@@ -39,6 +39,20 @@ def test_projection_lowers_the_error_to_an_image_in_the_range_and_is_reproducibl
     np.testing.assert_allclose(first, projected[:2], atol=1e-6)
 
 
+def test_each_image_keeps_its_best_start(fast_compiles):
+    """With (almost) no descent, the returned error is the lowest of the image's R
+    starts, drawn from fold_in(key, start + i)."""
+    x = jax.random.uniform(jax.random.key(5), (2, 8, 8, 1))
+    frozen = defensegan.Projection(steps=1, restarts=5, learning_rate=1e-12)
+    _, error = defensegan.project(toy_generator, jax.random.key(6), x, LATENT, frozen, start=7)
+    for i in range(2):
+        starts = jax.random.normal(jax.random.fold_in(jax.random.key(6), 7 + i), (5, LATENT))
+        per_start = np.mean((np.asarray(toy_generator(starts * 0.5)) - np.asarray(x[i])) ** 2,
+                            axis=(1, 2, 3))  # fmt: skip
+        assert float(error[i]) == pytest.approx(per_start.min(), rel=1e-5)
+        assert per_start.max() > per_start.min() * 1.01  # the choice matters
+
+
 def test_bpda_is_the_projection_forward_and_the_identity_backward(fast_compiles):
     settings = defensegan.Projection(steps=20, restarts=2, learning_rate=1.0)
     fn = defensegan.straight_through_projection(toy_generator, LATENT, settings)

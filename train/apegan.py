@@ -53,6 +53,10 @@ def main(argv=None) -> None:
         content_weight=args.content_weight,
         adversarial_weight=args.adversarial_weight,
     )
+    try:
+        apegan.check_config(config)
+    except (TypeError, ValueError) as e:
+        common.fail(str(e))
     runtime.configure()
     try:
         logits_fn = classifier_fn(args)

@@ -388,6 +388,7 @@ def scoring_identity(adaptive_run: AdaptiveEvaluation, weights: str) -> dict:
         "indices": adaptive_run.indices,
         "weights": weights,
         "row_format": 2,  # rows with l2_successful: never resume from rows without it
+        "keys": "per image",  # remix_jax.keys: never resume rows scored under other draws
     }
 
 

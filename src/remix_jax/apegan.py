@@ -67,7 +67,7 @@ class APEGANConfig:
 
     channels: int
     width: int = 64
-    epsilon: float = 0.3
+    epsilon: float = 0.1
     content_weight: float = PAPER_WEIGHTS[0]
     adversarial_weight: float = PAPER_WEIGHTS[1]
 

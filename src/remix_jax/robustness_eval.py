@@ -256,6 +256,7 @@ def scoring_identity(robustness: RobustnessEvaluation, weights: str) -> dict:
     """What the scored parts depend on beyond their own settings."""
     return {
         "setup": dataclasses.asdict(robustness.setup),
+        "keys": "per image",  # remix_jax.keys: never resume parts scored under other draws
         "indices": robustness.indices,
         "batch_size": robustness.batch_size,
         "weights": weights,

@@ -51,7 +51,8 @@ class RobustnessSetup:
       steps: APGD's (and the portfolio PGD's) steps; restarts: APGD's random restarts.
       portfolio: the PGD threats added to APGD (of :data:`PORTFOLIO`).
       portfolio_samples: EOT draws per step of the portfolio's PGD.
-      num_keys: evaluation keys; iterations: REMIX's rounds K; seed: the attacker's.
+      num_keys: evaluation keys; iterations: REMIX's rounds K; seed: the run's seed
+        (the attacker, the evaluation keys and the calibration, by purpose: remix_jax.keys).
       sanity: add the checks of Carlini et al. (2019) at ``sanity_budget`` (default:
         the middle budget) and ``large_budget`` (default linf 0.5, l2 8).
       classifier: the attacked classifier when not the dataset's shipped one.

@@ -100,7 +100,7 @@ def _trainable(task: Task, params: Any) -> Any:
     return params["params"] if task.stateful else params
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)
 def _step_of(task: Task, optimizer: optax.GradientTransformation) -> tuple[Callable, Callable]:
     """(init_state(params) -> optimizer state, the jitted step) of a task, built once per
     (task, optimizer): a run resumed in the same process compiles nothing again."""
@@ -211,13 +211,15 @@ def fit(
 
     params = task.init(init_key)
     try:
-        init_state, train_step = _step_of(task, optimizer)
+        hash((task, optimizer))
+        build = _step_of
     except TypeError:  # an unhashable task or optimizer: built for this run only
-        init_state, train_step = _step_of.__wrapped__(task, optimizer)
+        build = _step_of.__wrapped__
+    init_state, train_step = build(task, optimizer)
     opt_state = init_state(params)
     # placed on the device as a restored checkpoint is: the step then compiles once
     # for a fresh run and a resumed one alike (jit keys on the arrays' placement)
-    params, opt_state = jax.device_put((params, opt_state), jax.devices()[0])
+    params, opt_state = jax.device_put((params, opt_state), jax.local_devices()[0])
     step, meta = 0, {**metadata, "history": [], "train_seconds": 0.0}
     if checkpoints.latest_step(checkpoint_dir) is not None:
         restored = checkpoints.restore(checkpoint_dir, params, state_target=opt_state)
