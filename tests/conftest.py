@@ -44,6 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOWEST_FIRST = (
     "test_training.py",
     "test_attacks.py",
+    "test_apegan.py",
     "test_magnet.py",
     "test_sweep.py",
     "test_adaptive.py",
@@ -62,6 +63,8 @@ SLOWEST_FIRST = (
     "test_pretrained.py",
     "test_masking.py",
     "test_visualize.py",
+    "test_defensegan.py",
+    "test_keys.py",
 )
 
 
