@@ -58,8 +58,10 @@ def main(argv=None) -> None:
     except (TypeError, ValueError) as e:
         common.fail(str(e))
     runtime.configure()
+    from remix_jax.pretrained import protected_classifier
+
     try:
-        logits_fn = classifier_fn(args)
+        _, _, logits_fn, _ = protected_classifier(args.dataset, args.classifier)
     except (FileNotFoundError, ValueError) as e:
         common.fail(str(e))
     task = apegan.apegan_task(config, spec.image_shape, logits_fn)
@@ -67,17 +69,6 @@ def main(argv=None) -> None:
     # the classifier FGSM attacked is part of what the purifier learned
     meta_config = {**config.to_dict(), "classifier": args.classifier or "the dataset's"}
     common.train_component(args, "apegan", task, optimizer, meta_config, "rmse")
-
-
-def classifier_fn(args):
-    """The bare classifier FGSM attacks: --classifier, or the dataset's shipped one."""
-    from remix_jax.models.classifiers import as_variables
-    from remix_jax.pretrained import load_classifier, load_classifier_fn
-
-    if args.classifier is not None:
-        return load_classifier_fn(args.classifier, args.dataset)
-    model, params = load_classifier(args.dataset)
-    return lambda x: model.apply(as_variables(params), x)
 
 
 if __name__ == "__main__":

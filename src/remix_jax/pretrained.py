@@ -452,6 +452,26 @@ def load_remix(
     return _remix(paths["reformer"], paths["inpainter"], trained_on["inpainter"])
 
 
+def protected_classifier(
+    dataset: str, classifier: str | None = None, root: str | None = None
+) -> tuple[Any, Any, Callable[[jax.Array], jax.Array], str | None]:
+    """The classifier an evaluation or a baseline's training protects: ``classifier``
+    (see :func:`load_classifier_fn`) or, if None, the dataset's shipped one (from
+    ``root``, searched as :func:`load_pretrained` says).
+
+    Returns:
+      (module or None, weights, checked ``logits_fn``, source: None for the shipped
+      classifier, else the folder's absolute path or the "module:function" name).
+    """
+    if classifier is None:
+        model, params = load_classifier(dataset, root)
+        logits_fn = _checked_logits(model.apply, as_variables(params), datasets.get(dataset))
+        return model, params, logits_fn, None
+    model, params, logits_fn = _resolve_classifier(classifier, dataset)
+    source = os.path.abspath(classifier) if os.path.isdir(classifier) else classifier
+    return model, params, logits_fn, source
+
+
 def load_pretrained(
     dataset: str = "mnist",
     root: str | None = None,
@@ -481,13 +501,7 @@ def load_pretrained(
     components.check_dataset(dataset)
     if inpainter is not None and (trained_on := checkpoint_dataset(inpainter)) is not None:
         check_trained_on(inpainter, trained_on, dataset, "inpainter")  # before slow loads
-    if classifier is None:
-        model, params = load_classifier(dataset, root)
-        logits_fn = _checked_logits(model.apply, as_variables(params), datasets.get(dataset))
-        source = None
-    else:
-        model, params, logits_fn = _resolve_classifier(classifier, dataset)
-        source = os.path.abspath(classifier) if os.path.isdir(classifier) else classifier
+    model, params, logits_fn, source = protected_classifier(dataset, classifier, root)
     reformer = components.find_checkpoint(dataset, "reformer", root)
     inpainter = inpainter or components.find_checkpoint(dataset, "inpainter", root)
     remix = _remix(reformer, inpainter, dataset)
