@@ -299,20 +299,8 @@ def test_committed_adaptive_results_are_consistent(path):
         assert worst["accuracy"]["mean"] <= min(runs) + 1e-6
 
 
-# recorded before margin became the default, without --loss ce --out: being rescored with
-# its full command (issue 29); strict, so the rescored file fails this mark and drops it
-COMMAND_BEING_FIXED = {"adaptive-pgd-l2-ce.json"}
-
-
 @pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="old recorded command"))
-        if os.path.basename(p) in COMMAND_BEING_FIXED
-        else p
-        for p in ADAPTIVE_RESULTS
-    ],
-    ids=[os.path.basename(p) for p in ADAPTIVE_RESULTS],
+    "path", ADAPTIVE_RESULTS, ids=[os.path.basename(p) for p in ADAPTIVE_RESULTS]
 )
 def test_committed_adaptive_results_record_the_command_that_makes_them(path):
     """The recorded command, run again, writes this file with these settings (a default
