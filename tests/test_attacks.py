@@ -294,11 +294,11 @@ def test_compacting_finished_examples_changes_nothing(monkeypatch):
 
     logits_fn, _, _ = linear_model()
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.uniform(0.1, 0.9, size=(40, *SHAPE)), jnp.float32)
+    x = jnp.asarray(rng.uniform(0.1, 0.9, size=(20, *SHAPE)), jnp.float32)
     labels = jnp.argmax(logits_fn(x), axis=-1)
-    # 1000 iterations: the abort (every 100) stops examples at different times, so
+    # the abort (every 20 of the 200 iterations) stops examples at different times, so
     # the host loop compacts, possibly several times per search step
-    settings = dict(confidence=1.0, binary_search_steps=3, max_iterations=1000, initial_const=10.0)
+    settings = dict(confidence=1.0, binary_search_steps=2, max_iterations=200, initial_const=10.0)
     assert search._bucket(3, 16) == 8 and search._bucket(9, 16) == 16
     gathers = []
     original = search._gather

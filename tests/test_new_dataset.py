@@ -95,7 +95,7 @@ def test_a_registered_dataset_trains_defends_and_sweeps_through_the_clis(
             "--binary-search-steps",
             "2",
             "--max-iterations",
-            "500",
+            "100",
             "--initial-const",
             "100",
             "--num-keys",

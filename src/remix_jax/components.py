@@ -62,11 +62,9 @@ def init_remix(key: jax.Array, dataset: str, **fields) -> RemixParams:
         for component in ("reformer", "inpainter")
     }
     reformer_key, inpainter_key = jax.random.split(key)
-    # jitted: eager init compiles each layer's initializer separately
-    init = jax.jit(init_autoencoder, static_argnums=(1, 2))
     return RemixParams(
-        inpainter=init(inpainter_key, configs["inpainter"], spec.hw),
-        reformer=init(reformer_key, configs["reformer"], spec.hw),
+        inpainter=init_autoencoder(inpainter_key, configs["inpainter"], spec.hw),
+        reformer=init_autoencoder(reformer_key, configs["reformer"], spec.hw),
         inpainter_config=configs["inpainter"],
         reformer_config=configs["reformer"],
         n_masks=spec.n_masks,

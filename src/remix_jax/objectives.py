@@ -118,6 +118,7 @@ def magnet_denoiser_task(config: MagNetAEConfig, hw: tuple[int, int], noise: flo
     """A MagNet autoencoder, trained as in MagNet: noisy input, clean target, MSE."""
     model = MagNetAutoencoder(config)
 
+    @jax.jit  # eager init compiles each layer's initializer separately
     def init(key):
         return model.init(key, jnp.zeros((1, *hw, config.channels)))["params"]
 

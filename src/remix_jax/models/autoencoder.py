@@ -21,6 +21,7 @@ convolution maps back to the image's channels through a sigmoid, so outputs lie 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -214,6 +215,12 @@ def autoencoder_module(config: AutoencoderConfig) -> nn.Module:
 
 def init_autoencoder(key: jax.Array, config: AutoencoderConfig, hw: tuple[int, int]) -> dict:
     """Initial parameters of the config's autoencoder for (H, W) images."""
+    return _init_autoencoder(key, config, tuple(hw))
+
+
+# jitted: eager init compiles each layer's initializer separately (3-4x slower)
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init_autoencoder(key: jax.Array, config: AutoencoderConfig, hw: tuple[int, int]) -> dict:
     x = jnp.zeros((1, *hw, config.channels), jnp.float32)
     mask = jnp.ones((1, *hw, 1), jnp.float32) if config.mask_channel else None
     return autoencoder_module(config).init(key, x, mask)["params"]
