@@ -99,8 +99,8 @@ def main(argv=None) -> None:
     x = data.to_float(split.images[: args.limit])
     y = split.labels[: args.limit]
     started = time.time()
-    magnet, apegan = cli.load_baselines(args)
-    suite = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations, apegan)
+    baselines = cli.load_baselines(args)
+    suite = eval_inputs.defense_suite(args.dataset, pre, baselines, args.iterations)
     rows = score(suite, x, y, args.num_keys, pre.remix.n_masks, args.seed)
     inpainter_dir = os.path.abspath(args.inpainter) if args.inpainter else None
     result = {
@@ -113,6 +113,7 @@ def main(argv=None) -> None:
         "inpainter_config": pre.remix.inpainter_config.__dict__,
         "inpainter_trained_masks": trained_masks,
         "num_masks": pre.remix.n_masks,
+        **baselines.settings(),
         "data_source": split.source,
         **provenance.finished(started),
     }

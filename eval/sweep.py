@@ -145,18 +145,16 @@ def craft(args, name: str, cache_dir: str, inputs) -> dict:
 
 
 def score(args, name: str, out: str, inputs, baselines, crafted: dict, started: float) -> None:
-    """Scores every defense (REMIX, and the ``baselines``: MagNet, APE-GAN or None) on
+    """Scores every defense (REMIX, and the ``baselines``: a :class:`remix_jax.cli.Baselines`) on
     the clean and crafted images; writes ``<out>.*``."""
     from tqdm import tqdm
 
     from remix_jax import eval_inputs, progress, provenance, sweep_eval
 
     pre, settings = inputs.pretrained, attack_settings(args)
-    magnet, apegan = baselines
-    defenses = eval_inputs.defense_suite(args.dataset, pre, magnet, args.iterations, apegan)
+    defenses = eval_inputs.defense_suite(args.dataset, pre, baselines, args.iterations)
     # every scored kappa is kept until the result is written: a killed scoring resumes
-    networks = [pre.classifier_params, pre.remix]
-    networks += ([magnet] if magnet is not None else []) + ([apegan.generator] if apegan else [])
+    networks = [pre.classifier_params, pre.remix, *baselines.networks()]
     identity = sweep_eval.scoring_identity(
         settings, inputs.chosen.tolist(), args.num_keys, defenses, pre.remix,
         progress.fingerprint(*networks), args.seed,
@@ -175,6 +173,7 @@ def score(args, name: str, out: str, inputs, baselines, crafted: dict, started: 
         "seed": args.seed,
         "clean": clean_rows,
         "rows": rows,
+        **baselines.settings(),
         "data_source": inputs.split.source,
         **({"inpainter": args.inpainter} if args.inpainter else {}),
         **pre.classifier_entry(),

@@ -84,17 +84,19 @@ def test_training_lowers_the_purified_error_and_resumes_exactly(
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_train_apegan_cli_trains_and_eval_clean_scores_it(
+def test_gan_baselines_train_through_their_clis_and_eval_clean_scores_them(
     tmp_path, data_dir, monkeypatch, fast_compiles
 ):
-    """train.apegan -> checkpoint -> load_apegan -> eval.clean --apegan, as a user runs
-    them (a tiny purifier on 300 MNIST images; the shipped classifier and REMIX)."""
+    """train.apegan and train.defensegan -> checkpoints -> load_apegan / load_defensegan
+    -> eval.clean --apegan --defensegan, as a user runs them (tiny networks on 300 MNIST
+    images; the shipped classifier and REMIX): one eval.clean run scores both."""
     import json
     import os
 
     from eval import clean
-    from remix_jax.pretrained import load_apegan
+    from remix_jax.pretrained import load_apegan, load_defensegan
     from train import apegan as train_apegan
+    from train import defensegan as train_defensegan
 
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
     root = tmp_path / "ckpt"
@@ -102,20 +104,33 @@ def test_train_apegan_cli_trains_and_eval_clean_scores_it(
     shipped = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints", "mnist")
     for component in ("classifier", "reformer", "inpainter"):
         (root / "mnist" / component).symlink_to(os.path.join(shipped, component))
+    common = ["--limit", "300", "--epochs", "1", "--width", "4", "--no-progress",
+              "--data-dir", data_dir]  # fmt: skip
     train_apegan.main(
-        ["--limit", "300", "--epochs", "1", "--batch-size", "60", "--width", "4", "--no-progress",
-         "--data-dir", data_dir, "--checkpoint-dir", str(root / "mnist" / "apegan")]
-    )  # fmt: skip
+        [*common, "--batch-size", "60", "--checkpoint-dir", str(root / "mnist" / "apegan")]
+    )
     meta = json.loads((root / "mnist" / "apegan" / "meta.json").read_text())
     assert meta["config"]["epsilon"] == 0.3 and meta["config"]["width"] == 4
     assert meta["test"]["images"] == 300 and 0 < meta["test"]["rmse"] < 1
-    params = load_apegan("mnist", str(root))
-    assert params.config.width == 4
-    clean.main(
-        ["--limit", "20", "--num-keys", "1", "--iterations", "1", "--no-magnet", "--apegan",
-         "--checkpoint-root",
-         str(root), "--data-dir", data_dir, "--out", str(tmp_path / "out" / "clean")]
+    assert load_apegan("mnist", str(root)).config.width == 4
+    train_defensegan.main(
+        [*common, "--batch-size", "30", "--latent", "8", "--critic-steps", "2",
+         "--checkpoint-dir", str(root / "mnist" / "defensegan")]
     )  # fmt: skip
-    rows = json.loads((tmp_path / "out" / "clean.json").read_text())["rows"]
-    [row] = [r for r in rows if r["defense"] == "APE-GAN"]
-    assert 0 <= row["accuracy"] <= 100
+    meta = json.loads((root / "mnist" / "defensegan" / "meta.json").read_text())
+    assert meta["config"]["latent"] == 8 and not meta["config"]["batch_norm"]
+    assert meta["test"]["images"] == 300 and np.isfinite(meta["test"]["wasserstein"])
+    assert meta["history"][-1]["step"] == 240 // 30  # 300 minus 60 held out, batch 30
+    assert load_defensegan("mnist", str(root)).config.width == 4
+    clean.main(
+        ["--limit", "20", "--num-keys", "2", "--iterations", "1", "--no-magnet", "--apegan",
+         "--defensegan", "--defensegan-steps", "3", "--defensegan-restarts", "2",
+         "--checkpoint-root", str(root), "--data-dir", data_dir,
+         "--out", str(tmp_path / "out" / "clean")]
+    )  # fmt: skip
+    result = json.loads((tmp_path / "out" / "clean.json").read_text())
+    assert result["defensegan"] == {"steps": 3, "restarts": 2}
+    rows = {r["defense"]: r for r in result["rows"]}
+    assert 0 <= rows["APE-GAN"]["accuracy"] <= 100
+    dg = rows["Defense-GAN"]  # randomized: scored under each evaluation key
+    assert dg["runs"] == 2 and 0 <= dg["min"] <= dg["mean"] <= dg["max"] <= 100

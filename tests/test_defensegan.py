@@ -1,5 +1,7 @@
 """Defense-GAN's projection onto a generator's range, on a toy generator."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,3 +89,120 @@ def test_generator_and_critic_shapes(size, channels, batch_norm, fast_compiles):
     critic = DGCritic(width=4)
     scores = jax.jit(critic.apply)(jax.jit(critic.init)(jax.random.key(1), images), images)
     assert scores.shape == (2,)
+
+
+def test_gradient_penalty_is_the_squared_distance_of_each_images_gradient_norm_to_one():
+    """A linear critic has the gradient w at every point: the penalty is (||w|| - 1)^2
+    wherever the interpolation lands; a critic scaled per image shows the norm is taken
+    per image, over all its pixels."""
+    w = jax.random.normal(jax.random.key(0), (8, 8, 1))
+    real, fake = jnp.zeros((3, 8, 8, 1)), jnp.ones((3, 8, 8, 1))
+    penalty = defensegan.gradient_penalty(
+        lambda v: jnp.sum(v * w[None], axis=(1, 2, 3)), real, fake, jax.random.key(1)
+    )
+    norm = float(jnp.sqrt(jnp.sum(w**2)))
+    assert float(penalty) == pytest.approx((norm - 1) ** 2, rel=1e-5)
+    scale = jnp.array([1.0, 2.0, 3.0])[:, None, None, None]  # image i's gradient: (i+1) w
+    penalty = defensegan.gradient_penalty(
+        lambda v: jnp.sum(v * w[None] * scale, axis=(1, 2, 3)), real, fake, jax.random.key(1)
+    )
+    expected = np.mean([(k * norm - 1) ** 2 for k in (1, 2, 3)])
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+
+
+TINY = defensegan.DefenseGANConfig(channels=1, size=28, latent=8, width=4, critic_steps=3)
+
+
+@pytest.fixture(scope="module")
+def wgan():
+    """(the tiny WGAN-GP task, its optimizer): one pair, so that training._step_of
+    builds and compiles their step once for the tests below."""
+    import optax
+
+    return defensegan.wgan_gp_task(TINY), optax.adam(1e-3, b1=0.5, b2=0.9)
+
+
+def toy_digits(n, seed=0):
+    """uint8 28x28 images: a bright square at one of four places, labels unused."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28, 1), np.uint8)
+    for i, place in enumerate(rng.integers(0, 4, n)):
+        r, c = divmod(int(place), 2)
+        images[i, 4 + 12 * r : 12 + 12 * r, 4 + 12 * c : 12 + 12 * c] = 255
+    return images, np.zeros(n, np.int32)
+
+
+def test_the_critic_steps_every_step_and_the_generator_every_critic_steps_th(wgan, fast_compiles):
+    from remix_jax import training
+
+    task, optimizer = wgan
+    init_state, step = training._step_of(task, optimizer)
+    params = task.init(jax.random.key(0))
+    opt_state = init_state(params)
+    images, labels = toy_digits(4)  # fit's batch below: one compiled step
+    for i in range(1, 7):
+        before = jax.tree.map(np.asarray, params)
+        params, opt_state, metrics = step(params, opt_state, jax.random.key(i), images, labels)
+        assert int(opt_state["count"]) == i
+        assert np.isfinite(float(metrics["loss"])) and float(metrics["penalty"]) >= 0
+        changed = {
+            name: not all(
+                np.array_equal(a, b)
+                for a, b in zip(
+                    jax.tree.leaves(before[name]), jax.tree.leaves(params[name]), strict=True
+                )
+            )
+            for name in ("critic", "generator")
+        }
+        assert changed == {"critic": True, "generator": i % TINY.critic_steps == 0}, i
+
+
+def test_wgan_gp_training_resumes_exactly_and_the_defense_projects_per_image(
+    wgan, tmp_path, fast_compiles
+):
+    from remix_jax import training
+
+    train, validation = toy_digits(24), toy_digits(8, seed=1)
+    task, optimizer = wgan
+
+    def fit(epochs, folder):
+        config = training.TrainConfig(epochs=epochs, batch_size=4, save_every=100)
+        return training.fit(jax.random.key(0), task, optimizer, train, validation, config,
+                            str(folder), {}, progress=False)  # fmt: skip
+
+    straight, meta = fit(2, tmp_path / "straight")
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert all(np.isfinite(h["wasserstein"]) for h in meta["history"])
+    fit(1, tmp_path / "resumed")
+    resumed, _ = fit(2, tmp_path / "resumed")  # the critic count resumes with the rest
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    defense = defensegan.DefenseGAN(
+        TINY, straight["generator"], defensegan.Projection(steps=3, restarts=2)
+    )
+    x = validation[0][:4].astype(np.float32) / 255
+    out = defensegan.reconstruct(defense, jax.random.key(3), x, batch_size=2)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    # image i's starts come from fold_in(key, i): the batching changes nothing
+    np.testing.assert_allclose(
+        defensegan.reconstruct(defense, jax.random.key(3), x, batch_size=4), out, atol=1e-6
+    )
+    assert not np.allclose(defensegan.reconstruct(defense, jax.random.key(4), x), out)
+    with pytest.raises(ValueError, match="28x28"):
+        defensegan.reconstruct(defense, jax.random.key(3), np.zeros((1, 32, 32, 1), np.float32))
+    with pytest.raises(ValueError, match="x must"):
+        defensegan.reconstruct(defense, jax.random.key(3), x + 2)
+
+
+def test_config_for_images_and_its_checks():
+    assert defensegan.DefenseGANConfig.for_images((32, 32, 3)).batch_norm
+    mnist = defensegan.DefenseGANConfig.for_images((28, 28, 1))
+    assert not mnist.batch_norm and mnist.size == 28 and mnist.latent == 128
+    assert defensegan.DefenseGANConfig.from_dict({**mnist.to_dict(), "other": 1}) == mnist
+    with pytest.raises(ValueError, match="square"):
+        defensegan.DefenseGANConfig.for_images((28, 32, 1))
+    with pytest.raises(ValueError, match="28x28 or 32x32"):
+        defensegan.DefenseGANConfig.for_images((64, 64, 3)).check()
+    with pytest.raises(ValueError, match="critic_steps"):
+        defensegan.wgan_gp_task(dataclasses.replace(mnist, critic_steps=0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -168,7 +169,7 @@ def exit_on_load_errors(hint: Callable[[str], str] = lambda message: ""):
 
 def add_baseline_flags(parser: argparse.ArgumentParser) -> None:
     """The baselines scored beside REMIX: MagNet unless ``--no-magnet``, APE-GAN with
-    ``--apegan`` (loaded by :func:`load_baselines`)."""
+    ``--apegan``, Defense-GAN with ``--defensegan`` (loaded by :func:`load_baselines`)."""
     parser.add_argument("--no-magnet", action="store_true", help="leave out the MagNet rows")
     parser.add_argument(
         "--apegan",
@@ -176,21 +177,71 @@ def add_baseline_flags(parser: argparse.ArgumentParser) -> None:
         help="score the APE-GAN baseline too (checkpoints/<dataset>/apegan: python -m "
         "train.apegan)",
     )
+    parser.add_argument(
+        "--defensegan",
+        action="store_true",
+        help="score the Defense-GAN baseline too (checkpoints/<dataset>/defensegan: "
+        "python -m train.defensegan)",
+    )
+    parser.add_argument(
+        "--defensegan-steps",
+        type=positive_int,
+        default=200,
+        help="Defense-GAN's L, gradient steps per start (official 200)",
+    )
+    parser.add_argument(
+        "--defensegan-restarts",
+        type=positive_int,
+        default=10,
+        help="Defense-GAN's R, random starts per image (official 10)",
+    )
 
 
-def load_baselines(args: argparse.Namespace, skip: bool = False) -> tuple:
-    """(MagNet or None, APE-GAN or None) as :func:`add_baseline_flags`' flags ask, from
-    ``--checkpoint-root``; None for both with ``skip``. A missing checkpoint exits
-    with one line saying how to leave the baseline out."""
+class Baselines(NamedTuple):
+    """The baselines :func:`load_baselines` loaded (None where not asked for)."""
+
+    magnet: Any = None
+    apegan: Any = None
+    defensegan: Any = None
+
+    def networks(self) -> list:
+        """What the baselines' outputs depend on (weights, thresholds, Defense-GAN's
+        projection settings), for :func:`remix_jax.progress.fingerprint`."""
+        import dataclasses
+
+        trees = [self.magnet] if self.magnet is not None else []
+        trees += [self.apegan.generator] if self.apegan is not None else []
+        if self.defensegan is not None:
+            trees += [self.defensegan.generator, dataclasses.astuple(self.defensegan.projection)]
+        return trees
+
+    def settings(self) -> dict:
+        """What a result records of the baselines' settings (Defense-GAN's L and R)."""
+        if self.defensegan is None:
+            return {}
+        projection = self.defensegan.projection
+        return {"defensegan": {"steps": projection.steps, "restarts": projection.restarts}}
+
+
+def load_baselines(args: argparse.Namespace, skip: bool = False) -> Baselines:
+    """The baselines :func:`add_baseline_flags`' flags ask for, from
+    ``--checkpoint-root``; none with ``skip``. A missing checkpoint exits with one line
+    saying how to leave the baseline out."""
     if skip:
-        return None, None
-    from remix_jax.pretrained import load_apegan, load_magnet
+        return Baselines()
+    from remix_jax.defensegan import Projection
+    from remix_jax.pretrained import load_apegan, load_defensegan, load_magnet
 
     with exit_on_load_errors(lambda message: " (or leave MagNet out with --no-magnet)"):
         magnet = None if args.no_magnet else load_magnet(args.dataset, args.checkpoint_root)
     with exit_on_load_errors(lambda message: " (or leave out --apegan)"):
         apegan = load_apegan(args.dataset, args.checkpoint_root) if args.apegan else None
-    return magnet, apegan
+    defensegan = None
+    if args.defensegan:
+        projection = Projection(steps=args.defensegan_steps, restarts=args.defensegan_restarts)
+        with exit_on_load_errors(lambda message: " (or leave out --defensegan)"):
+            defensegan = load_defensegan(args.dataset, args.checkpoint_root, projection=projection)
+    return Baselines(magnet, apegan, defensegan)
 
 
 def add_search_attack_flags(

@@ -110,13 +110,16 @@ def validation_images(
     return data.to_float(images), train.source
 
 
-def defense_suite(dataset: str, pretrained: Pretrained, magnet, iterations, apegan=None) -> dict:
+def defense_suite(dataset: str, pretrained: Pretrained, baselines, iterations) -> dict:
     """:func:`remix_jax.evaluation.defense_suite` of ``pretrained``'s classifier and
-    REMIX, with ``magnet`` (or None) judged by the dataset's official MagNet detectors,
-    ``apegan`` (or None), for each number of rounds K in ``iterations``."""
+    REMIX, with the ``baselines`` (a :class:`remix_jax.cli.Baselines`: MagNet judged by
+    the dataset's official detectors, APE-GAN, Defense-GAN; each None or loaded), for
+    each number of rounds K in ``iterations``."""
     from remix_jax import components
 
+    magnet = baselines.magnet
     official = components.magnet_official_names(dataset) if magnet is not None else ()
     return evaluation.defense_suite(
-        pretrained.logits_fn, pretrained.remix, magnet, official, iterations, apegan
-    )
+        pretrained.logits_fn, pretrained.remix, magnet, official, iterations,
+        baselines.apegan, baselines.defensegan,
+    )  # fmt: skip

@@ -211,13 +211,16 @@ def defense_suite(
     official_detectors: Sequence[str] = (),
     iterations: Sequence[int] = (1,),
     apegan=None,
+    defensegan=None,
 ) -> dict[str, Defense]:
     """The paper's Fig. 2 defenses by name, in plotting order.
 
     "none"; "reformer" (REMIX's, if ``remix`` has one); with ``magnet``: "MagNet
     reformer", "MagNet" (its ``official_detectors`` + reformer) and, if it has more
     detectors, "MagNet + JSD" (all of them); with ``apegan`` (an
-    :class:`~remix_jax.apegan.APEGANParams`): "APE-GAN"; then for every K:
+    :class:`~remix_jax.apegan.APEGANParams`): "APE-GAN"; with ``defensegan`` (a
+    :class:`~remix_jax.defensegan.DefenseGAN`): "Defense-GAN" (randomized: its
+    projection's starts come from the key); then for every K:
     "mask-inpaint K=k" and, with a reformer, "reformer + mask-inpaint K=k".
     """
 
@@ -245,6 +248,13 @@ def defense_suite(
         from remix_jax.apegan import purifier
 
         suite["APE-GAN"] = plain(purifier(apegan))
+    if defensegan is not None:
+        from remix_jax.defensegan import reconstruct
+
+        def projected_predict(key, x):
+            return predict(logits_fn, reconstruct(defensegan, key, x))
+
+        suite["Defense-GAN"] = Defense(True, projected_predict)
     for k in iterations:
         for with_reformer in (False, True) if remix.reformer is not None else (False,):
             params = remix if with_reformer else remix.without_reformer()

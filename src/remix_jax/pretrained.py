@@ -203,6 +203,32 @@ def load_apegan(dataset: str, root: str | None = None, *, folder: str | None = N
     return apegan.APEGANParams(config, params["generator"])
 
 
+def load_defensegan(
+    dataset: str, root: str | None = None, *, folder: str | None = None, projection=None
+):
+    """Restores the Defense-GAN generator trained by ``python -m train.defensegan``.
+
+    Args:
+      dataset: a registered dataset.
+      root: checkpoint root, searched as :func:`load_pretrained` says; Defense-GAN lives
+        in ``<root>/<dataset>/defensegan``.
+      folder: that folder directly (overrides ``root``).
+      projection: a :class:`remix_jax.defensegan.Projection` (None: the official L = 200,
+        R = 10).
+
+    Returns:
+      :class:`remix_jax.defensegan.DefenseGAN` (the generator; the critic is only for
+      training).
+    """
+    from remix_jax import defensegan
+
+    folder = folder or components.find_checkpoint(dataset, "defensegan", root)
+    config = defensegan.DefenseGANConfig.from_dict(checkpoints.read_metadata(folder)["config"])
+    target = jax.eval_shape(lambda: defensegan.init_params(jax.random.key(0), config))
+    params = checkpoints.restore(folder, target).params
+    return defensegan.DefenseGAN(config, params["generator"], projection or defensegan.Projection())
+
+
 def checkpoint_dataset(folder: str) -> str | None:
     """The registry name of the dataset a checkpoint was trained on (its meta.json's).
 
