@@ -274,6 +274,14 @@ def test_detector_aware_runs_are_cached_per_threshold_and_default_to_magnets_rat
 
 
 ADAPTIVE_RESULTS = sorted(glob.glob(os.path.join(REPO, "results", "*", "adaptive-*.json")))
+RESULT_IDS = [os.path.relpath(p, os.path.join(REPO, "results")) for p in ADAPTIVE_RESULTS]
+# crafted before a part of their identity existed, to be crafted again (and then dropped
+# from here: strict, so a result crafted again fails this mark)
+STALE_CACHES = {
+    # its detector-aware runs predate the calibration draw in their identity (remix_jax.
+    # keys); the CIFAR-10 results are regenerated with the inpainter issue 30 ships
+    "cifar10/adaptive-pgd-l2.json",
+}
 
 
 @pytest.mark.parametrize(
@@ -299,9 +307,7 @@ def test_committed_adaptive_results_are_consistent(path):
         assert worst["accuracy"]["mean"] <= min(runs) + 1e-6
 
 
-@pytest.mark.parametrize(
-    "path", ADAPTIVE_RESULTS, ids=[os.path.basename(p) for p in ADAPTIVE_RESULTS]
-)
+@pytest.mark.parametrize("path", ADAPTIVE_RESULTS, ids=RESULT_IDS)
 def test_committed_adaptive_results_record_the_command_that_makes_them(path):
     """The recorded command, run again, writes this file with these settings (a default
     that changed since, or a renamed file, would leave a command that makes another)."""
@@ -329,6 +335,9 @@ class FakeEvaluation:
 
     def craft(self, run):
         return {}
+
+    def attacked_weights(self, defense):
+        return None if defense == "none" else "fake weights"
 
     def score(self, run, crafted):
         if len(self.scored) == self.fail_at:
@@ -436,3 +445,73 @@ def test_start_from_needs_eot_warm_and_an_existing_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         adaptive.parse(["--attack", "cw", "--start-from", str(tmp_path / "run.npz")])
     assert "add eot-warm to --threats" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def committed_inputs():
+    """eval_inputs.load by (dataset, num_examples), loaded once for the tests below."""
+    from remix_jax import eval_inputs
+
+    loaded = {}
+
+    def load(dataset, num_examples):
+        if (dataset, num_examples) not in loaded:
+            loaded[dataset, num_examples] = eval_inputs.load(dataset, num_examples)
+        return loaded[dataset, num_examples]
+
+    return load
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="stale cache"))
+        if name in STALE_CACHES
+        else p
+        for p, name in zip(ADAPTIVE_RESULTS, RESULT_IDS, strict=True)
+    ],
+    ids=RESULT_IDS,
+)
+def test_every_run_of_a_committed_adaptive_result_is_in_its_committed_cache(
+    path, committed_inputs, data_dir, monkeypatch
+):
+    """Its recorded command, run again on the shipped weights, finds every run crafted
+    (the identity, the attacked weights' fingerprint included, names the same file):
+    a stale cache, crafted against other weights, would be found by no run."""
+    import shlex
+
+    from remix_jax.adaptive_eval import AdaptiveEvaluation
+
+    monkeypatch.setenv("REMIX_DATA_DIR", data_dir)
+    monkeypatch.chdir(REPO)  # the recorded command's relative cache folder
+    with open(path) as f:
+        args = adaptive.parse(shlex.split(json.load(f)["command"])[3:])
+    setup = AdaptiveSetup.from_args(args)
+    inputs = committed_inputs(args.dataset, args.num_examples)
+    magnet = None
+    if adaptive_plan.MAGNET_REFORMER in setup.defenses:
+        from remix_jax.pretrained import load_magnet
+
+        magnet = load_magnet(args.dataset)
+    run = AdaptiveEvaluation(
+        setup, *inputs.attacked(), args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
+        validation=lambda: None, magnet=magnet,
+    )  # fmt: skip
+    missing = [r for r in adaptive_plan.plan(setup) if not os.path.isfile(run.identity(r)[1])]
+    assert not missing, f"{len(missing)} runs not in the cache, e.g. {missing[0]}"
+
+
+def test_a_run_against_other_weights_has_its_own_identity():
+    """The attacked weights join a run's identity unless they are those the committed
+    runs were crafted against; the bare classifier's runs never carry them."""
+    setup = AdaptiveSetup("mnist", "pgd", True, (0.1,), {"norm": "linf", "loss": "margin"},
+                          threats=("oblivious", "eot"))  # fmt: skip
+    oblivious, eot = adaptive_plan.plan(setup)
+    legacy = adaptive_plan.LEGACY_DEFENSE_WEIGHTS[("mnist", eot["defense"])]
+    shipped = adaptive_plan.run_settings(setup, [0], eot, legacy)
+    assert shipped == adaptive_plan.run_settings(setup, [0], eot)  # the committed names
+    other = adaptive_plan.run_settings(setup, [0], eot, "0123456789abcdef")
+    assert other == {**shipped, "defense_weights": "0123456789abcdef"}
+    assert adaptive_plan.settings_digest(other) != adaptive_plan.settings_digest(shipped)
+    assert "defense_weights" not in adaptive_plan.run_settings(setup, [0], oblivious, "x")

@@ -35,6 +35,18 @@ from remix_jax.attacks import adaptive
 from remix_jax.defense import RemixParams, defend
 
 
+def attacked_weights(remix: dict, magnet, defense: str) -> str | None:
+    """:func:`remix_jax.progress.fingerprint` of what a run against ``defense`` attacks:
+    the REMIX variant's weights, masks and layout (``remix``: by defense name), or
+    MagNet's weights for "MagNet reformer"; None for "none" (the bare classifier)."""
+    if defense == "none":
+        return None
+    if defense == MAGNET_REFORMER:
+        return progress.fingerprint(magnet)
+    params = remix[defense]
+    return progress.fingerprint(params, params.n_masks, params.per_channel)
+
+
 class AdaptiveEvaluation:
     """The runs of one :class:`AdaptiveSetup` on the images ``x`` (N, H, W, C), labels ``y``.
 
@@ -90,9 +102,16 @@ class AdaptiveEvaluation:
 
     # --- crafting -----------------------------------------------------------------
 
+    def attacked_weights(self, defense: str) -> str | None:
+        """The fingerprint of the weights a run against ``defense`` attacks (None for
+        the bare classifier: the setup names it)."""
+        return attacked_weights(self.remix, self.magnet, defense)
+
     def identity(self, run: dict) -> tuple[dict, str, jax.Array]:
         """The run's settings, cache path and attacker key (derived from the settings)."""
-        settings = run_settings(self.setup, self.indices, run)
+        settings = run_settings(
+            self.setup, self.indices, run, self.attacked_weights(run["defense"])
+        )
         digest = settings_digest(settings)
         key = keys.attack_key(self.setup.seed, digest)
         return settings, os.path.join(self.cache_dir, f"{self.setup.attack}-{digest}.npz"), key
@@ -350,7 +369,8 @@ def evaluate(
     """
     rows, survived = [], {}  # (budget, defense) -> per attack run, per key: (N,) bool right
     for r in runs:
-        name = settings_digest(run_settings(adaptive_run.setup, adaptive_run.indices, r))
+        weights = adaptive_run.attacked_weights(r["defense"])
+        name = settings_digest(run_settings(adaptive_run.setup, adaptive_run.indices, r, weights))
         done = scoring.get(name) if scoring is not None else None
         if done is None:
             row, hits = adaptive_run.score(r, adaptive_run.craft(r))

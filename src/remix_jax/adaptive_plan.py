@@ -35,6 +35,18 @@ PENALTY = "hinge(score/threshold - 0.5)"
 # the detector's calibration of every detector-aware run cached before it joined the
 # runs' identity (see run_settings)
 LEGACY_THRESHOLD_FROM = {"detector_drop_rate": 0.001, "validation_size": 5000}
+# the weights (remix_jax.progress.fingerprint) of the defenses every committed run was
+# crafted against, before the attacked weights joined a run's identity: runs against
+# them keep their cache names; a run against any other weights (a retrained or newly
+# shipped inpainter, another --checkpoint-root) gets a name of its own
+LEGACY_DEFENSE_WEIGHTS = {
+    ("mnist", "reformer + mask-inpaint"): "a7d88d338be7f0fd",
+    ("mnist", "mask-inpaint"): "cac86cd7f15f6dc0",
+    ("mnist", "MagNet reformer"): "bd05292faaa08c8a",
+    ("cifar10", "reformer + mask-inpaint"): "608e46b2454c2a21",
+    ("cifar10", "mask-inpaint"): "a8991b8da6b584e7",
+    ("cifar10", "MagNet reformer"): "7ba6d571dfcc6443",
+}
 # how a detector-aware run's threshold draws its masks (part of the run's identity)
 CALIBRATION_KEY = "keys.purpose_key(seed, 'calibration')"
 # the large-budget sanity check of an epsilon attack, per norm
@@ -184,13 +196,18 @@ def _sanity_runs(setup: AdaptiveSetup) -> list[dict]:
     return runs
 
 
-def run_settings(setup: AdaptiveSetup, indices: list[int], run: dict) -> dict:
+def run_settings(
+    setup: AdaptiveSetup, indices: list[int], run: dict, weights: str | None = None
+) -> dict:
     """What a crafted run depends on: its cache identity (and, hashed, its attacker key).
 
-    A detector-aware run also depends on the detector's threshold, i.e. on the drop
-    rate, the calibration set and the calibration draw (:data:`CALIBRATION_KEY`). The
-    drop rate and the set join the identity only when they differ from the values every
-    run used before they were part of it (0.001, 5000 images).
+    A run against a defense depends on that defense's ``weights`` (their
+    fingerprint); they join the identity unless they are the weights the committed runs
+    were crafted against (:data:`LEGACY_DEFENSE_WEIGHTS`). A detector-aware run also
+    depends on the detector's threshold, i.e. on the drop rate, the calibration set and
+    the calibration draw (:data:`CALIBRATION_KEY`). The drop rate and the set join the
+    identity only when they differ from the values every run used before they were part
+    of it (0.001, 5000 images).
     """
     settings = {
         "dataset": setup.dataset,
@@ -201,6 +218,9 @@ def run_settings(setup: AdaptiveSetup, indices: list[int], run: dict) -> dict:
         **setup.attack_settings,
         **{k: v for k, v in run.items() if k != "group"},
     }
+    legacy = LEGACY_DEFENSE_WEIGHTS.get((setup.dataset, run.get("defense")))
+    if run.get("defense", "none") != "none" and weights is not None and weights != legacy:
+        settings["defense_weights"] = weights
     threshold_from = {
         "detector_drop_rate": setup.detector_drop_rate,
         "validation_size": setup.validation_size,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from remix_jax import evaluation, progress
-from remix_jax.adaptive_eval import AdaptiveEvaluation
+from remix_jax.adaptive_eval import AdaptiveEvaluation, attacked_weights
 from remix_jax.adaptive_plan import run_settings, settings_digest
 from remix_jax.defense import RemixParams
 from remix_jax.robustness_plan import WORST_CASE_GROUPS, Part, RobustnessSetup
@@ -86,7 +86,12 @@ class RobustnessEvaluation:
 
     def name(self, part: Part) -> str:
         """The part's identity digest (its settings on all the images)."""
-        return settings_digest(run_settings(part.setup, self.indices, part.run))
+        remix = {
+            "reformer + mask-inpaint": self.remix,
+            "mask-inpaint": self.remix.without_reformer(),
+        }
+        weights = attacked_weights(remix, self.magnet, part.run["defense"])
+        return settings_digest(run_settings(part.setup, self.indices, part.run, weights))
 
     def score(self, part: Part) -> dict:
         """The part's row: the defense's accuracy per key, the bare classifier's, the
