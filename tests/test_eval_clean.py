@@ -2,6 +2,9 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from eval import clean
@@ -43,3 +46,28 @@ def test_clean_accuracy_cli_rejects_a_single_mask(data_dir, capsys):
     with pytest.raises(SystemExit):
         clean.main(["--data-dir", data_dir, "--num-masks", "1"])
     assert "--num-masks: must be >= 2, got 1" in capsys.readouterr().err
+
+
+def test_first_correct_predicts_only_the_batches_it_needs():
+    """The first n images a classifier gets right, as predicting the whole split finds
+    them, from only the batches that hold them."""
+    from remix_jax import evaluation
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (23, 2, 2, 1)).astype(np.float32)
+    labels = rng.integers(0, 2, 23)
+    seen = []
+
+    def logits_fn(xb):  # class 1 iff the first pixel is bright; counts the images seen
+        jax.debug.callback(lambda b: seen.append(b), xb.shape[0])
+        return jnp.stack([0.5 - xb[:, 0, 0, 0], xb[:, 0, 0, 0] - 0.5], -1)
+
+    right = np.flatnonzero(evaluation.predict(logits_fn, x) == labels)
+    assert 6 < len(right) < 20
+    for n in (1, 5, len(right), 30):
+        seen.clear()
+        chosen = evaluation.first_correct(logits_fn, x, labels, n, batch_size=5)
+        jax.effects_barrier()
+        np.testing.assert_array_equal(chosen, right[:n])
+        needed = 23 if n > len(right) else min(23, 5 * (right[n - 1] // 5 + 1))
+        assert sum(seen) == needed  # not one batch more
