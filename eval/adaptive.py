@@ -165,6 +165,7 @@ def main(argv=None) -> None:
         *inputs.attacked(),
         args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
         lambda: validation(args),
+        classifier_weights=inputs.classifier_weights(),
     )
     runs = tqdm(adaptive_plan.plan(setup), desc=f"adaptive {args.attack}")
     # every scored run is kept until the result is written: a killed scoring resumes

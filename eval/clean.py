@@ -2,7 +2,8 @@
 
 Rows: classifier alone; + REMIX's reformer; + MagNet's reformer; MagNet (detectors +
 reformer: a rejected clean image counts as an error; its rejection rate is reported);
-REMIX mask-inpaint (K = 1, 2, 3), without and with the reformer. Randomized rows: mean
+APE-GAN and Defense-GAN with --apegan / --defensegan; REMIX mask-inpaint (K = 1, 2,
+3), without and with the reformer. Randomized rows (REMIX, Defense-GAN): mean
 and spread over --num-keys keys. ``--num-masks`` runs the inpainter with another number
 of masks than it was trained for (an ablation: fewer hidden pixels per copy). Writes
 ``results/<dataset>/clean.json`` and ``clean.md``.

@@ -141,6 +141,7 @@ def main(argv=None) -> None:
         args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
         args.batch_size,
         magnet=magnet,
+        classifier_weights=inputs.classifier_weights(),
     )
     parts = robustness_plan.plan(setup, datasets.get(args.dataset).num_classes)
     # MagNet's weights, when judged, are part of what a resumed scoring must match

@@ -129,7 +129,11 @@ def test_gan_baselines_train_through_their_clis_and_eval_clean_scores_them(
          "--out", str(tmp_path / "out" / "clean")]
     )  # fmt: skip
     result = json.loads((tmp_path / "out" / "clean.json").read_text())
-    assert result["defensegan"] == {"steps": 3, "restarts": 2}
+    assert {k: result["defensegan"][k] for k in ("steps", "restarts")} == {
+        "steps": 3,
+        "restarts": 2,
+    }
+    assert len(result["defensegan"]["weights"]) == len(result["apegan"]["weights"]) == 16
     rows = {r["defense"]: r for r in result["rows"]}
     assert 0 <= rows["APE-GAN"]["accuracy"] <= 100
     dg = rows["Defense-GAN"]  # randomized: scored under each evaluation key

@@ -336,8 +336,8 @@ class FakeEvaluation:
     def craft(self, run):
         return {}
 
-    def attacked_weights(self, defense):
-        return None if defense == "none" else "fake weights"
+    def identity(self, run):
+        return adaptive_plan.run_settings(self.setup, self.indices, run), None, None
 
     def score(self, run, crafted):
         if len(self.scored) == self.fail_at:
@@ -496,7 +496,7 @@ def test_every_run_of_a_committed_adaptive_result_is_in_its_committed_cache(
         magnet = load_magnet(args.dataset)
     run = AdaptiveEvaluation(
         setup, *inputs.attacked(), args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
-        validation=lambda: None, magnet=magnet,
+        validation=lambda: None, magnet=magnet, classifier_weights=inputs.classifier_weights(),
     )  # fmt: skip
     missing = [r for r in adaptive_plan.plan(setup) if not os.path.isfile(run.identity(r)[1])]
     assert not missing, f"{len(missing)} runs not in the cache, e.g. {missing[0]}"
@@ -515,3 +515,35 @@ def test_a_run_against_other_weights_has_its_own_identity():
     assert other == {**shipped, "defense_weights": "0123456789abcdef"}
     assert adaptive_plan.settings_digest(other) != adaptive_plan.settings_digest(shipped)
     assert "defense_weights" not in adaptive_plan.run_settings(setup, [0], oblivious, "x")
+
+
+@pytest.mark.slow
+def test_runs_against_other_weights_are_crafted_apart(committed_inputs, data_dir, monkeypatch):
+    """Through AdaptiveEvaluation, as eval.adaptive and eval.robustness name their runs:
+    a retrained inpainter renames the runs against REMIX, another classifier every run;
+    the shipped weights keep the committed names."""
+    import jax
+
+    from remix_jax.adaptive_eval import AdaptiveEvaluation
+
+    monkeypatch.setenv("REMIX_DATA_DIR", data_dir)
+    setup = AdaptiveSetup("mnist", "pgd", True, (0.1,), {"norm": "linf", "loss": "margin"},
+                          threats=("oblivious", "eot"))  # fmt: skip
+    runs = adaptive_plan.plan(setup)
+    assert [r["defense"] for r in runs] == ["none", "reformer + mask-inpaint"]
+    inputs = committed_inputs("mnist", 100)
+    logits_fn, remix, x, y, indices = inputs.attacked()
+
+    classifier = inputs.classifier_weights()
+
+    def paths(remix=remix, classifier_weights=classifier):
+        run = AdaptiveEvaluation(setup, logits_fn, remix, x, y, indices, "cache",
+                                 lambda: None, classifier_weights=classifier_weights)  # fmt: skip
+        return [run.identity(r)[1] for r in runs]
+
+    shipped = paths()
+    assert shipped == paths(classifier_weights=None)  # the committed names
+    retrained = remix.replace(inpainter=jax.tree.map(lambda w: w * 1.001, remix.inpainter))
+    transfer, against_remix = paths(remix=retrained)
+    assert transfer == shipped[0] and against_remix != shipped[1]
+    assert all(a != b for a, b in zip(paths(classifier_weights="0" * 16), shipped, strict=True))

@@ -64,6 +64,9 @@ class AdaptiveEvaluation:
       models: the attacked models by (defense, BPDA components, draws), shared between
         evaluations of the same classifier and defense so that each compiles once
         (None: this evaluation's own).
+      classifier_weights: the fingerprint of the classifier's weights
+        (:meth:`remix_jax.eval_inputs.EvalInputs.classifier_weights`), part of every
+        run's identity (None: left out, as for the committed runs' classifier).
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class AdaptiveEvaluation:
         validation: Callable[[], np.ndarray],
         models: dict | None = None,
         magnet=None,
+        classifier_weights: str | None = None,
     ):
         self.setup, self.logits_fn, self.x, self.y = setup, logits_fn, x, y
+        self.classifier_weights = classifier_weights
         self.indices, self.cache_dir, self.validation = indices, cache_dir, validation
         remix = remix.replace(iterations=setup.iterations)
         self.remix = {"reformer + mask-inpaint": remix, "mask-inpaint": remix.without_reformer()}
@@ -110,7 +115,11 @@ class AdaptiveEvaluation:
     def identity(self, run: dict) -> tuple[dict, str, jax.Array]:
         """The run's settings, cache path and attacker key (derived from the settings)."""
         settings = run_settings(
-            self.setup, self.indices, run, self.attacked_weights(run["defense"])
+            self.setup,
+            self.indices,
+            run,
+            self.attacked_weights(run["defense"]),
+            self.classifier_weights,
         )
         digest = settings_digest(settings)
         key = keys.attack_key(self.setup.seed, digest)
@@ -369,8 +378,7 @@ def evaluate(
     """
     rows, survived = [], {}  # (budget, defense) -> per attack run, per key: (N,) bool right
     for r in runs:
-        weights = adaptive_run.attacked_weights(r["defense"])
-        name = settings_digest(run_settings(adaptive_run.setup, adaptive_run.indices, r, weights))
+        name = settings_digest(adaptive_run.identity(r)[0])
         done = scoring.get(name) if scoring is not None else None
         if done is None:
             row, hits = adaptive_run.score(r, adaptive_run.craft(r))

@@ -47,6 +47,8 @@ LEGACY_DEFENSE_WEIGHTS = {
     ("cifar10", "mask-inpaint"): "a8991b8da6b584e7",
     ("cifar10", "MagNet reformer"): "7ba6d571dfcc6443",
 }
+# the same for the attacked classifier (every run, the bare classifier's too)
+LEGACY_CLASSIFIER_WEIGHTS = {"mnist": "21c261f5d05ccc62", "cifar10": "1c5daf5054423ef2"}
 # how a detector-aware run's threshold draws its masks (part of the run's identity)
 CALIBRATION_KEY = "keys.purpose_key(seed, 'calibration')"
 # the large-budget sanity check of an epsilon attack, per norm
@@ -197,13 +199,18 @@ def _sanity_runs(setup: AdaptiveSetup) -> list[dict]:
 
 
 def run_settings(
-    setup: AdaptiveSetup, indices: list[int], run: dict, weights: str | None = None
+    setup: AdaptiveSetup,
+    indices: list[int],
+    run: dict,
+    weights: str | None = None,
+    classifier_weights: str | None = None,
 ) -> dict:
     """What a crafted run depends on: its cache identity (and, hashed, its attacker key).
 
-    A run against a defense depends on that defense's ``weights`` (their
-    fingerprint); they join the identity unless they are the weights the committed runs
-    were crafted against (:data:`LEGACY_DEFENSE_WEIGHTS`). A detector-aware run also
+    A run depends on the attacked classifier's weights (``classifier_weights``, their
+    fingerprint) and a run against a defense on that defense's ``weights``; each joins
+    the identity unless it is what the committed runs were crafted against
+    (:data:`LEGACY_CLASSIFIER_WEIGHTS`, :data:`LEGACY_DEFENSE_WEIGHTS`). A detector-aware run also
     depends on the detector's threshold, i.e. on the drop rate, the calibration set and
     the calibration draw (:data:`CALIBRATION_KEY`). The drop rate and the set join the
     identity only when they differ from the values every run used before they were part
@@ -218,6 +225,8 @@ def run_settings(
         **setup.attack_settings,
         **{k: v for k, v in run.items() if k != "group"},
     }
+    if classifier_weights not in (None, LEGACY_CLASSIFIER_WEIGHTS.get(setup.dataset)):
+        settings["classifier_weights"] = classifier_weights
     legacy = LEGACY_DEFENSE_WEIGHTS.get((setup.dataset, run.get("defense")))
     if run.get("defense", "none") != "none" and weights is not None and weights != legacy:
         settings["defense_weights"] = weights

@@ -208,19 +208,33 @@ class Baselines(NamedTuple):
         """What the baselines' outputs depend on (weights, thresholds, Defense-GAN's
         projection settings), for :func:`remix_jax.progress.fingerprint`."""
         import dataclasses
+        import json
+
+        import numpy as np
 
         trees = [self.magnet] if self.magnet is not None else []
         trees += [self.apegan.generator] if self.apegan is not None else []
         if self.defensegan is not None:
-            trees += [self.defensegan.generator, dataclasses.astuple(self.defensegan.projection)]
+            projection = json.dumps(dataclasses.asdict(self.defensegan.projection))
+            trees += [self.defensegan.generator, np.frombuffer(projection.encode(), np.uint8)]
         return trees
 
     def settings(self) -> dict:
-        """What a result records of the baselines' settings (Defense-GAN's L and R)."""
-        if self.defensegan is None:
-            return {}
-        projection = self.defensegan.projection
-        return {"defensegan": {"steps": projection.steps, "restarts": projection.restarts}}
+        """What a result records of the GAN baselines: each generator's fingerprint
+        (which trained network was scored) and Defense-GAN's L and R."""
+        from remix_jax import progress
+
+        recorded = {}
+        if self.apegan is not None:
+            recorded["apegan"] = {"weights": progress.fingerprint(self.apegan.generator)}
+        if self.defensegan is not None:
+            projection = self.defensegan.projection
+            recorded["defensegan"] = {
+                "weights": progress.fingerprint(self.defensegan.generator),
+                "steps": projection.steps,
+                "restarts": projection.restarts,
+            }
+        return recorded
 
 
 def load_baselines(args: argparse.Namespace, skip: bool = False) -> Baselines:

@@ -43,6 +43,14 @@ class EvalInputs(NamedTuple):
         pre = self.pretrained
         return pre.logits_fn, pre.remix, self.x, self.y, self.chosen.tolist()
 
+    def classifier_weights(self) -> str:
+        """The fingerprint of the classifier's weights (or, for a ``module:function``
+        classifier, of its name and logits on a probe batch): part of every adaptive
+        run's identity, so that no run is reused against another classifier."""
+        from remix_jax import progress
+
+        return progress.fingerprint(self.pretrained.classifier_params)
+
     def weights(self) -> str:
         """The fingerprint of the classifier's and REMIX's weights
         (:func:`remix_jax.progress.fingerprint`): part of a resumable scoring's identity."""

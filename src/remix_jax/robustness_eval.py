@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from remix_jax import evaluation, progress
-from remix_jax.adaptive_eval import AdaptiveEvaluation, attacked_weights
-from remix_jax.adaptive_plan import run_settings, settings_digest
+from remix_jax.adaptive_eval import AdaptiveEvaluation
+from remix_jax.adaptive_plan import settings_digest
 from remix_jax.defense import RemixParams
 from remix_jax.robustness_plan import WORST_CASE_GROUPS, Part, RobustnessSetup
 
@@ -39,6 +39,8 @@ class RobustnessEvaluation:
       cache_dir: where crafted batches are kept.
       batch_size: images crafted per cache file.
       magnet: MagNet's weights, to judge its reformer (defense "MagNet reformer").
+      classifier_weights: the classifier's fingerprint, as :class:`AdaptiveEvaluation`
+        takes it.
     """
 
     def __init__(
@@ -52,8 +54,10 @@ class RobustnessEvaluation:
         cache_dir: str,
         batch_size: int,
         magnet=None,
+        classifier_weights: str | None = None,
     ):
         self.setup, self.logits_fn, self.remix, self.magnet = setup, logits_fn, remix, magnet
+        self.classifier_weights = classifier_weights
         self.x, self.y, self.indices = x, y, list(indices)
         self.cache_dir, self.batch_size = cache_dir, batch_size
         self._models: dict = {}  # compiled once for every part and batch
@@ -70,6 +74,7 @@ class RobustnessEvaluation:
             validation=lambda: None,  # no detector: never called
             models=self._models,
             magnet=self.magnet,
+            classifier_weights=self.classifier_weights,
         )
 
     def craft(self, part: Part) -> dict[str, np.ndarray]:
@@ -86,12 +91,7 @@ class RobustnessEvaluation:
 
     def name(self, part: Part) -> str:
         """The part's identity digest (its settings on all the images)."""
-        remix = {
-            "reformer + mask-inpaint": self.remix,
-            "mask-inpaint": self.remix.without_reformer(),
-        }
-        weights = attacked_weights(remix, self.magnet, part.run["defense"])
-        return settings_digest(run_settings(part.setup, self.indices, part.run, weights))
+        return settings_digest(self._evaluation(part).identity(part.run)[0])
 
     def score(self, part: Part) -> dict:
         """The part's row: the defense's accuracy per key, the bare classifier's, the
