@@ -129,8 +129,13 @@ def craft(args, name: str, cache_dir: str, inputs) -> dict:
     attack_labels = adversarial_cache.attack_labels(
         inputs.y, datasets.get(args.dataset).num_classes, args.targeted
     )
-    # another classifier's examples are never read as this one's (SettingsMismatch)
-    identity = {**settings, **inputs.pretrained.classifier_entry()}
+    # another classifier's examples (or a retrained one's) are never read as this
+    # one's (SettingsMismatch)
+    identity = {
+        **settings,
+        **inputs.pretrained.classifier_entry(),
+        **inputs.classifier_identity(args.dataset),
+    }
     cache = adversarial_cache.AdversarialCache(
         cache_dir, tuple(inputs.chosen.tolist()), identity, log=tqdm.write
     )

@@ -21,7 +21,9 @@ def in_process(monkeypatch, data_dir):
 
 
 @pytest.mark.slow
-def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, in_process, capsys):
+def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(
+    tmp_path, in_process, capsys, monkeypatch
+):
     from eval import sweep
 
     cache, out = tmp_path / "cache", tmp_path / "out" / "cw"
@@ -82,6 +84,12 @@ def test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache(tmp_path, in_proc
     other = [a if a != "30" else "31" for a in args]  # --max-iterations 31
     with pytest.raises(SystemExit, match=r"other settings \(max_iterations differ\)"):
         sweep.main(other)
+    # nor a retrained classifier's: its weights are part of the cache's identity
+    from remix_jax import eval_inputs
+
+    monkeypatch.setattr(eval_inputs.EvalInputs, "classifier_weights", lambda self: "f" * 16)
+    with pytest.raises(SystemExit, match=r"other settings \(classifier_weights differ\)"):
+        sweep.main(args)
     assert (cache / "kappa_0.npz").read_bytes() == before
 
 

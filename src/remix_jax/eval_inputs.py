@@ -51,6 +51,17 @@ class EvalInputs(NamedTuple):
 
         return progress.fingerprint(self.pretrained.classifier_params)
 
+    def classifier_identity(self, dataset: str) -> dict:
+        """What a cache of examples crafted on this classifier records of its weights:
+        ``{"classifier_weights": fingerprint}``, or ``{}`` for the weights the
+        committed caches were crafted on (their identity predates the field)."""
+        from remix_jax.adaptive_plan import LEGACY_CLASSIFIER_WEIGHTS
+
+        weights = self.classifier_weights()
+        if weights == LEGACY_CLASSIFIER_WEIGHTS.get(dataset):
+            return {}
+        return {"classifier_weights": weights}
+
     def weights(self) -> str:
         """The fingerprint of the classifier's and REMIX's weights
         (:func:`remix_jax.progress.fingerprint`): part of a resumable scoring's identity."""
