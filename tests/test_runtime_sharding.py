@@ -90,12 +90,22 @@ def _compute(shard: bool) -> dict:
         initial_const=10.0,
         loop="host",
     )
+    # PGD with EOT on a randomized model (eval.adaptive's and eval.robustness's crafting
+    # splits their batches the same way): the same examples on one device or two
+    from remix_jax.attacks import pgd
+
+    def noisy(v, key):  # the logits of a noisy copy: a model that draws from its key
+        return (v + 0.05 * jax.random.normal(key, v.shape)).reshape(v.shape[0], -1) @ weights
+
+    eot = pgd(noisy, xa, ya, key=jax.random.key(7), epsilon=0.1, steps=3, stochastic=True)
     trained = train_tiny()
     return {
         **result,
         "attack_shards": len(xa.sharding.device_set),
         "adversarial": np.asarray(attacked.adversarial).tolist(),
         "success": np.asarray(attacked.success).tolist(),
+        "eot_adversarial": np.asarray(eot.adversarial).tolist(),
+        "eot_linf": float(jnp.max(jnp.abs(eot.adversarial - xa))),
         "trained_devices": len(trained.sharding.device_set),
         "trained": np.asarray(trained).tolist(),
     }
@@ -224,6 +234,9 @@ def test_two_device_sharded_defend_matches_single_device(fresh, plain):
     assert sharded["attack_shards"] == 2
     assert any(sharded["success"]) and sharded["success"] == plain["success"]
     np.testing.assert_allclose(sharded["adversarial"], plain["adversarial"], atol=1e-4)
+    # PGD with EOT on the split batch: the same examples, moved within the ball
+    assert 0 < plain["eot_linf"] <= 0.1 + 1e-6
+    np.testing.assert_allclose(sharded["eot_adversarial"], plain["eot_adversarial"], atol=1e-5)
     # training.fit splits each batch over both devices: the same weights as on one
     assert sharded["trained_devices"] == 2 and plain["trained_devices"] == 1
     assert np.abs(plain["trained"]).max() > 0.01  # it trained

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax import attack_registry, evaluation, keys, progress
+from remix_jax import attack_registry, evaluation, keys, progress, sharding
 from remix_jax import detector as detector_lib
 from remix_jax import magnet as magnet_lib
 from remix_jax.adaptive_plan import (
@@ -159,7 +159,11 @@ class AdaptiveEvaluation:
         return out
 
     def _attack(self, run: dict, key: jax.Array, start: dict):
-        """Calls the registered attack on the model the run's threat attacks."""
+        """Calls the registered attack on the model the run's threat attacks, its batch
+        split over the devices when there are several and it divides (as eval.sweep's:
+        an attack's batch is never padded)."""
+        x, y, *starts = sharding.split_if_divisible((self.x, self.y, *start.values()))
+        start = dict(zip(start, starts, strict=True))
         if run["threat"] == "oblivious":
             fn, kwargs = self.logits_fn, {}
         else:
@@ -174,16 +178,16 @@ class AdaptiveEvaluation:
             # at the best example so far (first at the oblivious one)
             warm = {"warm_start": True, **start} if run["threat"] == "eot-warm" else {}
             return attack(
-                fn, self.x, self.y, confidence=run["budget"], **self.setup.attack_settings,
-                **kwargs, **warm,
+                fn, x, y, confidence=run["budget"], **self.setup.attack_settings, **kwargs,
+                **warm,
             )  # fmt: skip
         if run.get("detector_weight"):
             kwargs["penalty"] = self._penalty(run["defense"], run["detector_weight"])
         kwargs["key"] = key  # an epsilon attack's random start
         return attack(
             fn,
-            self.x,
-            self.y,
+            x,
+            y,
             epsilon=run["budget"],
             steps=run["steps"],
             **self.setup.attack_settings,
