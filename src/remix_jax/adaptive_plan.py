@@ -198,6 +198,16 @@ def _sanity_runs(setup: AdaptiveSetup) -> list[dict]:
     return runs
 
 
+def classifier_weights_entry(dataset: str, weights: str | None) -> dict:
+    """What a cache identity records of the classifier's weights (their fingerprint):
+    ``{"classifier_weights": weights}``, or ``{}`` for None and for the weights the
+    committed caches were crafted on (:data:`LEGACY_CLASSIFIER_WEIGHTS`: their
+    identities predate the field). Adaptive runs and eval.sweep's caches share it."""
+    if weights is None or weights == LEGACY_CLASSIFIER_WEIGHTS.get(dataset):
+        return {}
+    return {"classifier_weights": weights}
+
+
 def run_settings(
     setup: AdaptiveSetup,
     indices: list[int],
@@ -225,8 +235,7 @@ def run_settings(
         **setup.attack_settings,
         **{k: v for k, v in run.items() if k != "group"},
     }
-    if classifier_weights not in (None, LEGACY_CLASSIFIER_WEIGHTS.get(setup.dataset)):
-        settings["classifier_weights"] = classifier_weights
+    settings.update(classifier_weights_entry(setup.dataset, classifier_weights))
     legacy = LEGACY_DEFENSE_WEIGHTS.get((setup.dataset, run.get("defense")))
     if run.get("defense", "none") != "none" and weights is not None and weights != legacy:
         settings["defense_weights"] = weights

@@ -54,13 +54,11 @@ class EvalInputs(NamedTuple):
     def classifier_identity(self, dataset: str) -> dict:
         """What a cache of examples crafted on this classifier records of its weights:
         ``{"classifier_weights": fingerprint}``, or ``{}`` for the weights the
-        committed caches were crafted on (their identity predates the field)."""
-        from remix_jax.adaptive_plan import LEGACY_CLASSIFIER_WEIGHTS
+        committed caches were crafted on (the rule adaptive runs follow too:
+        :func:`remix_jax.adaptive_plan.classifier_weights_entry`)."""
+        from remix_jax.adaptive_plan import classifier_weights_entry
 
-        weights = self.classifier_weights()
-        if weights == LEGACY_CLASSIFIER_WEIGHTS.get(dataset):
-            return {}
-        return {"classifier_weights": weights}
+        return classifier_weights_entry(dataset, self.classifier_weights())
 
     def weights(self) -> str:
         """The fingerprint of the classifier's and REMIX's weights
