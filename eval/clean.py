@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     from remix_jax import runtime
 
     runtime.configure()
-    from remix_jax import data, eval_inputs, provenance
+    from remix_jax import data, eval_inputs, progress, provenance
     from remix_jax.masking import num_positions
     from remix_jax.pretrained import load_pretrained
 
@@ -112,6 +112,9 @@ def main(argv=None) -> None:
         **pre.classifier_entry(),
         "inpainter_checkpoint": inpainter_dir,
         "inpainter_config": pre.remix.inpainter_config.__dict__,
+        # which weights made the numbers (a test ties the committed table to the shipped ones)
+        "inpainter_weights": progress.fingerprint(pre.remix.inpainter),
+        "reformer_weights": progress.fingerprint(pre.remix.reformer),
         "inpainter_trained_masks": trained_masks,
         "num_masks": pre.remix.n_masks,
         **baselines.settings(),
