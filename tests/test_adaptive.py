@@ -11,10 +11,6 @@ from remix_jax import defend
 from remix_jax.attacks import cw_l2, ead
 from remix_jax.attacks.adaptive import attack_defended, defended_logits, fixed_masks
 
-# random bits laid out as before JAX 0.5 (conftest.fast_compiles): nothing here is
-# compared with a committed result
-pytestmark = pytest.mark.usefixtures("fast_compiles")
-
 
 def linear_classifier(seed=0):
     w = jax.random.normal(jax.random.key(seed), (28 * 28, 10)) * 0.05

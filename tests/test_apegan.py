@@ -46,7 +46,7 @@ def tiny_config():
     return apegan.APEGANConfig(channels=1, width=4, epsilon=0.1)
 
 
-def test_purifier_is_deterministic_per_image_and_checks_its_input(tiny_config, fast_compiles):
+def test_purifier_is_deterministic_per_image_and_checks_its_input(tiny_config):
     task = apegan.apegan_task(tiny_config, SHAPE, linear)
     params = apegan.APEGANParams(tiny_config, task.init(jax.random.key(0))["generator"])
     x = jax.random.uniform(jax.random.key(1), (5, *SHAPE))
@@ -61,9 +61,7 @@ def test_purifier_is_deterministic_per_image_and_checks_its_input(tiny_config, f
         apegan.purify(params, x + 2.0)
 
 
-def test_training_lowers_the_purified_error_and_resumes_exactly(
-    tmp_path, tiny_config, fast_compiles
-):
+def test_training_lowers_the_purified_error_and_resumes_exactly(tmp_path, tiny_config):
     train, validation = toy_data(48), toy_data(16, seed=1)
     task = apegan.apegan_task(tiny_config, SHAPE, linear)
     optimizer = optax.adam(2e-3, b1=0.5)
@@ -85,7 +83,7 @@ def test_training_lowers_the_purified_error_and_resumes_exactly(
 
 
 def test_gan_baselines_train_through_their_clis_and_eval_clean_scores_them(
-    tmp_path, data_dir, monkeypatch, fast_compiles
+    tmp_path, data_dir, monkeypatch
 ):
     """train.apegan and train.defensegan -> checkpoints -> load_apegan / load_defensegan
     -> eval.clean --apegan --defensegan, as a user runs them (tiny networks on 300 MNIST

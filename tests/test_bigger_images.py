@@ -21,9 +21,6 @@ from remix_jax.attacks.cw import cw_l2
 from remix_jax.attacks.pgd import pgd
 from remix_jax.models.layers import max_pool_2x2
 
-# fresh tiny models, nothing compared with a committed number (see conftest)
-pytestmark = pytest.mark.usefixtures("fast_compiles")
-
 SIZES = [(64, 64, 3), (224, 224, 3)]
 TINY = {"features": (4, 4), "strides": (1, 2)}  # one stride-2 layer: H, W must divide by 2
 EPSILON = 8 / 255

@@ -330,7 +330,7 @@ def _image_folder_source(tmp_path: Path) -> tuple[list[str], str, dict]:
 
 @pytest.mark.slow
 def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
-    tmp_path, monkeypatch, capsys, fast_compiles
+    tmp_path, monkeypatch, capsys
 ):
     """train.classifier, .reformer, .inpainter -> load_pretrained -> defend ->
     eval.sweep -> eval.visualize, each as its command line runs it, on data that the
@@ -407,9 +407,7 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
 
 
 @pytest.mark.slow
-def test_a_tfds_source_trains_through_the_cli_and_records_its_origin(
-    tmp_path, monkeypatch, fast_compiles
-):
+def test_a_tfds_source_trains_through_the_cli_and_records_its_origin(tmp_path, monkeypatch):
     """The tfds flag as a command line takes it (--data-dir after --dataset counts): the
     spec is derived from the builder (grayscale 36x36: n = 2) and the checkpoint records
     the spec and where its data came from."""

@@ -11,9 +11,6 @@ from remix_jax import components, defend_speed, timing
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# fresh tiny models, nothing compared with a committed number (see conftest)
-pytestmark = pytest.mark.usefixtures("fast_compiles")
-
 
 def test_committed_table_follows_from_the_result():
     path = ROOT / "results/bench/defend_sizes_cpu.json"

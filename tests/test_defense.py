@@ -8,10 +8,6 @@ from remix_jax import RemixParams, defend, mask_inpaint
 from remix_jax.masking import batch_random_masks
 from remix_jax.models import AutoencoderConfig, init_autoencoder
 
-# random bits laid out as before JAX 0.5 (conftest.fast_compiles): nothing here is
-# compared with a committed result
-pytestmark = pytest.mark.usefixtures("fast_compiles")
-
 MNIST = ((28, 28), 1)
 CIFAR = ((32, 32), 3)
 

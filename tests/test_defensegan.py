@@ -19,9 +19,7 @@ def toy_generator(z):
     return jax.nn.sigmoid(z @ BASIS - 0.5).reshape(z.shape[0], 8, 8, 1)
 
 
-def test_projection_lowers_the_error_to_an_image_in_the_range_and_is_reproducible(
-    fast_compiles,
-):
+def test_projection_lowers_the_error_to_an_image_in_the_range_and_is_reproducible():
     target_z = jax.random.normal(jax.random.key(1), (3, LATENT))
     x = toy_generator(target_z)  # images G can make exactly
     settings = defensegan.Projection(steps=100, restarts=4, learning_rate=1.0)
@@ -41,7 +39,7 @@ def test_projection_lowers_the_error_to_an_image_in_the_range_and_is_reproducibl
     np.testing.assert_allclose(first, projected[:2], atol=1e-6)
 
 
-def test_each_image_keeps_its_best_start(fast_compiles):
+def test_each_image_keeps_its_best_start():
     """With (almost) no descent, the returned error is the lowest of the image's R
     starts, drawn from fold_in(key, start + i)."""
     x = jax.random.uniform(jax.random.key(5), (2, 8, 8, 1))
@@ -55,7 +53,7 @@ def test_each_image_keeps_its_best_start(fast_compiles):
         assert per_start.max() > per_start.min() * 1.01  # the choice matters
 
 
-def test_bpda_is_the_projection_forward_and_the_identity_backward(fast_compiles):
+def test_bpda_is_the_projection_forward_and_the_identity_backward():
     settings = defensegan.Projection(steps=20, restarts=2, learning_rate=1.0)
     fn = defensegan.straight_through_projection(toy_generator, LATENT, settings)
     x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 1))
@@ -79,7 +77,7 @@ def test_bad_settings_and_inputs_are_refused():
 
 
 @pytest.mark.parametrize("size,channels,batch_norm", [(28, 1, False), (32, 3, True)])
-def test_generator_and_critic_shapes(size, channels, batch_norm, fast_compiles):
+def test_generator_and_critic_shapes(size, channels, batch_norm):
     generator = DGGenerator(channels, size, width=4, batch_norm=batch_norm)
     z = jax.random.normal(jax.random.key(2), (2, 8))
     variables = jax.jit(generator.init)(jax.random.key(0), z)  # eager: op by op
@@ -132,7 +130,7 @@ def toy_digits(n, seed=0):
     return images, np.zeros(n, np.int32)
 
 
-def test_the_critic_steps_every_step_and_the_generator_every_critic_steps_th(wgan, fast_compiles):
+def test_the_critic_steps_every_step_and_the_generator_every_critic_steps_th(wgan):
     from remix_jax import training
 
     task, optimizer = wgan
@@ -157,9 +155,7 @@ def test_the_critic_steps_every_step_and_the_generator_every_critic_steps_th(wga
         assert changed == {"critic": True, "generator": i % TINY.critic_steps == 0}, i
 
 
-def test_wgan_gp_training_resumes_exactly_and_the_defense_projects_per_image(
-    wgan, tmp_path, fast_compiles
-):
+def test_wgan_gp_training_resumes_exactly_and_the_defense_projects_per_image(wgan, tmp_path):
     from remix_jax import training
 
     # 5 steps an epoch, 3 critic steps per generator step: the resume at step 5 falls

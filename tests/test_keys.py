@@ -40,7 +40,7 @@ def test_image_keys_depend_on_the_index_only():
     np.testing.assert_array_equal(whole[4], key_bits(jax.random.fold_in(jax.random.key(3), 4)))
 
 
-def test_defend_with_a_key_per_image_does_not_depend_on_the_batch(fast_compiles):
+def test_defend_with_a_key_per_image_does_not_depend_on_the_batch():
     params = tiny_params(*CIFAR, n_masks=3)
     x = images(*CIFAR, batch=5)
     key = jax.random.key(0)
@@ -53,13 +53,13 @@ def test_defend_with_a_key_per_image_does_not_depend_on_the_batch(fast_compiles)
     assert np.abs(np.asarray(other) - np.asarray(whole)).max() > 1e-3
 
 
-def test_defend_refuses_a_wrong_number_of_image_keys(fast_compiles):
+def test_defend_refuses_a_wrong_number_of_image_keys():
     params = tiny_params(*CIFAR)
     with pytest.raises(ValueError, match=r"key must be a single key or \(3,\) keys, one per image"):
         defend(params, keys.image_keys(jax.random.key(0), 0, 2), images(*CIFAR, batch=3))
 
 
-def test_remix_predict_does_not_depend_on_the_batch_size(fast_compiles):
+def test_remix_predict_does_not_depend_on_the_batch_size():
     params = tiny_params(*CIFAR, n_masks=3)
     x = np.asarray(images(*CIFAR, batch=7, seed=2))
     w = jax.random.normal(jax.random.key(5), (32 * 32 * 3, 10))

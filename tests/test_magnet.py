@@ -206,9 +206,7 @@ def test_missing_magnet_gives_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_magnet_cli_trains_calibrates_and_loads(
-    tmp_path, data_dir, monkeypatch, capsys, fast_compiles
-):
+def test_train_magnet_cli_trains_calibrates_and_loads(tmp_path, data_dir, monkeypatch, capsys):
     from remix_jax.pretrained import load_magnet
     from train import magnet as train_magnet
 

@@ -8,10 +8,6 @@ from hypothesis import strategies as st
 
 from remix_jax.masking import batch_random_masks, random_masks
 
-# random bits laid out as before JAX 0.5 (conftest.fast_compiles): nothing here is
-# compared with a committed result
-pytestmark = pytest.mark.usefixtures("fast_compiles")
-
 
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 9), w=st.integers(1, 9), n=st.integers(1, 5), seed=st.integers(0, 10**6))

@@ -9,10 +9,6 @@ from remix_jax.models import AutoencoderConfig, MNISTClassifier, SkipAutoencoder
 from remix_jax.models.autoencoder import autoencoder_module, interpolate_hidden
 from remix_jax.models.layers import avg_pool_2x2, max_pool_2x2
 
-# shapes, ranges and invariances of freshly initialised models: nothing compared with a
-# committed number, so the faster-compiling random-bit layout (see conftest)
-pytestmark = pytest.mark.usefixtures("fast_compiles")
-
 
 @pytest.mark.parametrize("shape", [(2, 28, 28, 1), (2, 32, 32, 3), (1, 27, 27, 2)])
 def test_reshape_max_pool_matches_flax(shape):

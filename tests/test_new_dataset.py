@@ -54,9 +54,7 @@ def toy(tmp_path, monkeypatch):
     datasets.unregister(TOY.name)
 
 
-def test_a_registered_dataset_trains_defends_and_sweeps_through_the_clis(
-    toy, capsys, fast_compiles
-):
+def test_a_registered_dataset_trains_defends_and_sweeps_through_the_clis(toy, capsys):
     from eval import sweep
     from remix_jax import defend, load_pretrained
     from train import classifier, inpainter, reformer

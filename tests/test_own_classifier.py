@@ -245,7 +245,7 @@ def own_project(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_readme_protects_your_own_classifier(own_project, capsys, fast_compiles):
+def test_the_readme_protects_your_own_classifier(own_project, capsys):
     blocks = readme_section()
     assert [language for language, _ in blocks] == ["bash", "python", "bash"]
     for language, code in blocks:

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from remix_jax import checkpoints, components, data, datasets, evaluation
+from remix_jax import checkpoints, components, data, datasets, evaluation, progress
 from remix_jax.models.classifiers import as_variables
 from remix_jax.pretrained import load_classifier, load_pretrained
 
@@ -185,6 +185,33 @@ def test_committed_cifar10_clean_results_are_consistent():
     with open(os.path.join(REPO, "checkpoints", "cifar10", "magnet", "detectors.json")) as f:
         detectors = json.load(f)
     assert abs(detectors["test"]["rejected_percent"] - rows["MagNet"]["rejected"]) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.committed_draws
+def test_shipped_cifar10_remix_reproduces_its_committed_accuracy_on_2000_images(data_dir):
+    """The shipped CIFAR-10 REMIX (reformer + mask-inpaint, n=3, K=1) on the first 2000
+    test images, under the evaluation key eval.clean uses, scores what the committed
+    ``results/cifar10/clean-first2000`` run records; that run and the committed
+    10,000-image table scored these very weights (their fingerprints)."""
+    if not os.path.isdir(os.path.join(REPO, "checkpoints", "cifar10", "inpainter")):
+        pytest.skip("no CIFAR-10 checkpoints committed")
+    with open(os.path.join(REPO, "results", "cifar10", "clean-first2000.json")) as f:
+        subset = json.load(f)
+    full, full_rows = committed_clean_results("cifar10")
+    pre = load_pretrained("cifar10", os.path.join(REPO, "checkpoints"))
+    for result in (subset, full):
+        assert result["inpainter_weights"] == progress.fingerprint(pre.remix.inpainter)
+        assert result["reformer_weights"] == progress.fingerprint(pre.remix.reformer)
+    images, labels = data.load("cifar10", "test", data_dir)
+    x, y = data.to_float(images[: subset["images"]]), labels[: subset["images"]]
+    defense = evaluation.defense_suite(pre.logits_fn, pre.remix)["reformer + mask-inpaint K=1"]
+    [correct] = defense.correct_over_keys(x, y, False, 1, subset["seed"])
+    name = "reformer + mask-inpaint n=3 K=1"
+    committed = {row["defense"]: row for row in subset["rows"]}[name]["mean"]
+    assert subset["images"] == 2000 and abs(100 * np.mean(correct) - committed) <= 0.1
+    # what issue 30 shipped: the classifier-aware inpainter keeps >= 80% on all 10,000
+    assert full_rows[name]["mean"] >= 80.0
 
 
 def test_logits_fn_names_wrong_input_instead_of_returning_garbage(mnist):

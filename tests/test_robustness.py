@@ -126,7 +126,7 @@ def tiny_run(tmp_path_factory):
         s, logits_fn, tiny_params(*MNIST), x, y, [0, 1, 2, 3], str(cache), batch_size=2
     )
     parts = robustness_plan.plan(s, num_classes=10)
-    with jax.threefry_partitionable(False):  # conftest.fast_compiles, for this module
+    with jax.threefry_partitionable(False):  # conftest.for this module
         return run, parts, robustness_eval.evaluate(run, parts, log=lambda _: None)
 
 
@@ -149,9 +149,7 @@ def test_a_tiny_protocol_runs_stays_in_its_balls_and_renders(tiny_run, tmp_path)
     assert written["worst_case"] == json.loads(json.dumps(result["worst_case"]))
 
 
-def test_crafting_is_cached_per_batch_and_scoring_resumes(
-    tiny_run, tmp_path, monkeypatch, fast_compiles
-):
+def test_crafting_is_cached_per_batch_and_scoring_resumes(tiny_run, tmp_path, monkeypatch):
     run, parts, result = tiny_run
     files = list(pathlib.Path(run.cache_dir).glob("*.npz"))
     # 4 images in batches of 2: two files per attack (eot-warm starts from PGD's
@@ -219,7 +217,7 @@ def test_committed_robustness_results_are_consistent_and_render_again(path):
     assert robustness_report.markdown(result) == path.with_suffix(".md").read_text()
 
 
-def test_magnet_reformer_is_judged_by_standard_apgd_through_the_reformer(tmp_path, fast_compiles):
+def test_magnet_reformer_is_judged_by_standard_apgd_through_the_reformer(tmp_path):
     from test_magnet import tiny_magnet
 
     s = setup(defense="MagNet reformer", budgets=(0.1,), steps=2, num_keys=2)

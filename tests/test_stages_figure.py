@@ -13,10 +13,6 @@ from test_defense import tiny_params
 from remix_jax import defend, stages_figure
 from remix_jax.stages_figure import Column
 
-# random bits laid out as before JAX 0.5 (conftest.fast_compiles): nothing here is
-# compared with a committed result
-pytestmark = pytest.mark.usefixtures("fast_compiles")
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -37,7 +37,7 @@ def test_scoring_remix_over_keys_and_batches_traces_the_classifier_once_per_shap
     assert len(per_key) == 3 and all(r.shape == (5,) for r in per_key)
 
 
-def test_attacks_trace_the_classifier_for_the_first_batch_only(fast_compiles):
+def test_attacks_trace_the_classifier_for_the_first_batch_only():
     """An attack run batch after batch with the same classifier (as every CLI does)
     compiles for the first batch; the next batch of the same shape reuses it all (EAD
     runs on cw_l2's search driver)."""

@@ -29,7 +29,7 @@ def toy_digits(n, seed=0):
     return images, labels
 
 
-def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path, fast_compiles):
+def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path):
     train, val = toy_digits(256), toy_digits(64, seed=1)
     task = objectives.classifier_task(MNISTClassifier(), (28, 28, 1))
     opt = optax.sgd(0.01, momentum=0.9, nesterov=True)
@@ -61,7 +61,7 @@ def toy_colour(n, seed=0):
     return np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1), labels
 
 
-def test_batchnorm_classifier_trains_its_statistics_and_resumes_exactly(tmp_path, fast_compiles):
+def test_batchnorm_classifier_trains_its_statistics_and_resumes_exactly(tmp_path):
     train, val = toy_colour(256), toy_colour(64, seed=1)
     task = objectives.classifier_task(CIFARResNet(width=4), (32, 32, 3), augment=True)
     assert task.stateful
@@ -106,7 +106,7 @@ def test_as_variables_accepts_both_stored_layouts():
     assert set(full) == {"params", "batch_stats"} and as_variables(full) is full
 
 
-def test_autoencoder_tasks_reduce_their_loss(fast_compiles):
+def test_autoencoder_tasks_reduce_their_loss():
     images, labels = toy_digits(64)
     cfg = AutoencoderConfig(channels=1, features=(8, 8), strides=(1, 1), mask_channel=True)
     denoiser_cfg = AutoencoderConfig(channels=1, features=(8, 8), strides=(1, 1))
@@ -202,9 +202,7 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, monkeypa
     assert meta["test"]["accuracy"] > 0.9
 
 
-def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(
-    tmp_path, monkeypatch, capsys, fast_compiles
-):
+def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, monkeypatch, capsys):
     from remix_jax import data
     from remix_jax.pretrained import load_classifier
     from train import classifier as train_classifier
@@ -349,9 +347,7 @@ def test_a_diverged_run_stops_with_an_error_instead_of_passing_for_trained(tmp_p
         )
 
 
-def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_classifier(
-    fast_compiles,
-):
+def test_classifier_aware_inpainter_loss_is_mse_plus_lambda_ce_of_the_frozen_classifier():
     from jax.flatten_util import ravel_pytree
 
     from remix_jax.defense import autoencoder_fn, mask_inpaint
