@@ -429,3 +429,28 @@ def test_ctrl_c_during_a_step_stops_at_the_step_boundary_saves_and_resumes(tmp_p
     assert checkpoints.latest_step(folder) == 3  # the step it was in, finished and saved
     _, meta = training.fit(jax.random.key(0), task, optax.sgd(0.01), train, val, config, folder, {})
     assert meta["resumed_from"] == [3] and meta["steps"] == 6
+
+
+def test_classifier_task_preprocesses_training_batches_only_and_starts_from_given_weights():
+    """The hook of the classifier fine-tuned on REMIX's outputs (``train.classifier
+    --through-remix --init-from``): training batches go through ``preprocess`` with a
+    key of their own, validation images do not, and ``init_params`` are the start."""
+    seen = []
+
+    def preprocess(key, x):
+        seen.append((jax.random.key_data(key).shape, x.shape))
+        return jnp.zeros_like(x)  # the classifier then sees blank images only
+
+    model = MNISTClassifier()
+    plain = objectives.classifier_task(model, (28, 28, 1))
+    start = plain.init(jax.random.key(0))
+    task = objectives.classifier_task(model, (28, 28, 1), preprocess=preprocess, init_params=start)
+    assert task.init(jax.random.key(1)) is start
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)), jnp.uint8)
+    labels = jnp.arange(4) % 10
+    loss, _ = task.loss(start, jax.random.key(2), images, labels)
+    blank, _ = plain.loss(start, jax.random.key(2), jnp.zeros_like(images), labels)
+    assert seen == [((2,), (4, 28, 28, 1))] and jnp.allclose(loss, blank)
+    # validation: the plain images, untouched
+    assert task.evaluate(start, images, labels) == plain.evaluate(start, images, labels)
+    assert len(seen) == 1

@@ -83,6 +83,19 @@ def main(argv=None) -> None:
         help="ResNet width, where the classifier has one (CIFAR-10; default: "
         "the shipped architecture's)",
     )
+    p.add_argument(
+        "--init-from",
+        type=cli.existing_folder,
+        default=None,
+        help="start from this classifier checkpoint folder (a fine-tune) instead of fresh weights",
+    )
+    p.add_argument(
+        "--through-remix",
+        action="store_true",
+        help="train on the shipped REMIX's outputs (reformer + mask-inpaint, K=1, fresh "
+        "masks every step) instead of the images: a classifier adapted to the defense, "
+        "a different protected network (validation stays on clean images)",
+    )
     p.epilog = "defaults (None) come from the dataset's recipe: " + "; ".join(
         f"{name}: {dict(datasets.get(name).classifier_recipe)}" for name in datasets.names()
     )
@@ -95,17 +108,41 @@ def main(argv=None) -> None:
         p.error(f"{args.dataset} has no recipe for --{missing[0].replace('_', '-')}: pass it")
     common.checkpoint_dir(args, "classifier")  # before the model is built
     runtime.configure()  # before building the task, which traces the model
-    from remix_jax import components, objectives
+    import functools
 
-    try:
-        model = components.classifier(args.dataset, **({"width": args.width} if args.width else {}))
-    except TypeError:
-        p.error(f"--width: the {args.dataset} classifier has no width")
+    from remix_jax import components, defense, objectives, pretrained
+
+    init_params = None
+    if args.init_from:
+        if args.width:
+            p.error("--width: the architecture comes from --init-from")
+        try:
+            model, init_params = pretrained.load_classifier(args.dataset, folder=args.init_from)
+        except (FileNotFoundError, ValueError) as e:
+            common.fail(f"--init-from {args.init_from}: {e}")
+    else:
+        try:
+            width = {"width": args.width} if args.width else {}
+            model = components.classifier(args.dataset, **width)
+        except TypeError:
+            p.error(f"--width: the {args.dataset} classifier has no width")
+    preprocess = None
+    if args.through_remix:
+        try:
+            remix = pretrained.load_remix(
+                reformer=components.find_checkpoint(args.dataset, "reformer"),
+                inpainter=components.find_checkpoint(args.dataset, "inpainter"),
+            )
+        except (FileNotFoundError, ValueError) as e:
+            common.fail(f"--through-remix: {e}")
+        preprocess = functools.partial(defense.defend, remix, iterations=1, chunk=None)
     task = objectives.classifier_task(
         model,
         spec.image_shape,
         augment=args.augment,
         label_smoothing=args.label_smoothing,
+        preprocess=preprocess,
+        init_params=init_params,
     )
 
     def optimizer(total_steps):
@@ -118,6 +155,10 @@ def main(argv=None) -> None:
         "module": components.module_fields(model),
         "recipe": {name: getattr(args, name) for name in (*RECIPE_FLAGS, "momentum")},
     }
+    if args.init_from:
+        config["init_from"] = args.init_from
+    if args.through_remix:
+        config["through_remix"] = "the shipped reformer + mask-inpaint, K=1"
     common.train_component(args, "classifier", task, optimizer, config, "accuracy")
 
 

@@ -42,9 +42,10 @@ def parse(argv):
     p.add_argument(
         "--fill",
         choices=list(FILLS),
-        default="zero",
-        help="hidden pixels as the network sees them: zero, or interpolate "
-        "(mean of the visible neighbours)",
+        default=None,
+        help="hidden pixels as the network sees them: zero (default), or interpolate "
+        "(mean of the visible neighbours); with --init-from, changes the restored "
+        "network's (its weights fit either)",
     )
     p.add_argument(
         "--per-channel",
@@ -106,12 +107,19 @@ def main(argv=None) -> None:
             common.fail(f"--init-from {args.init_from}: {e}")
         n = trained.get("n_masks", spec.n_masks)
         args.per_channel = trained.get("per_channel", False)
+        if args.fill is not None:
+            try:
+                config = dataclasses.replace(config, fill=args.fill)
+            except ValueError as e:
+                common.fail(f"--fill: {e}")
     else:
         config = common.autoencoder_config(args, "inpainter")
         if args.mask_channel is not None:
             config = dataclasses.replace(config, mask_channel=args.mask_channel == "yes")
         try:
-            config = dataclasses.replace(config, architecture=args.architecture, fill=args.fill)
+            config = dataclasses.replace(
+                config, architecture=args.architecture, fill=args.fill or "zero"
+            )
         except ValueError as e:
             common.fail(str(e))
         n = spec.n_masks if args.n_masks is None else args.n_masks

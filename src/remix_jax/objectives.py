@@ -55,11 +55,24 @@ def classifier_task(
     *,
     augment: bool = False,
     label_smoothing: float = 0.0,
+    preprocess: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    init_params: Any = None,
 ) -> Task:
     """Cross-entropy training of a classifier ``model(x, train=...) -> logits``.
 
     A model with BatchNorm gives a stateful task (see :class:`Task`): its weights
     are the whole variables dict, and training updates the running statistics.
+
+    Args:
+      model: the classifier module.
+      input_shape: (H, W, C) of one image.
+      augment: random flip + crop (:func:`random_flip_crop`).
+      label_smoothing: optax's label smoothing of the targets.
+      preprocess: ``fn(key, x) -> x`` applied to each (augmented) training batch with
+        its own key, outside the gradient, e.g. REMIX (``defend``) to fine-tune the
+        classifier on the defense's outputs; validation stays on the plain images.
+      init_params: start from these weights (the task's format: what a checkpoint of
+        this task restores) instead of a fresh initialisation.
     """
     dummy = jnp.zeros((1, *input_shape))
     state_collections = [
@@ -68,15 +81,19 @@ def classifier_task(
     stateful = bool(state_collections)
 
     def init(key):
+        if init_params is not None:
+            return init_params
         # jitted: eager init of a ResNet compiles each of its ~100 ops separately
         variables = jax.jit(model.init)(key, dummy)
         return dict(variables) if stateful else variables["params"]
 
     def loss(params, key, images, labels):
-        aug_key, dropout_key = jax.random.split(key)
+        aug_key, dropout_key, preprocess_key = jax.random.split(key, 3)
         x = to_unit(images)
         if augment:
             x = random_flip_crop(aug_key, x)
+        if preprocess is not None:
+            x = jax.lax.stop_gradient(preprocess(preprocess_key, x))
         rngs = {"dropout": dropout_key}
         metrics = {}
         if stateful:
