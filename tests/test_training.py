@@ -319,6 +319,10 @@ def test_resume_conflicts_name_changed_settings_but_not_fields_added_later():
         "train": {"batch_size": 128, "learning_rate": 0.01, "seed": 0, "epochs": 60},
     }
     assert training.resume_conflicts(before, same) == []  # more epochs may resume
+    # where a fine-tune started from is provenance: the checkpoint's steps are the start
+    started = {**before, "config": {**before["config"], "init_from": "/abs/ckpt"}}
+    resumed = {**same, "config": {**same["config"], "init_from": "ckpt"}}
+    assert training.resume_conflicts(started, resumed) == []
     other = {
         "config": {"architecture": "CIFARResNet"},
         "train": {"batch_size": 64, "learning_rate": 0.01, "seed": 0},

@@ -325,13 +325,18 @@ def _data_parallel(batch_size: int) -> bool:
 # what a resumed run must share with the checkpoint it continues (--epochs may grow,
 # except under a schedule, which train_component checks separately)
 RESUME_MUST_MATCH = ("batch_size", "learning_rate", "seed", "train_images", "validation_images")
+# config fields that say where a run came from, not how it trains: once a checkpoint
+# has steps, the run continues from them, whatever folder it was first started from
+# (recorded as typed, so the same run reads "/abs/path" on one machine, "path" on another)
+RESUME_IGNORES = ("config.init_from",)
 
 
 def resume_conflicts(before: dict, now: dict) -> list[str]:
     """The settings in which a new run differs from the checkpoint's ``meta.json``.
 
     Compares the model/recipe ``config`` (keys both record, so fields added to the
-    metadata later do not count) and the training settings of RESUME_MUST_MATCH.
+    metadata later do not count; not RESUME_IGNORES) and the training settings of
+    RESUME_MUST_MATCH.
 
     Returns:
       One "name: checkpoint value -> new value" string per difference.
@@ -352,7 +357,7 @@ def resume_conflicts(before: dict, now: dict) -> list[str]:
     return [
         f"{k}: {old[k]!r} -> {new[k]!r}"
         for k in sorted(old.keys() & new.keys())
-        if old[k] is not None and old[k] != new[k]
+        if old[k] is not None and old[k] != new[k] and k not in RESUME_IGNORES
     ]
 
 
