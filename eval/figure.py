@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from remix_jax import result_files
 from remix_jax.cli import HelpFormatter, add_dataset_flag, check_output_path
 
 
@@ -91,8 +92,10 @@ def main(argv=None) -> None:
     fig.tight_layout(rect=(0, 0.12 if len(labels) > 4 else 0.07, 1, 1))
     stem, _ = os.path.splitext(out)
     for path in (out, stem + ".pdf"):
-        fig.savefig(path + ".tmp" + os.path.splitext(path)[1], dpi=150)
-        os.replace(path + ".tmp" + os.path.splitext(path)[1], path)
+        extension = os.path.splitext(path)[1]
+        metadata = dict(result_files.FIGURE_METADATA[extension[1:]])  # no date: same bytes
+        fig.savefig(path + ".tmp" + extension, dpi=150, metadata=metadata)
+        os.replace(path + ".tmp" + extension, path)
     plt.close(fig)
     print(f"-> {out} ({len(found)} panel(s))")
 

@@ -244,3 +244,20 @@ def test_batched_rejections_are_the_outcomes_rejections():
         rejected,
         magnet.outcomes(calibrated, toy_logits, x, np.zeros(40, np.int32), 3)["rejected"],
     )
+
+
+def test_a_rerun_calibration_with_the_same_thresholds_keeps_the_file(tmp_path, capsys):
+    """train.magnet on a finished, committed MagNet rewrites detectors.json only when
+    its numbers change (a rerun's provenance alone leaves it byte-identical)."""
+    spec = magnet.DetectorSpec(name="I-L1", autoencoder="I", kind="L1", drop_rate=0.001)
+    params = magnet.MagNetParams({}, {"I-L1": jnp.float32(0.25)}, (), (spec,))
+    report = {"dataset": "mnist", "test": {"rejected_percent": 0.1}, "command": "first"}
+    path = magnet.save_calibration(str(tmp_path), params, report)
+    before = open(path, "rb").read()
+    magnet.save_calibration(str(tmp_path), params, {**report, "command": "rerun"})
+    assert open(path, "rb").read() == before
+    assert "kept as committed" in capsys.readouterr().out
+    moved = params.replace(thresholds={"I-L1": jnp.float32(0.5)})
+    magnet.save_calibration(str(tmp_path), moved, {**report, "command": "rerun"})
+    saved = json.loads(open(path).read())
+    assert saved["detectors"][0]["threshold"] == 0.5 and saved["command"] == "rerun"

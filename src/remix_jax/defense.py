@@ -75,6 +75,12 @@ def autoencoder_fn(config: AutoencoderConfig, params: Any) -> InpaintFn:
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
 
     def apply(images: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        # shapes are static: checked under jit too, before Flax's cryptic kernel error
+        if images.ndim != 4 or images.shape[-1] != config.channels:
+            raise ValueError(
+                f"images must have shape (B, H, W, {config.channels}) for this "
+                f"{config.channels}-channel network, got {tuple(images.shape)}"
+            )
         mask = mask.astype(dtype) if config.mask_channel else None
         return model.apply({"params": params}, images.astype(dtype), mask)
 
@@ -198,6 +204,9 @@ CPU_CHUNK = 32
 # Most mask-inpaint rounds that defend() unrolls on CPU; more run in a lax.scan, whose
 # program size does not grow with K (an unrolled K = 50 took 53 s to compile).
 MAX_UNROLLED_ROUNDS = 8
+# Most rounds defend() accepts: the paper uses K <= 3, and 1000 rounds already cost
+# ~2.5 s per MNIST image on a CPU; a larger K is a typo that would run for hours.
+MAX_ROUNDS = 1000
 ROUND_LOOPS = ("auto", "unroll", "scan")
 
 # Components whose backward pass ``defend(..., bpda=...)`` can replace by the identity.
@@ -374,7 +383,7 @@ def defend(
     # the networks' dtype: other float dtypes (bfloat16, float16) are computed in it
     x = jnp.asarray(x, jnp.float32)
     k = params.iterations if iterations is None else iterations
-    k = check_int("iterations", k, low=0)
+    k = check_int("iterations", k, low=0, high=MAX_ROUNDS)
     if chunk == "auto":
         chunk = CPU_CHUNK if jax.default_backend() == "cpu" else None
     elif chunk is not None:

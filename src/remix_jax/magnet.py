@@ -224,10 +224,11 @@ def _outcomes_batch(logits_fn, magnet, x, labels):
 
 def save_calibration(folder: str, magnet: MagNetParams, report: dict) -> str:
     """Writes ``<folder>/detectors.json``: the detectors with their thresholds, beside
-    ``report`` (clean rates, provenance). Returns the path."""
+    ``report`` (clean rates, provenance), unless the file already holds these numbers
+    (a rerun keeps a committed calibration byte-identical). Returns the path."""
     import os
 
-    from remix_jax import checkpoints
+    from remix_jax import checkpoints, provenance
 
     detectors = [
         {**vars(d), "threshold": float(magnet.thresholds[d.name])} for d in magnet.detectors
@@ -237,7 +238,10 @@ def save_calibration(folder: str, magnet: MagNetParams, report: dict) -> str:
     content.update(reformer=magnet.reformer, detectors=detectors)
     content.update(report)
     path = os.path.join(folder, DETECTORS_FILE)
-    checkpoints.write_json(path, content)
+    stem = os.path.splitext(path)[0]
+    provenance.write_unless_reproduced(
+        stem, content, lambda out, result: checkpoints.write_json(out + ".json", result)
+    )
     return path
 
 

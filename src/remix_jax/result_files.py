@@ -20,6 +20,13 @@ def write_json(path: str, payload, *, newline: bool = True) -> None:
     write_text(path, json.dumps(payload, indent=2) + ("\n" if newline else ""))
 
 
+# What savefig embeds beside the drawing, by format. The PDF backend stamps the time of
+# the run (CreationDate): left out, so a rerun writes the same bytes. The PNG's only
+# entry is Software (matplotlib's version, no date), kept: the committed PNGs carry it,
+# and their pixels depend on that version anyway.
+FIGURE_METADATA = {"png": {}, "pdf": {"CreationDate": None}}
+
+
 def save_figure(fig, path: str, **savefig_kwargs) -> None:
     """Saves a matplotlib figure atomically (the temporary name keeps the extension, so
     matplotlib infers the format) and closes it."""

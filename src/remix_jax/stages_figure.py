@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax import adversarial_cache, evaluation
+from remix_jax import adversarial_cache, evaluation, result_files
 from remix_jax.defense import RemixParams, autoencoder_fn, combine_copies, defend, inpaint_copies
 
 # Figure geometry in inches: fixed, so the PNG's pixel size follows from rows and columns.
@@ -40,11 +40,8 @@ MAX_WIDTH = 12.0  # README width; wider figures get smaller images
 # The attacks' names in the title; an attack not listed shows its registry name.
 ATTACK_TITLES = {"cw": "CW-L2", "ead": "EAD (EN rule)"}
 
-# What savefig embeds beside the drawing, by format. The PDF backend stamps the time of
-# the run (CreationDate): left out, so a rerun writes the same bytes. The PNG's only
-# entry is Software (matplotlib's version, no date), kept: the committed PNGs carry it,
-# and their pixels depend on that version anyway.
-METADATA = {"png": {}, "pdf": {"CreationDate": None}}
+# What savefig embeds beside the drawing, by format (result_files.FIGURE_METADATA).
+METADATA = result_files.FIGURE_METADATA
 
 
 @dataclasses.dataclass

@@ -39,6 +39,9 @@ RandomLogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
 ATTACKS = {"cw": cw_l2, "ead": ead, "pgd": pgd}
 
 
+MAX_SAMPLES = 1000
+
+
 def defended_logits(
     logits_fn: LogitsFn,
     params: RemixParams,
@@ -63,7 +66,9 @@ def defended_logits(
     Returns:
       ``fn(x (B, H, W, C), key) -> (B, K)`` mean logits over R draws.
     """
-    samples = check_int("samples", samples, low=1)
+    # R * B images go through the networks at once: more than MAX_SAMPLES draws is a
+    # typo that would exhaust memory (10**9 asked for 6 PB) after minutes of tracing
+    samples = check_int("samples", samples, low=1, high=MAX_SAMPLES)
     bpda = tuple(bpda)
 
     def one(key, x):

@@ -134,6 +134,9 @@ def checkpoints(steps: int) -> list[int]:
 
 # more than any number of steps has (17, at 27 steps): the schedule's traced shape
 MAX_CHECKPOINTS = 32
+# Most restarts (and EOT draws) one call accepts: AutoAttack uses 1-5 restarts and 20
+# draws; a larger count is a typo that would run for days.
+MAX_RESTARTS = 1000
 
 
 def _schedule(steps: int) -> np.ndarray:
@@ -487,8 +490,8 @@ def apgd(
     check_ball_attack(
         key, x, labels, steps=steps, norm=norm, loss=loss, losses=LOSSES, epsilon=epsilon
     )
-    check_int("restarts", restarts, low=1)
-    check_int("draws", draws, low=1)
+    check_int("restarts", restarts, low=1, high=MAX_RESTARTS)
+    check_int("draws", draws, low=1, high=MAX_RESTARTS)
     if draws > 1 and not stochastic:
         raise ValueError(
             f"draws must be 1 for a deterministic model (stochastic=False), got {draws}"
