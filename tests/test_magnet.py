@@ -3,6 +3,7 @@ the committed MNIST MagNet."""
 
 import json
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -253,11 +254,11 @@ def test_a_rerun_calibration_with_the_same_thresholds_keeps_the_file(tmp_path, c
     params = magnet.MagNetParams({}, {"I-L1": jnp.float32(0.25)}, (), (spec,))
     report = {"dataset": "mnist", "test": {"rejected_percent": 0.1}, "command": "first"}
     path = magnet.save_calibration(str(tmp_path), params, report)
-    before = open(path, "rb").read()
+    before = pathlib.Path(path).read_bytes()
     magnet.save_calibration(str(tmp_path), params, {**report, "command": "rerun"})
-    assert open(path, "rb").read() == before
+    assert pathlib.Path(path).read_bytes() == before
     assert "kept as committed" in capsys.readouterr().out
     moved = params.replace(thresholds={"I-L1": jnp.float32(0.5)})
     magnet.save_calibration(str(tmp_path), moved, {**report, "command": "rerun"})
-    saved = json.loads(open(path).read())
+    saved = json.loads(pathlib.Path(path).read_text())
     assert saved["detectors"][0]["threshold"] == 0.5 and saved["command"] == "rerun"
