@@ -1,7 +1,8 @@
 """Attack the shipped MNIST classifier with CW-L2 and defend it with REMIX: ``python -m eval.demo``.
 
 Crafts CW-L2 adversarial examples on the bare classifier (the paper's oblivious
-setting) for the first --num-examples test images it classifies correctly, then
+setting; --dataset and --classifier pick another dataset's or your own) for the first
+--num-examples test images it classifies correctly, then
 reports the accuracy on them of: no defense, REMIX's reformer, MagNet (reformer only,
 and detectors + reformer), REMIX mask-inpaint, and REMIX reformer + mask-inpaint. A
 quick look, not the paper's sweep (eval.sweep).
@@ -9,7 +10,6 @@ quick look, not the paper's sweep (eval.sweep).
 
 from __future__ import annotations
 
-import sys
 import time
 
 from remix_jax import cli
@@ -17,7 +17,8 @@ from remix_jax import cli
 
 def main(argv=None) -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--dataset", choices=["mnist"], default="mnist")
+    cli.add_dataset_flag(p)
+    cli.add_classifier_flag(p)
     p.add_argument(
         "--num-examples", type=cli.positive_int, default=100, help="test images attacked"
     )
@@ -36,11 +37,9 @@ def main(argv=None) -> None:
     from remix_jax.attacks import cw_l2
     from remix_jax.pretrained import load_magnet, load_pretrained
 
-    try:
-        pre = load_pretrained(args.dataset, args.checkpoint_root)
+    with cli.exit_on_load_errors():  # prints nothing to a file: no --out needed
+        pre = load_pretrained(args.dataset, args.checkpoint_root, classifier=args.classifier)
         images, labels = data.load(args.dataset, "test", args.data_dir)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
     x = data.to_float(images[: 4 * args.num_examples])
     right = evaluation.predict(pre.logits_fn, x) == labels[: len(x)]
     x, y = x[right][: args.num_examples], labels[: len(x)][right][: args.num_examples]
