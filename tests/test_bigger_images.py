@@ -190,3 +190,31 @@ def test_cw_l2_finds_examples(classifier):
     assert float(l2.min()) > 0
     predicted = jnp.argmax(logits_fn(result.adversarial), axis=-1)
     assert bool(jnp.all(predicted != labels))
+
+
+def test_the_default_networks_halve_big_images_first_and_leave_small_ones_alone(dataset):
+    """Issue 31's "defaults derived from the image size": 64 px stays at full
+    resolution (as MNIST's and CIFAR-10's shipped networks), 224 px is halved twice
+    before the main layers (the autoencoders' first strides, the classifier's stem
+    pools), and the derived spec's summary says so."""
+    spec = datasets.get(dataset)
+    expected = {64: 0, 224: 2}[spec.image_shape[0]]
+    assert datasets.halvings(spec.hw) == expected
+    assert f"{expected} halving(s)" in datasets.summary(spec)
+    for component in ("reformer", "inpainter"):
+        strides = components.default_autoencoder(dataset, component).strides
+        assert strides == (2,) * expected + (1,) * (4 - expected)
+    model = components.classifier(dataset)
+    assert model.stem_pools is None  # derived at call time, recorded as None in meta.json
+    x = jax.ShapeDtypeStruct((1, *spec.image_shape), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)  # pools add no weights
+
+    def flops(module):
+        cost = jax.jit(module.apply).lower(variables, x).cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    # 224 px: two halvings cut the classifier's cost ~16x (the stem conv stays full-size)
+    ratio = flops(model.clone(stem_pools=0)) / flops(model)
+    assert ratio == pytest.approx(1.0) if expected == 0 else ratio > 8
+    for name in ("mnist", "cifar10"):
+        assert datasets.halvings(datasets.get(name).hw) == 0  # the shipped nets unchanged

@@ -208,6 +208,28 @@ DERIVED_CLASSIFIER = "remix_jax.models.classifiers:CIFARResNet"
 MIN_DERIVED_SIZE = 8
 
 
+# Side length up to which the default networks work at full resolution: MNIST's and
+# CIFAR-10's (28, 32) and up to 64 px. Larger images are halved first, once per doubling
+# beyond it (224 px -> 2 halvings, 56 px), so that the default classifier and REMIX's
+# autoencoders cost about as much per pixel-at-their-resolution as on 64 px images
+# (defend() at 224x224x3 at full resolution: 23 GFLOP an image).
+FULL_RESOLUTION_SIDE = 64
+
+
+def halvings(hw: tuple[int, int]) -> int:
+    """How often the default networks halve (H, W) images before their main layers:
+    once per doubling of the longer side beyond :data:`FULL_RESOLUTION_SIDE`, but only
+    while both sides stay even (a stride-2 autoencoder must restore the exact size).
+    0 for MNIST and CIFAR-10, so their shipped networks are unchanged."""
+    h, w = (int(d) for d in hw)
+    k = 0
+    while (
+        max(h, w) > FULL_RESOLUTION_SIDE * 2**k and h % 2 ** (k + 1) == 0 and w % 2 ** (k + 1) == 0
+    ):
+        k += 1
+    return k
+
+
 def derive_spec(
     name: str,
     image_shape: tuple[int, int, int],
@@ -298,7 +320,9 @@ def summary(spec: DatasetSpec) -> str:
         f"kappa_grid={', '.join(f'{k:g}' for k in spec.kappa_grid)}\n"
         f"  PGD budgets: {budgets}  detector drop rates: "
         f"{', '.join(f'{r:g}' for r in spec.detector_drop_rates)}\n"
-        f"  classifier {spec.classifier} {dict(spec.classifier_recipe)}"
+        f"  classifier {spec.classifier} {dict(spec.classifier_recipe)}\n"
+        f"  downsampling for {h}x{w} images: {halvings((h, w))} halving(s) "
+        f"(the classifier's stem pools, the autoencoders' first strides)"
     )
 
 
