@@ -320,22 +320,33 @@ def test_a_tfds_dataset_built_locally_loads_through_its_tfds_name(tmp_path):
 # --- end to end ----------------------------------------------------------------------------
 
 
-def _image_folder_source(tmp_path: Path) -> tuple[list[str], str, dict]:
-    """The flags naming the data, its registry name, and each split's origin."""
+def _image_folder_source(tmp_path: Path) -> tuple[list[str], str, dict, tuple, tuple]:
+    """The flags naming the data, its registry name, each split's origin, the image
+    shape and the class names: an ImageFolder of 40x48 RGB PNGs, 5 classes."""
     root = tmp_path / "flowers"
     image_folder(root, {"train": 10, "test": 2})  # 50 + 10 images
     origins = {split: f"image folder {root / split}" for split in ("train", "test")}
-    return ["--dataset", str(root)], "flowers", origins
+    return ["--dataset", str(root)], "flowers", origins, (40, 48, 3), SORTED
+
+
+def _tfds_source(tmp_path: Path) -> tuple[list[str], str, dict, tuple, tuple]:
+    """The same for a tensorflow-datasets dataset built locally with tfds's own builder
+    API (36x36 grayscale, 3 classes); --data-dir after --dataset names its folder."""
+    build_toy36(tmp_path / "tfds", {"train": toy36_split(50, 0), "test": toy36_split(10, 1)})
+    origin = "tensorflow-datasets toy36:1.0.0"
+    flags = ["--dataset", "tfds:toy36", "--data-dir", str(tmp_path / "tfds")]
+    return flags, "tfds_toy36", {"train": origin, "test": origin}, (36, 36, 1), TOY36_CLASSES
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("source", [_image_folder_source, _tfds_source], ids=["folder", "tfds"])
 def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
-    tmp_path, monkeypatch, capsys
+    source, tmp_path, monkeypatch, capsys
 ):
     """train.classifier, .reformer, .inpainter -> load_pretrained -> defend ->
     eval.sweep -> eval.visualize, each as its command line runs it, on data that the
-    registry does not know: an ImageFolder of PNGs (a tensorflow-datasets source reaches
-    the same commands through the same spec: see the test below)."""
+    registry does not know: an ImageFolder of PNGs, and a tensorflow-datasets dataset
+    (its spec derived from the builder: grayscale 36x36, so n = 2)."""
     import jax
 
     from eval import sweep, visualize
@@ -345,8 +356,7 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
     monkeypatch.setattr(runtime, "use_full_precision", lambda: None)  # process-wide
     monkeypatch.chdir(tmp_path)  # nothing lands in the checkout's results/
-    dataset, name, origins = _image_folder_source(tmp_path)
-    shape, class_names = (40, 48, 3), SORTED
+    dataset, name, origins, shape, class_names = source(tmp_path)
     ckpt = tmp_path / "ckpt"
     # validation as large as the test split: one evaluation program serves both
     common = [*dataset, "--no-progress", "--validation-size", "10"]
@@ -404,28 +414,3 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
     assert "x' from the " in printed  # the sweep's examples, of the same 3 test images
     assert (tmp_path / "out" / "stages.png").stat().st_size > 0
     assert (tmp_path / "out" / "stages.pdf").stat().st_size > 0
-
-
-@pytest.mark.slow
-def test_a_tfds_source_trains_through_the_cli_and_records_its_origin(tmp_path, monkeypatch):
-    """The tfds flag as a command line takes it (--data-dir after --dataset counts): the
-    spec is derived from the builder (grayscale 36x36: n = 2) and the checkpoint records
-    the spec and where its data came from."""
-    from remix_jax import checkpoints, runtime
-    from train import classifier
-
-    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
-    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)  # process-wide
-    build_toy36(tmp_path / "tfds", {"train": toy36_split(20, 0), "test": toy36_split(6, 1)})
-    folder = tmp_path / "ckpt" / "tfds_toy36" / "classifier"
-    classifier.main(
-        ["--dataset", "tfds:toy36", "--data-dir", str(tmp_path / "tfds"), "--no-progress",
-         "--validation-size", "6", "--epochs", "1", "--batch-size", "8", "--width", "4",
-         "--checkpoint-dir", str(folder)]
-    )  # fmt: skip
-    spec = datasets.get("tfds_toy36")
-    assert (spec.image_shape, spec.class_names, spec.n_masks) == ((36, 36, 1), TOY36_CLASSES, 2)
-    meta = checkpoints.read_metadata(str(folder))
-    assert (meta["dataset"], meta["test"]["images"]) == ("tfds_toy36", 6)
-    assert meta["data_source"] == "tensorflow-datasets toy36:1.0.0"
-    assert datasets.spec_from_dict(meta["dataset_spec"]) == spec
