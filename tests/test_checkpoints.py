@@ -68,8 +68,22 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
         for name in files:
             with open(os.path.join(root, name), "wb") as f:
                 f.write(b"garbage")
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(checkpoints.UnreadableCheckpoint, match="corrupt") as info:
         checkpoints.restore(str(tmp_path), tree())
+    assert isinstance(info.value, ValueError)
+    # cut short instead: TensorStore's error then carries a multi-line spec dump
+    big = {"kernel": jnp.arange(9216.0).reshape(3, 3, 32, 32)}  # stored in data files
+    checkpoints.save(str(tmp_path / "cut"), 0, big)
+    for root, _, files in os.walk(tmp_path / "cut" / "0" / "params" / "ocdbt.process_0" / "d"):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                content = f.read()
+            with open(path, "wb") as f:
+                f.write(content[: len(content) // 3])
+    with pytest.raises(checkpoints.UnreadableCheckpoint, match="corrupt") as info:
+        checkpoints.restore(str(tmp_path / "cut"), big)
+    assert "\n" not in str(info.value)  # one line, as the CLIs print it
     with pytest.raises(FileNotFoundError, match="meta.json"):
         checkpoints.read_metadata(str(tmp_path / "nowhere"))
 

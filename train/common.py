@@ -185,6 +185,8 @@ def train_component(
         )
     except FloatingPointError as e:
         fail(f"{e} (checkpoints in {directory})")
+    except checkpoints.UnreadableCheckpoint as e:  # resuming from a damaged folder
+        fail(f"{e}; train again with --fresh (discards it) or another --checkpoint-dir")
     except KeyboardInterrupt:  # fit saved before re-raising: no traceback, a way on
         print(
             f"interrupted; saved in {directory}: rerun the same command to resume", file=sys.stderr

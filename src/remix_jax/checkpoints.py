@@ -22,6 +22,10 @@ import orbax.checkpoint as ocp
 META_FILE = "meta.json"
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint that is corrupt or does not match the structure it is read into."""
+
+
 class Restored(NamedTuple):
     params: Any
     state: Any
@@ -107,7 +111,8 @@ def restore(
 
     Raises:
       FileNotFoundError: no checkpoint in ``directory``.
-      ValueError: the checkpoint does not match the target structure or is corrupt.
+      UnreadableCheckpoint: (a ValueError) the checkpoint does not match the target
+        structure or is corrupt.
     """
     step = latest_step(directory) if step is None else step
     if step is None:
@@ -124,13 +129,15 @@ def restore(
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise ValueError(
+        # one line: TensorStore's messages run on with a multi-line spec dump
+        detail = (str(e).strip().splitlines() or [""])[0][:300]
+        raise UnreadableCheckpoint(
             f"checkpoint {os.path.abspath(directory)} step {step} does not match the "
-            f"expected structure or is corrupt: {type(e).__name__}: {str(e)[:500]}"
+            f"expected structure or is corrupt: {type(e).__name__}: {detail}"
         ) from e
     restored_params = out["params"]
     if jax.tree.structure(restored_params) != jax.tree.structure(params_target):
-        raise ValueError(
+        raise UnreadableCheckpoint(
             f"checkpoint {directory} holds params of structure "
             f"{jax.tree.structure(restored_params)}, expected {jax.tree.structure(params_target)}"
         )
