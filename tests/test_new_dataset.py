@@ -113,3 +113,16 @@ def test_a_registered_dataset_trains_defends_and_sweeps_through_the_clis(toy, ca
     assert result["dataset"] == "toy16" and [r["confidence"] for r in result["rows"]] == [0.0]
     assert result["num_examples"] == 8 and result["rows"][0]["attack_success"] > 0
     assert "reformer + mask-inpaint K=1 | all" in result["rows"][0]
+
+    # asked for more than there is: refused in one line before any work, not capped
+    # silently (the classifier gets fewer than 100 of the 60 test images right) ...
+    with pytest.raises(SystemExit, match=r"--num-examples 100: the classifier gets only"):
+        sweep.main(["--attack", "cw", "--dataset", "toy16", "--num-examples", "100",
+                    "--no-magnet", "--data-dir", data, "--checkpoint-root", str(root),
+                    "--cache-dir", str(toy / "cache"), "--out", str(out)])  # fmt: skip
+    # ... and a batch larger than the training set (350 images after validation)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        reformer.main([*common, "--batch-size", "1000", "--checkpoint-dir", str(toy / "big")])
+    assert info.value.code == 2
+    assert "--batch-size 1000 exceeds the 350 training images" in capsys.readouterr().err
