@@ -80,8 +80,9 @@ def fast_compiles(request):
     same keys, drawn alike): XLA compiles a program that draws them 3-5x faster on a
     CPU (an autoencoder's init 6.5 s -> 1.9 s; the detector tests 70 -> 37 s of the
     suite's time). A test that reproduces a committed result made under JAX's default
-    layout opts out with ``@pytest.mark.committed_draws``."""
-    if request.node.get_closest_marker("committed_draws"):
+    layout, or continues in this process a run that a subprocess (default layout)
+    began, opts out with ``@pytest.mark.default_draws``."""
+    if request.node.get_closest_marker("default_draws"):
         yield
         return
     with jax.threefry_partitionable(False):

@@ -188,7 +188,7 @@ def test_committed_cifar10_clean_results_are_consistent():
 
 
 @pytest.mark.slow
-@pytest.mark.committed_draws
+@pytest.mark.default_draws
 def test_shipped_cifar10_remix_reproduces_its_committed_accuracy_on_2000_images(data_dir):
     """The shipped CIFAR-10 REMIX (reformer + mask-inpaint, n=3, K=1) on the first 2000
     test images, under the evaluation key eval.clean uses, scores what the committed

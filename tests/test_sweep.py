@@ -289,7 +289,7 @@ def test_progress_is_reused_only_under_the_same_identity(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.committed_draws
+@pytest.mark.default_draws
 def test_rerunning_a_committed_sweep_leaves_its_files_byte_identical(tmp_path, in_process, capsys):
     """The committed 20-image sweep, scored again from the committed cache, reproduces
     its numbers, so every file keeps its bytes (provenance of the run that made them)."""

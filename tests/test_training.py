@@ -158,6 +158,7 @@ def write_fake_mnist(folder):
         np.savez(folder / "mnist" / f"{split}.npz", image=images, label=labels, source="toy")
 
 
+@pytest.mark.default_draws  # the run the subprocesses began goes on here
 def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, capsys):
     from train import classifier as train_classifier
 
@@ -179,25 +180,38 @@ def test_killed_training_run_resumes_from_its_last_checkpoint(tmp_path, monkeypa
         "--no-progress",
     ]
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
-    # SIGKILL needs a process of its own; the rerun that resumes runs here
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "train.classifier", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while checkpoints.latest_step(str(ckpt)) is None and time.time() < deadline:
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.05)
+
+    def start_and_wait_for_a_checkpoint_after(step):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "train.classifier", *args],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 120
+        while (checkpoints.latest_step(str(ckpt)) or -1) <= step and time.time() < deadline:
+            assert proc.poll() is None, "training ended before it could be stopped"
+            time.sleep(0.05)
+        return proc
+
+    # Ctrl-C: the run saves at the step's end, says how to go on, and prints no traceback
+    proc = start_and_wait_for_a_checkpoint_after(-1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "interrupted; saved in" in err and "rerun the same command to resume" in err
+    interrupted_at = checkpoints.latest_step(str(ckpt))
+    # SIGKILL of the resumed run: nothing saved after its last checkpoint
+    proc = start_and_wait_for_a_checkpoint_after(interrupted_at)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = checkpoints.latest_step(str(ckpt))
-    assert killed_at is not None and 0 < killed_at < 2 * 50
+    assert killed_at is not None and interrupted_at < killed_at < 2 * 50
     train_classifier.main(args)
     assert "test accuracy" in capsys.readouterr().out
     meta = checkpoints.read_metadata(str(ckpt))
-    assert meta["resumed_from"][0] >= killed_at
+    assert meta["resumed_from"][-1] >= killed_at
     assert meta["steps"] == 2 * 50
     assert meta["test"]["accuracy"] > 0.9
 
