@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from remix_jax import RemixParams, defend, mask_inpaint
+from remix_jax import RemixParams, defend, defense, mask_inpaint
 from remix_jax.masking import batch_random_masks
 from remix_jax.models import AutoencoderConfig, init_autoencoder
 
@@ -228,15 +228,26 @@ def test_unrolled_and_scanned_rounds_agree(bpda):
 
 
 def test_many_rounds_run_in_a_loop_of_constant_program_size():
-    # unrolled, K = 10**6 rounds would never finish compiling; "auto" loops past 8
+    # unrolled, K = 1000 rounds would take minutes to compile; "auto" loops past 8
     params = tiny_params(*MNIST, reformer=False)
     x = images(*MNIST, batch=1)
-    lowered = jax.jit(lambda k, v: defend(params, k, v, iterations=10**6, chunk=None)).lower(
-        jax.random.key(0), x
-    )
-    assert "while" in lowered.as_text()  # a scan lowers to one while loop
+
+    def program(k):
+        return (
+            jax.jit(lambda key, v: defend(params, key, v, iterations=k, chunk=None))
+            .lower(jax.random.key(0), x)
+            .as_text()
+        )
+
+    looped = program(defense.MAX_ROUNDS)
+    # one scan whatever K (the trip count's constant aside): unrolled, 9 rounds alone
+    # would be 9 copies of a round
+    assert "while" in looped and len(looped) < 1.05 * len(program(9))
     with pytest.raises(ValueError, match="loop must be one of"):
         defend(params, jax.random.key(0), x, loop="fori")
+    # a K that would run for hours is a typo: refused at once
+    with pytest.raises(ValueError, match=r"iterations must be .*, got 1000000"):
+        defend(params, jax.random.key(0), x, iterations=10**6)
 
 
 @pytest.mark.parametrize(
