@@ -472,3 +472,21 @@ def test_classifier_task_preprocesses_training_batches_only_and_starts_from_give
     # validation: the plain images, untouched
     assert task.evaluate(start, images, labels) == plain.evaluate(start, images, labels)
     assert len(seen) == 1
+
+
+def test_the_docs_python_training_example_runs_as_written(tmp_path, monkeypatch):
+    """docs/api/training.md's way from a user's arrays to a defense: the reformer and
+    the inpainter trained with training.fit, assembled as RemixParams, then defend."""
+    import re
+
+    with open(os.path.join(REPO, "docs", "api", "training.md")) as f:
+        [code] = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 12, 12, 1)).astype(np.uint8)  # what users bring
+    monkeypatch.chdir(tmp_path)  # its checkpoint folders land here
+    namespace = {"images": images, "labels": np.zeros(64, np.int32)}
+    exec(compile(code, "training.md", "exec"), namespace)
+    assert namespace["x_hat"].shape == (8, 12, 12, 1)
+    assert namespace["remix"].n_masks == 2
+    for component in ("reformer", "inpainter"):
+        assert checkpoints.latest_step(str(tmp_path / "ckpt" / component)) == 56 // 16
