@@ -1,4 +1,4 @@
-"""Attack the shipped MNIST classifier with CW-L2 and defend it with REMIX: ``python -m eval.demo``.
+"""Attack a classifier with CW-L2, defend it with REMIX (default: MNIST): ``python -m eval.demo``.
 
 Crafts CW-L2 adversarial examples on the bare classifier (the paper's oblivious
 setting; --dataset and --classifier pick another dataset's or your own) for the first

@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     stem, _ = os.path.splitext(out)
     for path in (out, stem + ".pdf"):
         extension = os.path.splitext(path)[1]
-        metadata = dict(result_files.FIGURE_METADATA[extension[1:]])  # no date: same bytes
+        metadata = dict(result_files.FIGURE_METADATA.get(extension[1:], {}))  # no date
         fig.savefig(path + ".tmp" + extension, dpi=150, metadata=metadata)
         os.replace(path + ".tmp" + extension, path)
     plt.close(fig)

@@ -205,7 +205,7 @@ def test_the_default_networks_halve_big_images_first_and_leave_small_ones_alone(
         strides = components.default_autoencoder(dataset, component).strides
         assert strides == (2,) * expected + (1,) * (4 - expected)
     model = components.classifier(dataset)
-    assert model.stem_pools is None  # derived at call time, recorded as None in meta.json
+    assert model.stem_pools == expected  # recorded with the checkpoint's module fields
     x = jax.ShapeDtypeStruct((1, *spec.image_shape), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # pools add no weights
 
@@ -218,3 +218,13 @@ def test_the_default_networks_halve_big_images_first_and_leave_small_ones_alone(
     assert ratio == pytest.approx(1.0) if expected == 0 else ratio > 8
     for name in ("mnist", "cifar10"):
         assert datasets.halvings(datasets.get(name).hw) == 0  # the shipped nets unchanged
+    # a checkpoint from before the pools were recorded had none, whatever its size
+    assert components.classifier(dataset, from_checkpoint=True).stem_pools == 0
+    # a side of 2048 px would ask 5 halvings: the four autoencoder layers take 4
+    assert datasets.halvings((2048, 2048)) == 5
+    spec_2048 = datasets.derive_spec("big2048", (2048, 2048, 3), 2, source="/big2048")
+    datasets.register(spec_2048)
+    try:
+        assert components.default_autoencoder("big2048", "inpainter").strides == (2, 2, 2, 2)
+    finally:
+        datasets.unregister("big2048")

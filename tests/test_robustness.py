@@ -126,7 +126,7 @@ def tiny_run(tmp_path_factory):
         s, logits_fn, tiny_params(*MNIST), x, y, [0, 1, 2, 3], str(cache), batch_size=2
     )
     parts = robustness_plan.plan(s, num_classes=10)
-    with jax.threefry_partitionable(False):  # conftest.for this module
+    with jax.threefry_partitionable(False):  # as conftest.fast_compiles: a module fixture
         return run, parts, robustness_eval.evaluate(run, parts, log=lambda _: None)
 
 

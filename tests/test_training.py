@@ -43,12 +43,20 @@ def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path):
     # session with its own provenance
     one_epoch = training.TrainConfig(epochs=1, batch_size=32, save_every=3)
     first = {"command": "first", "git_commit": "aaa", "machine": "m1", "date": "d1"}
-    training.fit(key, task, opt, train, val, one_epoch, str(tmp_path / "b"), first, progress=False)
+    first_config = {"config": {"init_from": "/abs/start", "width": 4}}
+    training.fit(
+        key, task, opt, train, val, one_epoch, str(tmp_path / "b"), {**first, **first_config},
+        progress=False,
+    )  # fmt: skip
     later = {"command": "later", "git_commit": "bbb", "machine": "m2", "date": "d2"}
+    later_config = {"config": {"init_from": "elsewhere", "width": 4}}
     resumed, meta_b = training.fit(
-        key, task, opt, train, val, two_epochs, str(tmp_path / "b"), later, progress=False
-    )
+        key, task, opt, train, val, two_epochs, str(tmp_path / "b"), {**later, **later_config},
+        progress=False,
+    )  # fmt: skip
     assert meta_b["resumed_from"] == [8]
+    # it continued the run that started from /abs/start, whatever the resume was given
+    assert meta_b["config"] == {"init_from": "/abs/start", "width": 4}
     # a resumed run keeps its first session's provenance on top and lists every session
     assert meta_b["command"] == "first" and meta_b["machine"] == "m1"
     assert meta_b["sessions"] == [first, {**later, "resumed_at_step": 8}]

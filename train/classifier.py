@@ -155,10 +155,10 @@ def main(argv=None) -> None:
         "module": components.module_fields(model),
         "recipe": {name: getattr(args, name) for name in (*RECIPE_FLAGS, "momentum")},
     }
-    if args.init_from:
-        config["init_from"] = args.init_from
-    if args.through_remix:
-        config["through_remix"] = "the shipped reformer + mask-inpaint, K=1"
+    # always recorded (a resumed run compares the keys both record): a run begun on
+    # REMIX's outputs must not go on on clean images
+    config["init_from"] = args.init_from
+    config["through_remix"] = args.through_remix
     common.train_component(args, "classifier", task, optimizer, config, "accuracy")
 
 

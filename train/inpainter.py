@@ -121,7 +121,15 @@ def main(argv=None) -> None:
                 config, architecture=args.architecture, fill=args.fill or "zero"
             )
         except ValueError as e:
-            common.fail(str(e))
+            where = (
+                ""
+                if args.strides
+                else (
+                    f" (the default strides for {spec.hw[0]}x{spec.hw[1]} images; pass "
+                    "--features and --strides, e.g. --strides 1 2 2 2 for a unet)"
+                )
+            )
+            common.fail(f"{e}{where}")
         n = spec.n_masks if args.n_masks is None else args.n_masks
     positions = num_positions(spec.image_shape, args.per_channel)
     if not 2 <= n <= positions:

@@ -28,7 +28,7 @@ def default_autoencoder(dataset: str, component: str) -> AutoencoderConfig:
     # full resolution up to 64 px (MNIST, CIFAR-10); larger images start with stride-2
     # layers (datasets.halvings: 224 px -> strides 2, 2, 1, 1), or the per-pixel cost of
     # four full-resolution 3x3 convolutions (x n masks) makes defend() 23 GFLOP an image
-    k = datasets.halvings(spec.hw)
+    k = min(datasets.halvings(spec.hw), 4)  # at most one per layer
     strides = (2,) * k + (1,) * (4 - k)
     if component == "reformer":
         return AutoencoderConfig(channels=spec.channels, features=(32,) * 4, strides=strides)
@@ -105,19 +105,24 @@ def magnet_official_names(dataset: str) -> tuple[str, ...]:
     return tuple(d.name for d in magnet_setup(dataset).detectors)
 
 
-def classifier(dataset: str, **fields) -> nn.Module:
+def classifier(dataset: str, *, from_checkpoint: bool = False, **fields) -> nn.Module:
     """The dataset's classifier module; ``fields`` override its defaults (e.g. width).
 
-    Its number of classes is the dataset's.
+    Its number of classes is the dataset's. A module with ``stem_pools`` gets
+    :func:`remix_jax.datasets.halvings` of the dataset's images, unless ``fields`` name
+    it; ``from_checkpoint``: the fields are a checkpoint's recorded ones, and a
+    checkpoint that records none was trained before the pools existed (0).
     """
     spec = datasets.get(dataset)
     path = spec.classifier
     if path is None:
         raise ValueError(f"the registry has no default classifier for dataset {dataset!r}")
     module_name, _, attribute = path.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)(
-        **{"num_classes": spec.num_classes, **fields}
-    )
+    module = getattr(importlib.import_module(module_name), attribute)
+    defaults = {"num_classes": spec.num_classes}
+    if "stem_pools" in {f.name for f in dataclasses.fields(module)}:
+        defaults["stem_pools"] = 0 if from_checkpoint else datasets.halvings(spec.hw)
+    return module(**{**defaults, **fields})
 
 
 def module_fields(module: nn.Module) -> dict:

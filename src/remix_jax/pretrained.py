@@ -97,7 +97,7 @@ def load_classifier(
         fields = checkpoints.read_metadata(folder).get("config", {}).get("module", {})
     except FileNotFoundError:
         fields = {}
-    model = components.classifier(dataset, **fields)
+    model = components.classifier(dataset, from_checkpoint=True, **fields)
 
     def init():
         x = jnp.zeros((1, *datasets.get(dataset).image_shape))

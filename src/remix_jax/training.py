@@ -237,6 +237,12 @@ def fit(
                 {**session, "resumed_at_step": step},
             ]
             meta.update(first)
+            # where the run started is the first session's (RESUME_IGNORES): a resume
+            # given another --init-from continues this run, so it records this start
+            for name in RESUME_IGNORES:
+                section, _, key = name.partition(".")
+                if key in previous.get(section, {}) and isinstance(meta.get(section), dict):
+                    meta[section] = {**meta[section], key: previous[section][key]}
         except FileNotFoundError:
             pass
         meta.setdefault("resumed_from", []).append(step)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from remix_jax.datasets import halvings
 from remix_jax.models.layers import max_pool_2x2
 
 
@@ -63,10 +62,11 @@ class CIFARResNet(nn.Module):
     width: int = 16
     logit_scale: float = 0.125
     num_classes: int = 10
-    # 2x2 max-pools after the prep conv, before the main layers: None derives them from
-    # the input's size (remix_jax.datasets.halvings: 0 up to 64 px, so CIFAR-10's network
-    # is the one above; 2 at 224 px), which keeps the cost per image near a 64 px one's
-    stem_pools: int | None = None
+    # 2x2 max-pools after the prep conv, before the main layers. components.classifier
+    # sets remix_jax.datasets.halvings of the dataset's images (0 up to 64 px, so
+    # CIFAR-10's network is the one above; 2 at 224 px), which keeps the cost per image
+    # near a 64 px one's; checkpoints record the number (those from before it: 0)
+    stem_pools: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -80,8 +80,7 @@ class CIFARResNet(nn.Module):
 
         w = self.width
         x = conv_bn(x, w)
-        pools = halvings(x.shape[1:3]) if self.stem_pools is None else self.stem_pools
-        for _ in range(pools):
+        for _ in range(self.stem_pools):
             x = max_pool_2x2(x)
         x = max_pool_2x2(conv_bn(x, 2 * w))
         x = x + conv_bn(conv_bn(x, 2 * w), 2 * w)
