@@ -55,7 +55,7 @@ def parse(argv):
     p.add_argument("--defenses", nargs="+", choices=defenses, default=[defenses[-1]])
     p.add_argument("--threats", nargs="+", choices=threats, default=["oblivious", "eot"])
     cli.add_evaluation_flags(p, num_examples=100, num_keys=10, keys="evaluation keys")
-    p.add_argument("--samples", type=cli.positive_int, default=4, help="EOT: draws per step (R)")
+    p.add_argument("--samples", type=cli.draws, default=4, help="EOT: draws per step (R)")
     p.add_argument("--steps", type=cli.attack_iterations, default=100, help="PGD steps")
     # margin, not cross-entropy: the MNIST classifier's logits (gaps of 20+) saturate the
     # float32 softmax, so CE's gradient is exactly 0 on confidently classified images
@@ -66,7 +66,7 @@ def parse(argv):
     p.add_argument("--max-iterations", type=cli.attack_iterations, default=200, help="CW/EAD")
     p.add_argument("--initial-const", type=cli.positive_float, default=1.0, help="CW/EAD first c")
     p.add_argument("--beta", type=cli.nonnegative_float, default=0.1, help="EAD's L1 weight")
-    p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
+    p.add_argument("--iterations", type=cli.rounds, default=1, help="mask-inpaint rounds K")
     start_help = "a cached run (.npz) on the same images whose examples begin eot-warm"
     p.add_argument("--start-from", type=cli.existing_file, default=None, help=start_help)
     p.add_argument("--sanity", action="store_true", help="add the sanity-check runs")

@@ -33,7 +33,7 @@ def parse(argv) -> argparse.Namespace:
     cli.add_seed_flag(p)
     p.add_argument(
         "--iterations",
-        type=cli.positive_int,
+        type=cli.rounds,
         nargs="+",
         default=[1, 2, 3],
         help="mask-inpaint rounds K to score (one row each)",

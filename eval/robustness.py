@@ -54,9 +54,9 @@ def parse(argv):
         help="epsilons (default: the dataset's PGD budgets, e.g. MNIST linf 0.1 0.2 0.3)",
     )
     cli.add_evaluation_flags(p, num_examples=500, num_keys=10, keys="evaluation keys")
-    p.add_argument("--draws", type=cli.positive_int, default=20, help="APGD's EOT draws per step")
+    p.add_argument("--draws", type=cli.draws, default=20, help="APGD's EOT draws per step")
     p.add_argument("--steps", type=cli.attack_iterations, default=100, help="APGD and PGD steps")
-    p.add_argument("--restarts", type=cli.positive_int, default=1, help="APGD's random starts")
+    p.add_argument("--restarts", type=cli.draws, default=1, help="APGD's random starts")
     p.add_argument(
         "--portfolio",
         nargs="*",
@@ -64,10 +64,8 @@ def parse(argv):
         default=list(robustness_plan.PORTFOLIO),
         help="PGD threats added to APGD (none: APGD and the transfer attacks only)",
     )
-    p.add_argument(
-        "--portfolio-samples", type=cli.positive_int, default=4, help="EOT draws of PGD's"
-    )
-    p.add_argument("--iterations", type=cli.positive_int, default=1, help="mask-inpaint rounds K")
+    p.add_argument("--portfolio-samples", type=cli.draws, default=4, help="EOT draws of PGD's")
+    p.add_argument("--iterations", type=cli.rounds, default=1, help="mask-inpaint rounds K")
     p.add_argument("--no-sanity", action="store_true", help="leave out the sanity checks")
     p.add_argument("--sanity-budget", type=cli.positive_float, default=None)
     p.add_argument("--large-budget", type=cli.positive_float, default=None)

@@ -45,7 +45,7 @@ def parse(argv):
     cli.add_evaluation_flags(p, num_examples=1000, num_keys=10, keys="keys per defense")
     p.add_argument(
         "--iterations",
-        type=cli.positive_int,
+        type=cli.rounds,
         nargs="+",
         default=[1],
         help="REMIX mask-inpaint rounds K to score",

@@ -32,8 +32,8 @@ from remix_jax.cli import (
     check_output_path,
     nonnegative_float,
     nonnegative_int,
-    positive_int,
     require_with_classifier,
+    rounds,
     seed,
 )
 
@@ -60,7 +60,7 @@ def parse(argv) -> argparse.Namespace:
     )
     p.add_argument(
         "--iterations",
-        type=positive_int,
+        type=rounds,
         default=1,
         help="mask-inpaint rounds K; K > 1 adds a column with the result",
     )

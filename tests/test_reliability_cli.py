@@ -403,6 +403,12 @@ def test_the_attack_budget_types_match_the_attacks_own_bounds():
 
     assert cli.search_steps.high - 1 == common.MAX_SEARCH_STEPS
     assert cli.attack_iterations.high - 1 == common.MAX_ITERATIONS
+    from remix_jax import defense
+    from remix_jax.attacks.adaptive import MAX_SAMPLES
+    from remix_jax.attacks.apgd import MAX_RESTARTS
+
+    assert cli.rounds.high - 1 == defense.MAX_ROUNDS
+    assert cli.draws.high - 1 == MAX_SAMPLES == MAX_RESTARTS
 
 
 RANGES = [name for name in dir(cli) if hasattr(getattr(cli, name), "low")]

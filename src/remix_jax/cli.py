@@ -474,3 +474,7 @@ seed = _bounded(int, 0, strict=False, high=2**63)  # what numpy and jax.random.k
 # imported: that imports JAX), checked here so a CLI refuses them before loading anything
 search_steps = _bounded(int, 1, strict=False, high=100 + 1)
 attack_iterations = _bounded(int, 1, strict=False, high=1_000_000 + 1)
+# defend's mask-inpaint rounds K (remix_jax.defense.MAX_ROUNDS) and the EOT draws and
+# restarts of the randomized attacks (attacks.adaptive.MAX_SAMPLES, apgd.MAX_RESTARTS)
+rounds = _bounded(int, 1, strict=False, high=1000 + 1)
+draws = _bounded(int, 1, strict=False, high=1000 + 1)
