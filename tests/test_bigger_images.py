@@ -200,7 +200,9 @@ def test_the_default_networks_halve_big_images_first_and_leave_small_ones_alone(
     spec = datasets.get(dataset)
     expected = {64: 0, 224: 2}[spec.image_shape[0]]
     assert datasets.halvings(spec.hw) == expected
-    assert f"{expected} halving(s)" in datasets.summary(spec)
+    assert f"stem pools {expected}, the autoencoders' stride-2 layers {expected}" in (
+        datasets.summary(spec)
+    )
     for component in ("reformer", "inpainter"):
         strides = components.default_autoencoder(dataset, component).strides
         assert strides == (2,) * expected + (1,) * (4 - expected)
@@ -220,6 +222,9 @@ def test_the_default_networks_halve_big_images_first_and_leave_small_ones_alone(
         assert datasets.halvings(datasets.get(name).hw) == 0  # the shipped nets unchanged
     # a checkpoint from before the pools were recorded had none, whatever its size
     assert components.classifier(dataset, from_checkpoint=True).stem_pools == 0
+    # odd sides (ImageNet's 299 px): the autoencoders keep full resolution, the
+    # classifier's pools floor them
+    assert (datasets.halvings((299, 299)), datasets.halvings((299, 299), exact=False)) == (0, 3)
     # a side of 2048 px would ask 5 halvings: the four autoencoder layers take 4
     assert datasets.halvings((2048, 2048)) == 5
     spec_2048 = datasets.derive_spec("big2048", (2048, 2048, 3), 2, source="/big2048")

@@ -121,7 +121,7 @@ def classifier(dataset: str, *, from_checkpoint: bool = False, **fields) -> nn.M
     module = getattr(importlib.import_module(module_name), attribute)
     defaults = {"num_classes": spec.num_classes}
     if "stem_pools" in {f.name for f in dataclasses.fields(module)}:
-        defaults["stem_pools"] = 0 if from_checkpoint else datasets.halvings(spec.hw)
+        defaults["stem_pools"] = 0 if from_checkpoint else datasets.halvings(spec.hw, exact=False)
     return module(**{**defaults, **fields})
 
 

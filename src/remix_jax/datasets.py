@@ -216,15 +216,16 @@ MIN_DERIVED_SIZE = 8
 FULL_RESOLUTION_SIDE = 64
 
 
-def halvings(hw: tuple[int, int]) -> int:
+def halvings(hw: tuple[int, int], *, exact: bool = True) -> int:
     """How often the default networks halve (H, W) images before their main layers:
-    once per doubling of the longer side beyond :data:`FULL_RESOLUTION_SIDE`, but only
-    while both sides stay even (a stride-2 autoencoder must restore the exact size).
-    0 for MNIST and CIFAR-10, so their shipped networks are unchanged."""
+    once per doubling of the longer side beyond :data:`FULL_RESOLUTION_SIDE`; with
+    ``exact``, only while both sides stay even (a stride-2 autoencoder must restore the
+    exact size; the classifier's max-pools floor odd sizes and need not). 0 for MNIST
+    and CIFAR-10, so their shipped networks are unchanged."""
     h, w = (int(d) for d in hw)
     k = 0
-    while (
-        max(h, w) > FULL_RESOLUTION_SIDE * 2**k and h % 2 ** (k + 1) == 0 and w % 2 ** (k + 1) == 0
+    while max(h, w) > FULL_RESOLUTION_SIDE * 2**k and (
+        not exact or (h % 2 ** (k + 1) == 0 and w % 2 ** (k + 1) == 0)
     ):
         k += 1
     return k
@@ -321,8 +322,9 @@ def summary(spec: DatasetSpec) -> str:
         f"  PGD budgets: {budgets}  detector drop rates: "
         f"{', '.join(f'{r:g}' for r in spec.detector_drop_rates)}\n"
         f"  classifier {spec.classifier} {dict(spec.classifier_recipe)}\n"
-        f"  downsampling for {h}x{w} images: {halvings((h, w))} halving(s) "
-        f"(the classifier's stem pools, the autoencoders' first strides)"
+        f"  downsampling for {h}x{w} images: the classifier's stem pools "
+        f"{halvings((h, w), exact=False)}, the autoencoders' stride-2 layers "
+        f"{min(halvings((h, w)), 4)}"
     )
 
 
