@@ -11,7 +11,6 @@ Writes results/logit-gaps.{json,md}, atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -66,7 +65,7 @@ def main(argv=None) -> None:
     import jax
     import numpy as np
 
-    from remix_jax import components, data, provenance
+    from remix_jax import components, data, provenance, result_files
     from remix_jax.pretrained import protected_classifier
 
     runs = [(d, components.checkpoint_dir(d, "classifier")) for d in args.datasets] + extra
@@ -115,15 +114,9 @@ def main(argv=None) -> None:
         )
     print("\n".join(lines))
 
-    def write(out, result):
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        for path, text in (
-            (out + ".json", json.dumps(result, indent=2) + "\n"),
-            (out + ".md", "\n".join(lines) + "\n"),
-        ):
-            with open(path + ".tmp", "w") as f:
-                f.write(text)
-            os.replace(path + ".tmp", path)
+    def write(out, result):  # each file atomically
+        result_files.write_json(out + ".json", result)
+        result_files.write_text(out + ".md", "\n".join(lines) + "\n")
 
     provenance.write_unless_reproduced(args.out, result, write)  # a rerun keeps the files
 
