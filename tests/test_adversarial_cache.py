@@ -58,6 +58,27 @@ def test_crafts_once_then_reads_and_resumes_after_a_kill(tmp_path):
     assert t["images_timed"] == 10 and t["machines"] == ["m"]
 
 
+def test_a_crafting_killed_after_any_batch_resumes_to_the_same_examples(tmp_path):
+    """Killed after each possible batch, then resumed with another batch size: no
+    finished batch is crafted again and the result equals an uninterrupted run's."""
+    indices = list(range(30, 41))
+    straight = make(tmp_path / "straight", indices).craft(0, FakeAttack(indices), 3, machine="m")
+    rng = np.random.default_rng(0)
+    for batches_done in range(4):  # 11 images in batches of 3: killed after 0..3 batches
+        folder = tmp_path / f"killed-after-{batches_done}"
+        with pytest.raises(KeyboardInterrupt):
+            make(folder, indices).craft(0, FakeAttack(indices, fail_after=batches_done), 3,
+                                        machine="m")  # fmt: skip
+        resumed = FakeAttack(indices)
+        out = make(folder, indices).craft(0, resumed, int(rng.integers(1, 6)), machine="m")
+        crafted_again = sum(n for _, n in resumed.calls)
+        assert resumed.calls[0][0] == 3 * batches_done  # the chain goes on where it stopped
+        assert crafted_again == len(indices) - 3 * batches_done
+        for field in adversarial_cache.FIELDS:
+            np.testing.assert_array_equal(out[field], straight[field])
+        assert sorted(os.listdir(folder)) == ["kappa_0.npz"]
+
+
 def test_more_images_craft_only_the_new_ones_and_fewer_read_a_prefix(tmp_path):
     first = list(range(6))
     make(tmp_path, first).craft(0, FakeAttack(first), 4, machine="m")

@@ -346,7 +346,8 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
     """train.classifier, .reformer, .inpainter -> load_pretrained -> defend ->
     eval.sweep -> eval.visualize, each as its command line runs it, on data that the
     registry does not know: an ImageFolder of PNGs, and a tensorflow-datasets dataset
-    (its spec derived from the builder: grayscale 36x36, so n = 2)."""
+    (its spec derived from the builder: grayscale 36x36, so n = 2; it stops after
+    defend, the sweep and the figure taking their data the same way)."""
     import jax
 
     from eval import sweep, visualize
@@ -388,6 +389,10 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
     restored = defend(pre.remix, jax.random.key(1), x)
     assert restored.shape == x.shape and restored.min() >= 0 and restored.max() <= 1
     assert pre.logits_fn(restored).shape == (3, len(class_names))
+    if source is _tfds_source:
+        # from here on the commands read their data as the trainers did (data.load_split,
+        # by the registry name the first command gave it): the image folder goes on
+        return
 
     sources = [*dataset, "--checkpoint-root", str(ckpt)]
     sweep.main(
@@ -405,6 +410,11 @@ def test_a_data_source_trains_defends_sweeps_and_draws_through_the_clis(
     assert "reformer + mask-inpaint K=1 | all" in row and len(scores) == 4
     assert all(0 <= score <= 100 for score in scores)  # accuracies in percent
     assert (tmp_path / "out" / "cw.png").is_file()
+    # asked for more images than the classifier gets right of the 10 test images:
+    # refused in one line before any crafting, not capped silently
+    with pytest.raises(SystemExit, match=r"--num-examples 11: the classifier gets only"):
+        sweep.main(["--attack", "cw", *sources, "--num-examples", "11", "--no-magnet",
+                    "--cache-dir", "cache", "--out", "out/more"])  # fmt: skip
 
     capsys.readouterr()
     visualize.main(

@@ -356,27 +356,29 @@ class FakeEvaluation:
         return None
 
 
-def test_a_killed_adaptive_scoring_resumes_from_its_finished_runs(tmp_path):
+def test_an_adaptive_scoring_killed_at_any_run_resumes_from_its_finished_runs(tmp_path):
     from remix_jax import adaptive_eval, progress
 
     args = adaptive.parse(["--attack", "pgd", "--budgets", "0.1", "0.2", "--num-keys", "2"])
     setup = AdaptiveSetup.from_args(args)
     runs = adaptive_plan.plan(setup)
     straight = adaptive_eval.evaluate(FakeEvaluation(setup), runs, log=lambda s: None)
-
-    path = str(tmp_path / "out.progress.json")
     identity = adaptive_eval.scoring_identity(FakeEvaluation(setup), "weights")
-    killed = FakeEvaluation(setup, fail_at=3)
-    with pytest.raises(KeyboardInterrupt):
-        adaptive_eval.evaluate(
-            killed, runs, log=lambda s: None, scoring=progress.ProgressFile(path, identity)
+    assert len(runs) > 3
+    for fail_at in range(len(runs)):  # killed while scoring each run in turn
+        path = str(tmp_path / f"killed-at-{fail_at}.progress.json")
+        killed = FakeEvaluation(setup, fail_at=fail_at)
+        with pytest.raises(KeyboardInterrupt):
+            adaptive_eval.evaluate(
+                killed, runs, log=lambda s: None, scoring=progress.ProgressFile(path, identity)
+            )
+        resumed = FakeEvaluation(setup)
+        again = adaptive_eval.evaluate(
+            resumed, runs, log=lambda s: None, scoring=progress.ProgressFile(path, identity)
         )
-    resumed = FakeEvaluation(setup)
-    again = adaptive_eval.evaluate(
-        resumed, runs, log=lambda s: None, scoring=progress.ProgressFile(path, identity)
-    )
-    assert resumed.scored == [(r["threat"], r["budget"]) for r in runs[3:]]  # only the rest
-    assert again == straight  # the worst case counts the reloaded runs too
+        # only the unfinished runs are scored again
+        assert resumed.scored == [(r["threat"], r["budget"]) for r in runs[fail_at:]]
+        assert again == straight  # the worst case counts the reloaded runs too
     # another setup (here more keys) never reuses these runs
     other = AdaptiveSetup.from_args(adaptive.parse(["--attack", "pgd", "--num-keys", "3"]))
     assert adaptive_eval.scoring_identity(FakeEvaluation(other), "weights") != identity

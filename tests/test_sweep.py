@@ -204,10 +204,11 @@ def test_committed_sweep_results_are_complete_and_consistent(dataset, grid, min_
     assert first["attack_success"] >= 99 and first["none | all"]["mean"] <= 1
 
 
-def test_a_killed_scoring_resumes_from_its_finished_kappas(tmp_path):
-    """score_sweep keeps each finished kappa in the progress file: killed at kappa 5, it
-    scores only kappa 5 again and writes the rows of an uninterrupted run. (eval.sweep
-    scores through score_sweep; its crafting's resume runs end to end in
+def test_a_scoring_killed_at_any_point_resumes_to_the_rows_of_an_uninterrupted_run(tmp_path):
+    """score_sweep keeps each finished stage (clean, then each kappa) in the progress
+    file: killed at any defense of any stage, the same call scores only the unfinished
+    stages and returns the rows of an uninterrupted run. (eval.sweep scores through
+    score_sweep; its crafting's resume runs end to end in
     test_tiny_sweep_runs_end_to_end_and_resumes_from_its_cache.)"""
     import jax
     import numpy as np
@@ -233,41 +234,45 @@ def test_a_killed_scoring_resumes_from_its_finished_kappas(tmp_path):
         "none": evaluation.Defense(False, lambda key, images: np.zeros(len(images), int)),
         "remix": evaluation.Defense(True, random_labels),
     }
-    sets = {0.0: crafted(0), 5.0: crafted(5)}
-    path, identity = str(tmp_path / "cw.progress.json"), {"run": 1}
+    sets = {0.0: crafted(0), 5.0: crafted(5), 10.0: crafted(10)}
+    identity = {"run": 1}
     reference = sweep_eval.score_sweep(
         defenses, x, y, sets, 3, progress.ProgressFile(str(tmp_path / "ref.json"), identity)
     )
-    calls = []
+    stages = ["clean"] + [f"kappa {k:g}" for k in sets]
+    original, calls = evaluation.Defense.correct_over_keys, []
 
     class Killed(Exception):
         pass
 
-    def counted(kappas):
-        for kappa in kappas:
-            calls.append(kappa)
-            if dying and kappa == 5.0:
+    def counting(die_at):
+        def correct_over_keys(self, *a, **k):
+            if len(calls) == die_at:
                 raise Killed
-            yield kappa
+            calls.append(1)
+            return original(self, *a, **k)
 
-    dying = True
-    with pytest.raises(Killed):
-        sweep_eval.score_sweep(defenses, x, y, sets, 3, progress.ProgressFile(path, identity),
-                               counted)  # fmt: skip
-    dying, calls[:] = False, []
-    stored = progress.ProgressFile(path, identity)
-    assert stored.get("clean") and stored.get("kappa 0") and stored.get("kappa 5") is None
-    original, scored = evaluation.Defense.correct_over_keys, []
+        return correct_over_keys
 
-    def spying(self, *a, **k):
-        scored.append(1)
-        return original(self, *a, **k)
-
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(evaluation.Defense, "correct_over_keys", spying)
-        resumed = sweep_eval.score_sweep(defenses, x, y, sets, 3, stored, counted)
-    assert len(scored) == len(defenses)  # only kappa 5, once per defense
-    assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(reference))
+    total = len(stages) * len(defenses)
+    for die_at in range(total):  # every point at which scoring can be killed
+        path = str(tmp_path / f"killed-at-{die_at}.json")
+        calls.clear()
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(evaluation.Defense, "correct_over_keys", counting(die_at))
+            with pytest.raises(Killed):
+                sweep_eval.score_sweep(
+                    defenses, x, y, sets, 3, progress.ProgressFile(path, identity)
+                )
+        finished = die_at // len(defenses)  # stages whose every defense was scored
+        stored = progress.ProgressFile(path, identity)
+        assert [stored.get(s) is not None for s in stages] == [i < finished for i in range(4)]
+        calls.clear()
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(evaluation.Defense, "correct_over_keys", counting(None))
+            resumed = sweep_eval.score_sweep(defenses, x, y, sets, 3, stored)
+        assert len(calls) == total - finished * len(defenses)  # no finished stage again
+        assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(reference))
     # another identity (other weights, keys or images) resumes nothing
     assert progress.ProgressFile(path, {"run": 2}).get("kappa 0") is None
 

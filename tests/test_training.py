@@ -63,6 +63,50 @@ def test_fit_learns_and_resumes_to_the_same_parameters(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), straight, resumed)
 
 
+def test_a_run_killed_after_any_checkpoint_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+    """A kill anywhere between two checkpoints leaves the disk as a kill right after
+    the first of them: killed there, mid-epoch or at an epoch's end, the same call
+    resumes and ends with the parameters and history of an uninterrupted run."""
+    train, val = toy_digits(96), toy_digits(32, seed=1)
+    task = objectives.classifier_task(MNISTClassifier(), (28, 28, 1))
+    opt = optax.sgd(0.01, momentum=0.9)
+    config = training.TrainConfig(epochs=2, batch_size=16, save_every=4)  # 6 steps/epoch
+    key = jax.random.key(0)
+    saved = []
+    original_save = checkpoints.save
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die_after(n):
+        def save(folder, step, *a, **k):
+            original_save(folder, step, *a, **k)
+            saved.append(step)
+            if len(saved) == n:
+                raise Killed
+
+        return save
+
+    monkeypatch.setattr(checkpoints, "save", save_then_die_after(None))
+    straight, meta = training.fit(key, task, opt, train, val, config, str(tmp_path / "a"), {},
+                                  progress=False)  # fmt: skip
+    steps_saved = list(saved)
+    assert steps_saved == [4, 6, 8, 12]  # mid-epoch, epoch end, mid-epoch, the end
+    for n in range(1, len(steps_saved)):
+        folder, saved[:] = str(tmp_path / f"killed-after-{n}"), []
+        monkeypatch.setattr(checkpoints, "save", save_then_die_after(n))
+        with pytest.raises(Killed):
+            training.fit(key, task, opt, train, val, config, folder, {}, progress=False)
+        saved[:] = []
+        monkeypatch.setattr(checkpoints, "save", save_then_die_after(None))
+        resumed, meta_n = training.fit(key, task, opt, train, val, config, folder, {},
+                                       progress=False)  # fmt: skip
+        assert meta_n["resumed_from"] == [steps_saved[n - 1]]
+        assert saved == steps_saved[n:]  # nothing before the kill is trained again
+        assert meta_n["history"] == meta["history"]
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), straight, resumed)
+
+
 def toy_colour(n, seed=0):
     """toy_digits as 32x32 RGB images (CIFAR-10's shape)."""
     images, labels = toy_digits(n, seed)

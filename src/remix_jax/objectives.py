@@ -79,12 +79,15 @@ def classifier_task(
         c for c in jax.eval_shape(model.init, jax.random.key(0), dummy) if c != "params"
     ]
     stateful = bool(state_collections)
+    # jitted: eager init of a ResNet compiles each of its ~100 ops separately. Built
+    # once per task: ``model.init`` is a new bound method at each access, so jitting
+    # it inside ``init`` would compile again at every run of the same task.
+    jitted_init = jax.jit(model.init)
 
     def init(key):
         if init_params is not None:
             return init_params
-        # jitted: eager init of a ResNet compiles each of its ~100 ops separately
-        variables = jax.jit(model.init)(key, dummy)
+        variables = jitted_init(key, dummy)
         return dict(variables) if stateful else variables["params"]
 
     def loss(params, key, images, labels):
