@@ -91,13 +91,14 @@ def main(argv=None) -> None:
     )
     fig.tight_layout(rect=(0, 0.12 if len(labels) > 4 else 0.07, 1, 1))
     stem, _ = os.path.splitext(out)
-    for path in (out, stem + ".pdf"):
-        extension = os.path.splitext(path)[1]
-        metadata = dict(result_files.FIGURE_METADATA.get(extension[1:], {}))  # no date
-        fig.savefig(path + ".tmp" + extension, dpi=150, metadata=metadata)
-        os.replace(path + ".tmp" + extension, path)
+    drawn = {"layout": [datasets, attacks], "panels": found}  # what the figure shows
+    written = [
+        result_files.save_figure(fig, path, data=drawn, close=False, dpi=150)
+        for path in (out, stem + ".pdf")
+    ]
     plt.close(fig)
-    print(f"-> {out} ({len(found)} panel(s))")
+    kept = "" if any(written) else ": the same sweeps drew it, kept as it was"
+    print(f"-> {out} ({len(found)} panel(s)){kept}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import glob
 import os
 import sys
 
+from remix_jax import result_files
 from remix_jax.cli import (
     CHECKPOINT_ROOT_HELP,
     HelpFormatter,
@@ -118,12 +119,11 @@ def main(argv=None) -> None:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("validation metric")
     fig.tight_layout()
-    fig.savefig(out + ".tmp.png", dpi=130)
-    os.replace(out + ".tmp.png", out + ".png")
-    with open(out + ".md.tmp", "w") as f:
-        f.write(table(args.dataset, runs))
-    os.replace(out + ".md.tmp", out + ".md")
-    print(f"{len(runs)} runs -> {out}.png, {out}.md")
+    drawn = [[name, meta["history"]] for name, meta in runs]  # what the curves show
+    drew = result_files.save_figure(fig, out + ".png", data=drawn, dpi=130)
+    result_files.write_text(out + ".md", table(args.dataset, runs))
+    kept = "" if drew else " (the png already showed these histories: kept)"
+    print(f"{len(runs)} runs -> {out}.png, {out}.md{kept}")
 
 
 if __name__ == "__main__":

@@ -186,8 +186,9 @@ def main(argv=None) -> None:
         args.dataset, args.attack, args.confidence, pre.remix.n_masks, source, args.seed
     )
     fig = stages_figure.draw(columns, indices, y, title, subtitle)
-    written = stages_figure.save_atomically(fig, out)
-    print("-> " + " / ".join(written))
+    shown = stages_figure.drawn(columns, indices, y, title, subtitle)
+    written = stages_figure.save_atomically(fig, out, shown)
+    print("-> " + " / ".join(written) if written else f"{out}: already shows this, kept")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,34 @@ def test_a_defense_has_one_colour_in_every_panel():
     assert colours(a)["mask-inpaint K=1"] == colours(b)["mask-inpaint K=1"]
     assert colours(a)["MagNet (detectors + reformer)"] != colours(a)["mask-inpaint K=1"]
     plt.close(fig)
+
+
+def test_a_rerun_on_the_same_sweeps_keeps_the_figure_even_if_drawn_otherwise(
+    tmp_path, capsys, monkeypatch
+):
+    """The figure carries the fingerprint of the sweeps it draws: a rerun on the same
+    numbers keeps the file (another matplotlib release would change its pixels, and a
+    fresh clone's `git status` with them); other numbers draw it again."""
+    import matplotlib.figure
+
+    write(tmp_path, "mnist", "cw")
+    figure.main(["--root", str(tmp_path)])
+    png, pdf = tmp_path / "fig2.png", tmp_path / "fig2.pdf"
+    before = png.read_bytes(), pdf.read_bytes()
+    assert b"remix-jax data " in before[0] and b"remix-jax data " in before[1]
+    original = matplotlib.figure.Figure.savefig
+
+    def another_release(self, *args, **kwargs):  # draws other pixels for the same data
+        self.text(0.5, 0.5, "drawn otherwise")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", another_release)
+    capsys.readouterr()
+    figure.main(["--root", str(tmp_path)])
+    assert (png.read_bytes(), pdf.read_bytes()) == before
+    assert "kept as it was" in capsys.readouterr().out
+    result = fake_result("mnist", "cw")
+    result["rows"][0]["mask-inpaint K=1 | all"]["mean"] = 50.0  # other numbers
+    (tmp_path / "mnist" / "cw.json").write_text(json.dumps(result))
+    figure.main(["--root", str(tmp_path)])
+    assert png.read_bytes() != before[0] and pdf.read_bytes() != before[1]

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,3 +44,29 @@ def test_curves_and_table_from_meta_json(tmp_path):
 def test_no_trained_model_is_a_clear_error(tmp_path):
     proc = run(["--dataset", "mnist", "--checkpoint-root", str(tmp_path)])
     assert proc.returncode != 0 and "no trained model" in proc.stderr
+
+
+def test_the_committed_curves_and_fig2_are_what_their_commands_draw_now(tmp_path, capsys):
+    """Rerunning the README's eval.training_curves and eval.figure on a fresh clone
+    leaves their committed files as they are: each committed table is what the command
+    writes now, and each figure carries the fingerprint of the numbers it draws."""
+    import shutil
+
+    from eval import figure, training_curves
+
+    results = os.path.join(REPO, "results")
+    for dataset in ("mnist", "cifar10"):
+        out = tmp_path / dataset / "training"
+        out.parent.mkdir()
+        for suffix in (".png", ".md"):
+            shutil.copy(os.path.join(results, dataset, "training" + suffix), f"{out}{suffix}")
+        before = {s: Path(f"{out}{s}").read_bytes() for s in (".png", ".md")}
+        training_curves.main(["--dataset", dataset, "--out", str(out)])
+        assert "already showed these histories: kept" in capsys.readouterr().out
+        assert {s: Path(f"{out}{s}").read_bytes() for s in before} == before
+    for suffix in (".png", ".pdf"):
+        shutil.copy(os.path.join(results, "fig2" + suffix), tmp_path / f"fig2{suffix}")
+    before = [(tmp_path / f"fig2{s}").read_bytes() for s in (".png", ".pdf")]
+    figure.main(["--root", results, "--out", str(tmp_path / "fig2.png")])
+    assert "kept as it was" in capsys.readouterr().out
+    assert [(tmp_path / f"fig2{s}").read_bytes() for s in (".png", ".pdf")] == before

@@ -22,21 +22,63 @@ def write_json(path: str, payload, *, newline: bool = True) -> None:
 
 # What savefig embeds beside the drawing, by format. The PDF backend stamps the time of
 # the run (CreationDate): left out, so a rerun writes the same bytes. The PNG's only
-# entry is Software (matplotlib's version, no date), kept: the committed PNGs carry it,
-# and their pixels depend on that version anyway.
+# entry is Software (matplotlib's version, no date), kept. A figure saved with ``data``
+# (:func:`save_figure`) also carries the fingerprint of what it draws (PNG:
+# Description, PDF: Subject).
 FIGURE_METADATA = {"png": {}, "pdf": {"CreationDate": None}}
+_DATA_KEY = {"png": "Description", "pdf": "Subject"}
 
 
-def save_figure(fig, path: str, **savefig_kwargs) -> None:
+def data_stamp(data) -> str:
+    """The text a figure drawn from ``data`` (JSON-able: numbers, strings, lists,
+    dicts) carries: ``remix-jax data <16 hex digits of its SHA-256>``."""
+    import hashlib
+
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return "remix-jax data " + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_figure(fig, path: str, *, data=None, close: bool = True, **savefig_kwargs) -> bool:
     """Saves a matplotlib figure atomically (the temporary name keeps the extension, so
-    matplotlib infers the format) and closes it."""
+    matplotlib infers the format), with :data:`FIGURE_METADATA`.
+
+    Args:
+      fig: the figure.
+      path: where, its extension naming the format (``.png``, ``.pdf``).
+      data: what the figure draws (JSON-able; round floats to what the figure shows).
+        Given, the file carries its :func:`data_stamp`, and a file at ``path`` that
+        already carries it is kept as it is: a rerun on the same numbers leaves a
+        committed figure byte-identical, even under another matplotlib release (whose
+        pixels would differ).
+      close: close the figure afterwards.
+      savefig_kwargs: passed to ``fig.savefig`` (dpi, ...).
+
+    Returns:
+      whether the file was written.
+    """
     import matplotlib.pyplot as plt
 
-    base, extension = os.path.splitext(path)
-    tmp = f"{path}.tmp{extension}"
-    fig.savefig(tmp, **savefig_kwargs)
-    os.replace(tmp, path)
-    plt.close(fig)
+    _, extension = os.path.splitext(path)
+    fmt = extension[1:].lower()
+    metadata = dict(FIGURE_METADATA.get(fmt, {}))
+    stamp = None if data is None else data_stamp(data)
+    kept = False
+    if stamp is not None and fmt in _DATA_KEY:
+        metadata[_DATA_KEY[fmt]] = stamp
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                kept = stamp.encode() in f.read()  # PNG tEXt / PDF Info are plain bytes
+    if not kept:
+        tmp = f"{path}.{os.getpid()}.tmp{extension}"  # beside it: os.replace stays on one disk
+        try:
+            fig.savefig(tmp, metadata=metadata, **savefig_kwargs)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    if close:
+        plt.close(fig)
+    return not kept
 
 
 def accuracy_axes(ax, title: str) -> None:

@@ -360,26 +360,53 @@ def draw(columns: list[Column], indices: np.ndarray, labels: np.ndarray, title: 
     return fig
 
 
-def save_atomically(fig, out_png: str) -> list[str]:
-    """Writes ``fig`` as PNG and PDF with the same stem, each via a temp file + os.replace.
+def drawn(columns: list[Column], indices: np.ndarray, labels: np.ndarray, title: str,
+          subtitle: str) -> dict:  # fmt: skip
+    """What :func:`draw` shows, as :func:`remix_jax.result_files.data_stamp` takes it:
+    the texts, and each column's pixels at 8 bits and probabilities at the captions'
+    precision, so that float noise of another CPU does not count as another figure."""
+    import hashlib
 
-    The bytes depend on the drawing only (:data:`METADATA`), so a rerun that draws the
-    same figure leaves committed files unchanged.
+    def pixels(column: Column) -> str:
+        scale = np.round(np.asarray(column.images, np.float64) * 255)
+        return hashlib.sha256(scale.astype(np.int16).tobytes()).hexdigest()[:16]
+
+    return {
+        "title": title,
+        "subtitle": subtitle,
+        "indices": np.asarray(indices).tolist(),
+        "labels": np.asarray(labels).tolist(),
+        "columns": [
+            {
+                "title": c.title,
+                "kind": c.kind,
+                "pixels": pixels(c),
+                "probs": None if c.probs is None else np.round(c.probs, 3).tolist(),
+            }
+            for c in columns
+        ],
+    }
+
+
+def save_atomically(fig, out_png: str, data: dict | None = None) -> list[str]:
+    """Writes ``fig`` as PNG and PDF with the same stem, each atomically
+    (:func:`remix_jax.result_files.save_figure`), then closes it.
+
+    The bytes depend on the drawing only (:data:`METADATA`); with ``data`` (what it
+    draws: :func:`drawn`) a file that already shows it is kept, so a rerun leaves
+    committed files unchanged even under another matplotlib release.
 
     Returns:
-      the paths written, PNG first.
+      the paths written, PNG first (a kept file is not listed).
     """
+    import matplotlib.pyplot as plt
+
     stem = os.path.splitext(out_png)[0]
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
-    written = []
-    for ext in ("png", "pdf"):
-        # beside the target so os.replace stays on one file system; pid keeps runs apart
-        tmp = f"{stem}.{os.getpid()}.tmp.{ext}"
-        try:
-            fig.savefig(tmp, format=ext, dpi=DPI, metadata=dict(METADATA[ext]))
-            os.replace(tmp, f"{stem}.{ext}")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        written.append(f"{stem}.{ext}")
+    written = [
+        f"{stem}.{ext}"
+        for ext in ("png", "pdf")
+        if result_files.save_figure(fig, f"{stem}.{ext}", data=data, close=False, dpi=DPI)
+    ]
+    plt.close(fig)
     return written
