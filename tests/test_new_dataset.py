@@ -1,10 +1,10 @@
-"""Adding a dataset touches only the registry: one ``datasets.register`` call, and the
-trainers take it with its spec's recipe and n, reading <data dir>/<name>/<split>.npz.
+"""Adding a dataset touches only the registry: one ``datasets.register`` call, and a
+toy dataset goes through the CLIs, train (by its spec's recipe) -> defend (with its
+n) -> a tiny sweep, reading <data dir>/<name>/<split>.npz, with nothing else changed.
+(Datasets registered from their data, an image folder or a tfds builder, go the same
+way in tests/test_data_sources.py.)"""
 
-The rest of the pipeline on a dataset the code base does not name (defend -> sweep ->
-figure through the CLIs, and the sweep's refusal of more images than the classifier
-gets right) runs in tests/test_data_sources.py, on datasets registered from their
-data; what an explicit registration adds is the user's own spec, checked here."""
+import json
 
 import jax
 import numpy as np
@@ -57,7 +57,8 @@ def toy(tmp_path, monkeypatch):
     datasets.unregister(TOY.name)
 
 
-def test_a_registered_dataset_trains_by_its_recipe_and_defends_with_its_n(toy, capsys):
+def test_a_registered_dataset_trains_defends_and_sweeps_through_the_clis(toy, capsys):
+    from eval import sweep
     from remix_jax import checkpoints, defend, load_pretrained
     from train import classifier, inpainter, reformer
 
@@ -87,6 +88,18 @@ def test_a_registered_dataset_trains_by_its_recipe_and_defends_with_its_n(toy, c
     assert datasets.spec_from_dict(meta["dataset_spec"]) == TOY
     # the recipe's 3 epochs of batches of 32 over the 350 training images (50 held out)
     assert meta["steps"] == 3 * (350 // 32) and meta["test"]["accuracy"] > 0.9
+
+    out = toy / "out" / "cw"
+    sweep.main(
+        ["--attack", "cw", "--dataset", "toy16", "--num-examples", "8",
+         "--binary-search-steps", "2", "--max-iterations", "100", "--initial-const", "100",
+         "--num-keys", "2", "--no-magnet", "--data-dir", data, "--checkpoint-root", str(root),
+         "--cache-dir", str(toy / "cache"), "--out", str(out)]
+    )  # fmt: skip
+    result = json.loads((toy / "out" / "cw.json").read_text())
+    assert result["dataset"] == "toy16" and [r["confidence"] for r in result["rows"]] == [0.0]
+    assert result["num_examples"] == 8 and result["rows"][0]["attack_success"] > 0
+    assert "reformer + mask-inpaint K=1 | all" in result["rows"][0]
 
     # a batch larger than the training set: refused in one line before any work
     capsys.readouterr()
