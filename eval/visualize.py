@@ -160,7 +160,7 @@ def main(argv=None) -> None:
     check_output_path(out)
     _start_runtime()
 
-    from remix_jax import data, keys, stages_figure
+    from remix_jax import data, keys, progress, stages_figure
     from remix_jax.pretrained import load_pretrained
 
     try:
@@ -186,7 +186,12 @@ def main(argv=None) -> None:
         args.dataset, args.attack, args.confidence, pre.remix.n_masks, source, args.seed
     )
     fig = stages_figure.draw(columns, indices, y, title, subtitle)
-    shown = stages_figure.drawn(columns, indices, y, title, subtitle)
+    inputs = {  # what the pixels are a function of, beside the texts
+        "weights": progress.fingerprint(pre.classifier_params, pre.remix),
+        "adversarial": progress.fingerprint(x_adv),
+        "iterations": args.iterations,
+    }
+    shown = stages_figure.drawn(columns, indices, y, title, subtitle, inputs)
     written = stages_figure.save_atomically(fig, out, shown)
     print("-> " + " / ".join(written) if written else f"{out}: already shows this, kept")
 

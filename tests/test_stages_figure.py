@@ -174,3 +174,29 @@ def test_a_rerun_writes_the_same_bytes_and_leaves_no_temp_files(tmp_path):
     geom = stages_figure.layout(2, 3)
     assert abs(width_px - geom.width * stages_figure.DPI) <= 1
     assert abs(height_px - geom.height * stages_figure.DPI) <= 1
+
+
+def test_the_drawn_stamp_ignores_float_noise_but_not_what_the_figure_shows():
+    """eval.visualize keeps a committed figure whose stamp matches: the stamp holds what
+    the pixels are a function of and the texts as rendered, so float noise of another
+    CPU is the same figure, while other inputs or another caption are not."""
+    from remix_jax import result_files
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(2, 4, 4, 1)).astype(np.float32)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+
+    def stamp(images, probs, inputs=None):
+        cols = [Column("clean", images, probs=probs), Column("delta", images - 0.5, "delta")]
+        return result_files.data_stamp(
+            stages_figure.drawn(
+                cols, np.array([4, 7]), np.array([0, 1]), "t", "s", inputs or {"weights": "abc"}
+            )  # fmt: skip
+        )
+
+    noise = rng.uniform(-1e-6, 1e-6, images.shape).astype(np.float32)
+    assert stamp(images + noise, probs + 1e-6) == stamp(images, probs)
+    assert stamp(images, probs[::-1]) != stamp(images, probs)  # other captions
+    other = np.array([[0.8, 0.2], [0.2, 0.8]], np.float32)
+    assert stamp(images, other) != stamp(images, probs)  # 90% -> 80%
+    assert stamp(images, probs, {"weights": "abd"}) != stamp(images, probs)

@@ -361,30 +361,28 @@ def draw(columns: list[Column], indices: np.ndarray, labels: np.ndarray, title: 
 
 
 def drawn(columns: list[Column], indices: np.ndarray, labels: np.ndarray, title: str,
-          subtitle: str) -> dict:  # fmt: skip
-    """What :func:`draw` shows, as :func:`remix_jax.result_files.data_stamp` takes it:
-    the texts, and each column's pixels at 8 bits and probabilities at the captions'
-    precision, so that float noise of another CPU does not count as another figure."""
-    import hashlib
-
-    def pixels(column: Column) -> str:
-        scale = np.round(np.asarray(column.images, np.float64) * 255)
-        return hashlib.sha256(scale.astype(np.int16).tobytes()).hexdigest()[:16]
-
+          subtitle: str, inputs: dict) -> dict:  # fmt: skip
+    """What a figure of :func:`draw` is, as :func:`remix_jax.result_files.data_stamp`
+    takes it: what its pixels are a function of (``inputs``: the weights'
+    fingerprints, the adversarial images' source, the mask seed) and what it shows as
+    text (titles, test indices, labels, every caption as rendered). Pixel values are
+    left out: float noise of another CPU would change their hash, not the figure.
+    """
+    captions = []
+    for column in columns:
+        if column.probs is not None:
+            predicted = np.argmax(column.probs, axis=-1)
+            shown = 100 * np.take_along_axis(column.probs, predicted[:, None], -1)[:, 0]
+            captions.append([f"{p} ({s:.1f}%)" for p, s in zip(predicted, shown, strict=True)])
+        else:
+            captions.append(column.kind)
     return {
+        "inputs": inputs,
         "title": title,
         "subtitle": subtitle,
         "indices": np.asarray(indices).tolist(),
         "labels": np.asarray(labels).tolist(),
-        "columns": [
-            {
-                "title": c.title,
-                "kind": c.kind,
-                "pixels": pixels(c),
-                "probs": None if c.probs is None else np.round(c.probs, 3).tolist(),
-            }
-            for c in columns
-        ],
+        "columns": [[c.title, text] for c, text in zip(columns, captions, strict=True)],
     }
 
 
