@@ -85,8 +85,11 @@ def committed_clean_results(dataset):
     return result, {row["defense"]: row for row in result["rows"]}
 
 
-def test_committed_clean_results_are_consistent():
+def test_committed_clean_results_are_consistent(mnist):
     result, rows = committed_clean_results("mnist")
+    # scored with the shipped REMIX's very weights
+    assert result["inpainter_weights"] == progress.fingerprint(mnist.remix.inpainter)
+    assert result["reformer_weights"] == progress.fingerprint(mnist.remix.reformer)
     bare = rows["none"]["accuracy"]
     assert bare >= 99.3
     for name, row in rows.items():
