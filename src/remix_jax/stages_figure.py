@@ -300,24 +300,26 @@ def _show(ax, image: np.ndarray, kind: str) -> None:
     ax.set_yticks([])
 
 
+def caption_text(column: Column, r: int) -> str:
+    """The caption under image ``r``: its prediction and confidence, a perturbation's
+    size, or "" (what :func:`draw` writes and :func:`drawn` records)."""
+    if column.probs is not None:
+        pred = int(np.argmax(column.probs[r]))
+        return f"{pred} ({100 * column.probs[r, pred]:.1f}%)"
+    if column.kind == "delta":
+        delta = column.images[r]
+        return f"L2 {np.linalg.norm(delta):.2f}, ±{np.abs(delta).max():.2f}"
+    return ""
+
+
 def _caption(ax, column: Column, r: int, label: int) -> None:
     """Under image ``r``: its prediction (green if ``label``), or a perturbation's size."""
     if column.probs is not None:
-        pred = int(np.argmax(column.probs[r]))
-        ax.set_xlabel(
-            f"{pred} ({100 * column.probs[r, pred]:.1f}%)",
-            fontsize=8.5,
-            labelpad=2,
-            color="tab:green" if pred == label else "tab:red",
-            weight="bold",
-        )
+        right = int(np.argmax(column.probs[r])) == label
+        ax.set_xlabel(caption_text(column, r), fontsize=8.5, labelpad=2,
+                      color="tab:green" if right else "tab:red", weight="bold")  # fmt: skip
     elif column.kind == "delta":
-        delta = column.images[r]
-        ax.set_xlabel(
-            f"L2 {np.linalg.norm(delta):.2f}, ±{np.abs(delta).max():.2f}",
-            fontsize=7.5,
-            labelpad=2,
-        )
+        ax.set_xlabel(caption_text(column, r), fontsize=7.5, labelpad=2)
 
 
 def draw(columns: list[Column], indices: np.ndarray, labels: np.ndarray, title: str, subtitle: str):
@@ -363,26 +365,21 @@ def draw(columns: list[Column], indices: np.ndarray, labels: np.ndarray, title: 
 def drawn(columns: list[Column], indices: np.ndarray, labels: np.ndarray, title: str,
           subtitle: str, inputs: dict) -> dict:  # fmt: skip
     """What a figure of :func:`draw` is, as :func:`remix_jax.result_files.data_stamp`
-    takes it: what its pixels are a function of (``inputs``: the weights'
-    fingerprints, the adversarial images' source, the mask seed) and what it shows as
-    text (titles, test indices, labels, every caption as rendered). Pixel values are
-    left out: float noise of another CPU would change their hash, not the figure.
+    takes it: what its pixels are a function of (``inputs``, e.g. the weights' and the
+    adversarial images' fingerprints and the rounds K) and what it shows as text
+    (titles, with the mask seed; test indices, labels, every caption as rendered).
+    Pixel values are left out: float noise of another CPU would change their hash, not
+    the figure.
     """
-    captions = []
-    for column in columns:
-        if column.probs is not None:
-            predicted = np.argmax(column.probs, axis=-1)
-            shown = 100 * np.take_along_axis(column.probs, predicted[:, None], -1)[:, 0]
-            captions.append([f"{p} ({s:.1f}%)" for p, s in zip(predicted, shown, strict=True)])
-        else:
-            captions.append(column.kind)
     return {
         "inputs": inputs,
         "title": title,
         "subtitle": subtitle,
         "indices": np.asarray(indices).tolist(),
         "labels": np.asarray(labels).tolist(),
-        "columns": [[c.title, text] for c, text in zip(columns, captions, strict=True)],
+        "columns": [
+            [c.title, c.kind, [caption_text(c, r) for r in range(len(c.images))]] for c in columns
+        ],
     }
 
 
