@@ -142,6 +142,28 @@ def test_a_rerun_that_reproduces_a_committed_sweep_keeps_its_file(dataset, tmp_p
     assert not provenance.reproduces(str(tmp_path / "absent.json"), result)
 
 
+def test_a_rerun_with_other_numbers_rewrites_and_says_what_moved_and_where_it_was_made(
+    tmp_path, capsys
+):
+    from remix_jax import provenance
+
+    old = {"machine": "Intel Xeon", "command": "a", "rows": [{"k": 0, "ok": 100.0, "l2": 1.3}]}
+    with open(tmp_path / "r.json", "w") as f:
+        json.dump(old, f)
+    written = []
+    new = {**old, "machine": "AMD EPYC", "rows": [{"k": 0, "ok": 99.9, "l2": 1.3}], "n": []}
+    assert provenance.write_unless_reproduced(
+        str(tmp_path / "r"), new, lambda path, res: written.append(res)
+    )
+    printed = capsys.readouterr().out
+    assert written == [new]
+    assert "2 differ; made on Intel Xeon" in printed
+    assert "rows[0].ok: 100.0 -> 99.9" in printed and "n: absent -> []" in printed
+    assert "l2" not in printed and "machine" not in printed.split("now:")[1]
+    assert not provenance.write_unless_reproduced(str(tmp_path / "r"), old, written.append)
+    assert "kept as committed" in capsys.readouterr().out and len(written) == 1
+
+
 def check_rows(result):
     """A sweep result's provenance and every row's internal consistency."""
     for key in ("settings", "command", "git_commit", "machine", "data_source", "clean"):

@@ -103,6 +103,48 @@ def finished(started: float) -> dict:
 RUN_FIELDS = ("command", "git_commit", "machine", "date", "wall_seconds")
 
 
+def _committed(path: str) -> dict | None:
+    """The JSON object at ``path``, or None if there is none (or it is not an object)."""
+    import json
+
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def _leaves(value, path: str = "") -> dict:
+    """``{"rows[0].none | all.mean": 0.1, ...}``: every scalar of a JSON value by its path."""
+    if isinstance(value, dict) and value:
+        return {
+            k: v for key, sub in value.items() for k, v in _leaves(sub, f"{path}.{key}").items()
+        }
+    if isinstance(value, list) and value:
+        return {
+            k: v for i, sub in enumerate(value) for k, v in _leaves(sub, f"{path}[{i}]").items()
+        }
+    return {path.removeprefix("."): value}
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """``"path: old -> new"`` for every number (or other leaf) that differs between two
+    results, :data:`RUN_FIELDS` left out; ``[]`` when they hold the same numbers.
+
+    Args:
+      old, new: results as JSON objects (``new`` after a JSON round trip).
+    """
+    a = _leaves({k: v for k, v in old.items() if k not in RUN_FIELDS})
+    b = _leaves({k: v for k, v in new.items() if k not in RUN_FIELDS})
+    missing = object()
+    return [
+        f"{path}: {a.get(path, 'absent')} -> {b.get(path, 'absent')}"
+        for path in sorted({*a, *b})
+        if a.get(path, missing) != b.get(path, missing)
+    ]
+
+
 def reproduces(path: str, result: dict) -> bool:
     """Whether the JSON result at ``path`` has the same numbers as ``result``.
 
@@ -112,33 +154,40 @@ def reproduces(path: str, result: dict) -> bool:
     """
     import json
 
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if not isinstance(old, dict):
-        return False
-    new = json.loads(json.dumps(result))
-
-    def numbers(d):
-        return {k: v for k, v in d.items() if k not in RUN_FIELDS}
-
-    return numbers(old) == numbers(new)
+    old = _committed(path)
+    return old is not None and not differences(old, json.loads(json.dumps(result)))
 
 
-def write_unless_reproduced(out: str, result: dict, write: Callable[[str, dict], None]) -> bool:
+def write_unless_reproduced(
+    out: str, result: dict, write: Callable[[str, dict], None], *, shown: int = 8
+) -> bool:
     """``write(out, result)`` unless ``<out>.json`` already holds these numbers.
 
     A rerun that reproduces a committed result leaves its files byte-identical (and
-    their provenance: the run that made the numbers). Says which on stdout.
+    their provenance: the run that made the numbers). A rerun that does not says what
+    moved (up to ``shown`` numbers) and on which machine the old numbers were made, so
+    a difference is never silent: a CW example crafted at kappa 0 sits on the decision
+    boundary, and another CPU's float order can tie its logits the other way.
 
     Returns:
       whether the files were written.
     """
-    if reproduces(out + ".json", result):
-        print(f"{out}.json already holds these numbers: kept as committed")
-        return False
+    import json
+
+    old = _committed(out + ".json")
+    if old is not None:
+        moved = differences(old, json.loads(json.dumps(result)))
+        if not moved:
+            print(f"{out}.json already holds these numbers: kept as committed")
+            return False
+        print(
+            f"{out}.json held other numbers ({len(moved)} differ; made on "
+            f"{old.get('machine', 'an unrecorded machine')}); now:"
+        )
+        for line in moved[:shown]:
+            print(f"  {line}")
+        if len(moved) > shown:
+            print(f"  ... and {len(moved) - shown} more")
     write(out, result)
     print(f"-> {out}.json and its tables and plots")
     return True
