@@ -160,6 +160,7 @@ def test_a_rerun_with_other_numbers_rewrites_and_says_what_moved_and_where_it_wa
     assert "2 differ; made on Intel Xeon" in printed
     assert "rows[0].ok: 100.0 -> 99.9" in printed and "n: absent -> []" in printed
     assert "l2" not in printed and "machine" not in printed.split("now:")[1]
+    assert provenance.differences({"a": [float("nan")]}, {"a": [float("nan")]}) == []
     assert not provenance.write_unless_reproduced(str(tmp_path / "r"), old, written.append)
     assert "kept as committed" in capsys.readouterr().out and len(written) == 1
 

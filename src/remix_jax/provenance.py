@@ -138,10 +138,14 @@ def differences(old: dict, new: dict) -> list[str]:
     a = _leaves({k: v for k, v in old.items() if k not in RUN_FIELDS})
     b = _leaves({k: v for k, v in new.items() if k not in RUN_FIELDS})
     missing = object()
+
+    def same(u, v) -> bool:  # a NaN recorded twice is the same number
+        return u == v or (isinstance(u, float) and isinstance(v, float) and u != u and v != v)
+
     return [
         f"{path}: {a.get(path, 'absent')} -> {b.get(path, 'absent')}"
         for path in sorted({*a, *b})
-        if a.get(path, missing) != b.get(path, missing)
+        if not same(a.get(path, missing), b.get(path, missing))
     ]
 
 
