@@ -37,34 +37,40 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The slowest test files (by --durations, this 2-core CPU) run first: pytest-xdist
-# hands whole files to its workers in collection order (--dist loadfile), and starting
-# the longest ones first keeps both cores busy to the end (longest-first scheduling:
-# a long file picked up last would run alone). Only the order changes.
+# The slowest test files (their seconds in a REMIX_TESTS_PROFILE run of the whole suite on
+# a 2-core CPU) run first: pytest-xdist hands whole files to its workers in collection
+# order (--dist loadfile, with --no-loadscope-reorder in pyproject's addopts: by default
+# xdist re-sorts the files by their number of tests, which ran the one-test end-to-end
+# files last), and starting the longest ones first keeps both cores busy to the end
+# (longest-first scheduling: a long file picked up last would run alone). Only the
+# order changes.
 SLOWEST_FIRST = (
-    "test_training.py",
     "test_attacks.py",
-    "test_apegan.py",
-    "test_magnet.py",
-    "test_sweep.py",
-    "test_adaptive.py",
-    "test_defense.py",
-    "test_runtime_sharding.py",
-    "test_detector.py",
-    "test_eval_adaptive.py",
-    "test_new_dataset.py",
+    "test_training.py",
     "test_data_sources.py",
-    "test_readme.py",
-    "test_robustness.py",
-    "test_apgd.py",
-    "test_own_classifier.py",
-    "test_models.py",
-    "test_bigger_images.py",
+    "test_eval_adaptive.py",
+    "test_defense.py",
+    "test_apegan.py",
+    "test_adaptive.py",
     "test_pretrained.py",
-    "test_masking.py",
-    "test_visualize.py",
+    "test_magnet.py",
+    "test_robustness.py",
+    "test_runtime_sharding.py",
+    "test_bigger_images.py",
     "test_defensegan.py",
+    "test_sweep.py",
+    "test_new_dataset.py",
+    "test_models.py",
+    "test_reliability_arguments.py",
+    "test_own_classifier.py",
+    "test_detector.py",
+    "test_apgd.py",
+    "test_reliability_inputs.py",
+    "test_visualize.py",
+    "test_readme.py",
+    "test_masking.py",
     "test_keys.py",
+    "test_reliability_cli.py",
 )
 
 
