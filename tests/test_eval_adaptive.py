@@ -200,9 +200,14 @@ def test_detector_plan_adds_detector_aware_runs_and_knows_every_score():
 @pytest.mark.parametrize(
     "attack, budget",
     [
-        (["pgd", "--steps", "1", "--budgets", "0.1"], {}),
+        # PGD at the tiny evaluation's settings (above): its programs come compiled
+        ("pgd --steps 2 --budgets 0.1 --num-examples 4 --samples 2 --num-keys 2", {}),
         # CW: the adaptive minimum-distortion attack, search steps begun warm
-        (["cw", "--binary-search-steps", "1", "--max-iterations", "2"], {"warm_start": True}),
+        (
+            "cw --binary-search-steps 1 --max-iterations 2 --num-examples 2 --samples 1 "
+            "--num-keys 1",
+            {"warm_start": True},
+        ),
     ],
 )
 def test_eot_warm_starts_from_the_oblivious_example(
@@ -212,7 +217,7 @@ def test_eot_warm_starts_from_the_oblivious_example(
 
     from remix_jax import attack_registry
 
-    calls, real = [], attack_registry.get(attack[0]).resolve()
+    calls, real = [], attack_registry.get(attack.split()[0]).resolve()
 
     def recording(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -221,9 +226,8 @@ def test_eot_warm_starts_from_the_oblivious_example(
 
     monkeypatch.setattr(attack_registry.AttackSpec, "resolve", lambda self: recording)
     adaptive.main(
-        ["--attack", *attack, "--num-examples", "2", "--samples", "1", "--threats",
-         "oblivious", "eot-warm", "--num-keys", "1", "--cache-dir", str(tmp_path / "cache"),
-         "--out", str(tmp_path / "out")]
+        ["--attack", *attack.split(), "--threats", "oblivious", "eot-warm",
+         "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
     )  # fmt: skip
     (first, transfer), (warm, _) = calls
     assert "start" not in first and "warm_start" not in first
