@@ -128,25 +128,41 @@ def _leaves(value, path: str = "") -> dict:
     return {path.removeprefix("."): value}
 
 
+# A float that moved by less than this (relative) is rounding: another CPU's float order
+# moves float32 scores and thresholds by ~1e-6-1e-4; a counted image moves them more.
+ROUNDING = 1e-4
+
+
+def _change(u, v) -> float:
+    """How far a leaf that differs moved: relative for two floats, ``inf`` otherwise."""
+    if isinstance(u, float) and isinstance(v, float) and u == u and v == v:
+        return abs(u - v) / max(abs(u), abs(v))
+    return float("inf")
+
+
+def _moved(old: dict, new: dict) -> list[tuple[str, object, object, float]]:
+    """(path, old, new, change) of every leaf that differs, :data:`RUN_FIELDS` left out,
+    largest change first (a NaN recorded twice is the same number)."""
+    a = _leaves({k: v for k, v in old.items() if k not in RUN_FIELDS})
+    b = _leaves({k: v for k, v in new.items() if k not in RUN_FIELDS})
+    moved = []
+    for path in sorted({*a, *b}):
+        u, v = a.get(path, "absent"), b.get(path, "absent")
+        nans = isinstance(u, float) and isinstance(v, float) and u != u and v != v
+        if (path in a) != (path in b) or not (u == v or nans):
+            moved.append((path, u, v, _change(u, v)))
+    return sorted(moved, key=lambda m: -m[3])  # stable: paths in order within a change
+
+
 def differences(old: dict, new: dict) -> list[str]:
     """``"path: old -> new"`` for every number (or other leaf) that differs between two
-    results, :data:`RUN_FIELDS` left out; ``[]`` when they hold the same numbers.
+    results, :data:`RUN_FIELDS` left out, largest (relative) change first; ``[]`` when
+    they hold the same numbers.
 
     Args:
       old, new: results as JSON objects (``new`` after a JSON round trip).
     """
-    a = _leaves({k: v for k, v in old.items() if k not in RUN_FIELDS})
-    b = _leaves({k: v for k, v in new.items() if k not in RUN_FIELDS})
-    missing = object()
-
-    def same(u, v) -> bool:  # a NaN recorded twice is the same number
-        return u == v or (isinstance(u, float) and isinstance(v, float) and u != u and v != v)
-
-    return [
-        f"{path}: {a.get(path, 'absent')} -> {b.get(path, 'absent')}"
-        for path in sorted({*a, *b})
-        if not same(a.get(path, missing), b.get(path, missing))
-    ]
+    return [f"{path}: {u} -> {v}" for path, u, v, _ in _moved(old, new)]
 
 
 def reproduces(path: str, result: dict) -> bool:
@@ -180,16 +196,18 @@ def write_unless_reproduced(
 
     old = _committed(out + ".json")
     if old is not None:
-        moved = differences(old, json.loads(json.dumps(result)))
+        moved = _moved(old, json.loads(json.dumps(result)))
         if not moved:
             print(f"{out}.json already holds these numbers: kept as committed")
             return False
+        rounding = sum(change < ROUNDING for *_, change in moved)
         print(
-            f"{out}.json held other numbers ({len(moved)} differ; made on "
-            f"{old.get('machine', 'an unrecorded machine')}); now:"
+            f"{out}.json held other numbers ({len(moved)} differ, {rounding} of them by "
+            f"less than {ROUNDING:g} relative: float rounding; made on "
+            f"{old.get('machine', 'an unrecorded machine')}); now, largest change first:"
         )
-        for line in moved[:shown]:
-            print(f"  {line}")
+        for path, u, v, _ in moved[:shown]:
+            print(f"  {path}: {u} -> {v}")
         if len(moved) > shown:
             print(f"  ... and {len(moved) - shown} more")
     write(out, result)
