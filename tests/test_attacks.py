@@ -221,7 +221,8 @@ def test_host_and_device_loops_agree(linear_setup):
 
 def test_a_start_point_begins_the_search_where_it_already_succeeds(linear_setup):
     """A start that is already adversarial: with a constant too small to get there from
-    x in one short search step, the attack succeeds from it, and only moves closer."""
+    x in one search step (100 iterations), the attack succeeds from it, and only moves
+    closer."""
     logits_fn, _, _, x, labels = linear_setup
     far = cw_l2(
         logits_fn, x, labels, confidence=1.0, binary_search_steps=1, max_iterations=100,

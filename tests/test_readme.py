@@ -53,6 +53,4 @@ def test_the_readme_commands_are_those_their_committed_results_record():
                 with open(path) as f:
                     assert json.load(f)["command"] == command, stem
                 checked += 1
-    assert (
-        checked >= 5
-    )  # eval.clean, eval.logit_gaps, eval.robustness, eval.adaptive, eval.detector
+    assert checked >= 5, "eval.clean, logit_gaps, robustness, adaptive, detector"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shlex
@@ -115,67 +116,90 @@ def _committed(path: str) -> dict | None:
     return old if isinstance(old, dict) else None
 
 
-def _leaves(value, path: str = "") -> dict:
-    """``{"rows[0].none | all.mean": 0.1, ...}``: every scalar of a JSON value by its path."""
+def _leaves(value, path: tuple = ()) -> dict[tuple, object]:
+    """Every leaf of a JSON value (a scalar, or an empty list or object) by its path, a
+    tuple of keys and list indices (so no two places share a path)."""
     if isinstance(value, dict) and value:
-        return {
-            k: v for key, sub in value.items() for k, v in _leaves(sub, f"{path}.{key}").items()
-        }
+        return {k: v for key, sub in value.items() for k, v in _leaves(sub, (*path, key)).items()}
     if isinstance(value, list) and value:
-        return {
-            k: v for i, sub in enumerate(value) for k, v in _leaves(sub, f"{path}[{i}]").items()
-        }
-    return {path.removeprefix("."): value}
+        return {k: v for i, sub in enumerate(value) for k, v in _leaves(sub, (*path, i)).items()}
+    return {path: value}
 
 
-# A float that moved by less than this (relative) is rounding: another CPU's float order
-# moves float32 scores and thresholds by ~1e-6-1e-4; a counted image moves them more.
+def _path_text(path: tuple) -> str:
+    """``rows[0].auc.REMIX copies-JSD``: a leaf's path as :func:`differences` prints it."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).removeprefix(".")
+
+
+# A float that moved by less than this (relative) is most likely rounding: another CPU's
+# float order moves float32 scores and thresholds by ~1e-6-1e-4; one counted image more
+# or less moves them by more.
 ROUNDING = 1e-4
+
+_ABSENT = object()  # a leaf on one side only
 
 
 def _change(u, v) -> float:
-    """How far a leaf that differs moved: relative for two floats, ``inf`` otherwise."""
-    if isinstance(u, float) and isinstance(v, float) and u == u and v == v:
-        return abs(u - v) / max(abs(u), abs(v))
-    return float("inf")
+    """How far a leaf that differs moved: relative for two finite numbers, else ``inf``."""
+    numbers = all(
+        isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in (u, v)
+    )
+    return abs(u - v) / max(abs(u), abs(v)) if numbers else math.inf
 
 
-def _moved(old: dict, new: dict) -> list[tuple[str, object, object, float]]:
-    """(path, old, new, change) of every leaf that differs, :data:`RUN_FIELDS` left out,
-    largest change first (a NaN recorded twice is the same number)."""
-    a = _leaves({k: v for k, v in old.items() if k not in RUN_FIELDS})
-    b = _leaves({k: v for k, v in new.items() if k not in RUN_FIELDS})
+def _numbers(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in RUN_FIELDS}
+
+
+def _moved(old: dict, new: dict) -> list[tuple[tuple, object, object, float]]:
+    """(path, old, new, change) of every leaf that differs, largest change first.
+
+    :data:`RUN_FIELDS` are left out; a leaf on one side only is ``_ABSENT`` on the
+    other; a NaN recorded twice is the same number.
+    """
+    a, b = _leaves(_numbers(old)), _leaves(_numbers(new))
     moved = []
-    for path in sorted({*a, *b}):
-        u, v = a.get(path, "absent"), b.get(path, "absent")
+    for path in sorted({*a, *b}, key=repr):
+        u, v = a.get(path, _ABSENT), b.get(path, _ABSENT)
         nans = isinstance(u, float) and isinstance(v, float) and u != u and v != v
-        if (path in a) != (path in b) or not (u == v or nans):
+        if not (u == v or nans):
             moved.append((path, u, v, _change(u, v)))
-    return sorted(moved, key=lambda m: -m[3])  # stable: paths in order within a change
+    return sorted(moved, key=lambda m: -m[3])  # stable: in path order within a change
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """``"path: old -> new"`` for every number (or other leaf) that differs between two
-    results, :data:`RUN_FIELDS` left out, largest (relative) change first; ``[]`` when
-    they hold the same numbers.
+    """What moved between two results, largest (relative) change first.
 
     Args:
-      old, new: results as JSON objects (``new`` after a JSON round trip).
+      old: a result as a JSON object (e.g. the committed file's).
+      new: another, after a JSON round trip.
+
+    Returns:
+      ``"rows[0].fooled: 1000 -> 999"`` for every leaf that differs (:data:`RUN_FIELDS`
+      left out; ``absent`` where one side lacks it); ``[]`` for the same numbers.
     """
-    return [f"{path}: {u} -> {v}" for path, u, v, _ in _moved(old, new)]
+    return [_moved_text(m) for m in _moved(old, new)]
+
+
+def _moved_text(moved: tuple) -> str:
+    path, u, v, _ = moved
+    u, v = ("absent" if w is _ABSENT else repr(w) for w in (u, v))
+    return f"{_path_text(path)}: {u} -> {v}"
 
 
 def reproduces(path: str, result: dict) -> bool:
     """Whether the JSON result at ``path`` has the same numbers as ``result``.
 
-    Equal but for :data:`RUN_FIELDS`, after a JSON round trip. A command that
-    reproduces its committed result keeps the committed files (and so the provenance
-    of the run that made the numbers) byte-identical instead of rewriting them.
+    Equal but for :data:`RUN_FIELDS`, after a JSON round trip, leaf by leaf
+    (:func:`differences` is empty; ``100`` and ``100.0`` are the same number, so is a
+    NaN recorded twice). A command that reproduces its committed result keeps the
+    committed files (and so the provenance of the run that made the numbers)
+    byte-identical instead of rewriting them.
     """
     import json
 
     old = _committed(path)
-    return old is not None and not differences(old, json.loads(json.dumps(result)))
+    return old is not None and not _moved(old, json.loads(json.dumps(result)))
 
 
 def write_unless_reproduced(
@@ -185,29 +209,35 @@ def write_unless_reproduced(
 
     A rerun that reproduces a committed result leaves its files byte-identical (and
     their provenance: the run that made the numbers). A rerun that does not says what
-    moved (up to ``shown`` numbers) and on which machine the old numbers were made, so
-    a difference is never silent: a CW example crafted at kappa 0 sits on the decision
-    boundary, and another CPU's float order can tie its logits the other way.
+    moved and on which machine the old numbers were made, so a difference is never
+    silent: a CW example crafted at kappa 0 sits on the decision boundary, and another
+    CPU's float order can tie its logits the other way.
+
+    Args:
+      out: the result's path without its suffix (``<out>.json``, ``.md``, ...).
+      result: the new result (JSON-able).
+      write: ``write(out, result)`` writes every file of the result.
+      shown: how many moved numbers to print at most.
 
     Returns:
       whether the files were written.
     """
-    import json
-
+    if reproduces(out + ".json", result):
+        print(f"{out}.json already holds these numbers: kept as committed")
+        return False
     old = _committed(out + ".json")
     if old is not None:
+        import json
+
         moved = _moved(old, json.loads(json.dumps(result)))
-        if not moved:
-            print(f"{out}.json already holds these numbers: kept as committed")
-            return False
         rounding = sum(change < ROUNDING for *_, change in moved)
         print(
             f"{out}.json held other numbers ({len(moved)} differ, {rounding} of them by "
-            f"less than {ROUNDING:g} relative: float rounding; made on "
+            f"less than {ROUNDING:g} relative, likely float rounding; made on "
             f"{old.get('machine', 'an unrecorded machine')}); now, largest change first:"
         )
-        for path, u, v, _ in moved[:shown]:
-            print(f"  {path}: {u} -> {v}")
+        for m in moved[:shown]:
+            print(f"  {_moved_text(m)}")
         if len(moved) > shown:
             print(f"  ... and {len(moved) - shown} more")
     write(out, result)
