@@ -13,8 +13,8 @@ run() { echo "== $(date -u +%H:%M:%S) $*"; "${PYTHON:-python}" "$@"; }
 # Done (each file records its command and commit): every MNIST table (1fdb040 and
 # later), and with the shipped classifier-aware CIFAR-10 inpainter (46c072f) the
 # CIFAR-10 clean table, the Fig. 2 CW and EAD sweeps and fig2, the adaptive L-inf runs
-# and the CW detector (their lines below now reproduce the committed files). Left:
-# CIFAR-10's EAD detector and adaptive L2 runs (the new inpainter's weights give the
+# and both detectors (their lines below now reproduce the committed files). Left:
+# CIFAR-10's adaptive L2 runs (the new inpainter's weights give the
 # adaptive runs new cache names, so they craft again: ~1 h on 2 cores).
 run -m eval.detector --dataset cifar10 --attack cw --preset cpu
 run -m eval.detector --dataset cifar10 --attack ead --preset cpu
