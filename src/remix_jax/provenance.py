@@ -222,14 +222,14 @@ def write_unless_reproduced(
     Returns:
       whether the files were written.
     """
-    if reproduces(out + ".json", result):
-        print(f"{out}.json already holds these numbers: kept as committed")
-        return False
-    old = _committed(out + ".json")
-    if old is not None:
-        import json
+    import json
 
+    old = _committed(out + ".json")  # read and compared once (reproduces' rule)
+    if old is not None:
         moved = _moved(old, json.loads(json.dumps(result)))
+        if not moved:
+            print(f"{out}.json already holds these numbers: kept as committed")
+            return False
         rounding = sum(change < ROUNDING for *_, change in moved)
         print(
             f"{out}.json held other numbers ({len(moved)} differ, {rounding} of them by "
