@@ -11,11 +11,10 @@ cd "$(dirname "$0")/.."
 if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; fi
 run() { echo "== $(date -u +%H:%M:%S) $*"; "${PYTHON:-python}" "$@"; }
 # Done (each file records its command and commit): every MNIST table (1fdb040 and
-# later), and with the shipped classifier-aware CIFAR-10 inpainter (46c072f) the
-# CIFAR-10 clean table, the Fig. 2 CW and EAD sweeps and fig2, the adaptive L-inf runs
-# and both detectors (their lines below now reproduce the committed files). Left:
-# CIFAR-10's adaptive L2 runs (the new inpainter's weights give the
-# adaptive runs new cache names, so they craft again: ~1 h on 2 cores).
+# later), and with the shipped classifier-aware CIFAR-10 inpainter (46c072f) every
+# CIFAR-10 table: clean, the Fig. 2 CW and EAD sweeps and fig2, both adaptive tables
+# and both detectors. The lines below now reproduce the committed files from their
+# caches (kept as the record of how the last ones were made).
 run -m eval.detector --dataset cifar10 --attack cw --preset cpu
 run -m eval.detector --dataset cifar10 --attack ead --preset cpu
 run -m eval.adaptive --dataset cifar10 --attack pgd --norm linf --threats oblivious eot eot-warm --num-examples 100 --samples 4 --steps 100 --sanity
