@@ -4,7 +4,9 @@ Times one optimizer step (batch --batch-size, CIFAR-10 shapes by default) of the
 hidden-pixel MSE objective for each candidate architecture, and of the
 classifier-aware objective (one whole mask-inpaint round through the shipped
 classifier) for the shipped RED-Net, then converts to minutes per epoch of 45,000
-training images. Writes results/bench/inpainter_cost_<platform>[_<dataset>].json.
+training images. Also times what each architecture costs at test time: ``defend()``
+(the shipped reformer, then n masks inpainted, K = 1) in images per second. Writes
+results/bench/inpainter_cost_<platform>[_<dataset>].json.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from remix_jax.cli import HelpFormatter, add_dataset_flag, check_output_path, po
 # name -> AutoencoderConfig fields (channels and mask_channel are added)
 CANDIDATES = {
     "rednet 4x32 (shipped)": dict(features=(32,) * 4, strides=(1,) * 4),
+    "rednet 4x64": dict(features=(64,) * 4, strides=(1,) * 4),
     "unet 32-64-128": dict(features=(32, 64, 128), strides=(1, 2, 2), architecture="unet"),
     "unet 32-64-128-256": dict(
         features=(32, 64, 128, 256), strides=(1, 2, 2, 2), architecture="unet"
@@ -57,12 +60,30 @@ def step_seconds(task, batch, repeats: int) -> float:
     return float(np.median(times))
 
 
+def defend_images_per_second(remix, batch, repeats: int) -> float:
+    """Images per second of the jitted ``defend(remix, key, x)`` on a random batch
+    (the median of ``repeats`` timed calls after one that compiles)."""
+    import jax
+    import numpy as np
+
+    from remix_jax import defend
+
+    run = jax.jit(lambda remix, key, x: defend(remix, key, x))
+    x = np.random.default_rng(0).random(batch, dtype=np.float32)
+    _, _ = common.timed(run, remix, jax.random.key(0), x)
+    times = [common.timed(run, remix, jax.random.key(1 + i), x)[1] for i in range(repeats)]
+    return batch[0] / float(np.median(times))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_dataset_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--repeats", type=positive_int, default=5, help="timed steps per candidate")
     p.add_argument("--train-images", type=positive_int, default=45_000, help="images per epoch")
+    p.add_argument(
+        "--defend-batch", type=positive_int, default=256, help="images per timed defend() call"
+    )
     args = p.parse_args(argv)
     from remix_jax import runtime
 
@@ -80,14 +101,22 @@ def main(argv=None) -> None:
     spec = datasets.get(args.dataset)
     batch = (args.batch_size, *spec.image_shape)
     steps_per_epoch = args.train_images // args.batch_size
+    shipped_remix = pretrained.load_pretrained(args.dataset).remix
     rows = []
     for name, fields in CANDIDATES.items():
         config = AutoencoderConfig(channels=spec.channels, mask_channel=True, **fields)
         task = objectives.inpainter_task(config, spec.hw, spec.n_masks)
+        params = task.init(jax.random.key(0))
+        # the same defense with this architecture's (untrained) inpainter: the cost of a
+        # pass depends on the architecture, not on the weights
+        remix = shipped_remix.replace(inpainter=params, inpainter_config=config)
         rows.append({"candidate": name, "objective": "mse", "config": config.to_dict(),
-                     "params": objectives.param_count(task.init(jax.random.key(0))),
-                     "step_seconds": step_seconds(task, batch, args.repeats)})  # fmt: skip
-        print(f"{name}, mse: {rows[-1]['step_seconds']:.3f} s per step", flush=True)
+                     "params": objectives.param_count(params),
+                     "step_seconds": step_seconds(task, batch, args.repeats),
+                     "defend_images_per_second": defend_images_per_second(
+                         remix, (args.defend_batch, *spec.image_shape), args.repeats)})  # fmt: skip
+        print(f"{name}, mse: {rows[-1]['step_seconds']:.3f} s per step, defend() "
+              f"{rows[-1]['defend_images_per_second']:.0f} images/s", flush=True)  # fmt: skip
     model, weights = pretrained.load_classifier(args.dataset)
     variables = pretrained.as_variables(weights)
     config, shipped, _ = pretrained.load_autoencoder(args.dataset, "inpainter")
@@ -102,6 +131,7 @@ def main(argv=None) -> None:
     for row in rows:
         row["minutes_per_epoch"] = round(row["step_seconds"] * steps_per_epoch / 60, 1)
     common.write_json(path, {"dataset": args.dataset, "batch_size": args.batch_size,
+                             "defend_batch": args.defend_batch,
                              "steps_per_epoch": steps_per_epoch, "rows": rows,
                              **provenance.stamp()})  # fmt: skip
     print(f"-> {path}")
