@@ -92,3 +92,19 @@ def test_metadata_is_written_atomically(tmp_path):
     checkpoints.write_metadata(str(tmp_path), {"a": [1, 2]})
     assert json.loads((tmp_path / "meta.json").read_text()) == {"a": [1, 2]}
     assert not (tmp_path / "meta.json.tmp").exists()
+
+
+def test_latest_step_takes_the_listing_again_when_a_pruned_step_vanishes(tmp_path, monkeypatch):
+    """A run that prunes its old step between orbax's listing and its reading of that
+    step's timestamp made a concurrent latest_step raise FileNotFoundError."""
+    checkpoints.save(str(tmp_path), 3, {"w": np.ones(2, np.float32)})
+    real, calls = checkpoints._manager, []
+
+    def racing(directory, **kwargs):
+        calls.append(directory)
+        if len(calls) == 1:
+            raise FileNotFoundError(f"{directory}/2")  # the pruned step
+        return real(directory, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "_manager", racing)
+    assert checkpoints.latest_step(str(tmp_path)) == 3 and len(calls) == 2

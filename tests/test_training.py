@@ -337,6 +337,38 @@ def test_an_unusable_checkpoint_dir_fails_before_any_work(tmp_path, capsys, monk
     assert time.time() - started < 30  # before loading data or building anything
 
 
+def test_a_folder_another_process_trains_into_is_refused_and_kept(tmp_path, capsys, monkeypatch):
+    """Two runs on one folder would prune each other's checkpoints: the second is
+    refused in one line (the CLI before any work, fit as well), --fresh included, and
+    the first run's files stay; once the first process lets go, the folder is free."""
+    import fcntl
+
+    from train import reformer
+
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "7").mkdir()  # the other run's checkpoint
+    # the other process's lock: flock conflicts between two opens of the file even
+    # within one process, so this stands for another run
+    fd = os.open(busy / checkpoints.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"process 4242")
+    try:
+        with pytest.raises(SystemExit) as info:
+            reformer.main(["--checkpoint-dir", str(busy), "--fresh", "--data-dir", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "is in use: process 4242 is training into it" in err
+        assert err.count("\n") == 1 and (busy / "7").is_dir()  # one line; nothing deleted
+        with pytest.raises(checkpoints.CheckpointDirInUse):
+            training.fit(jax.random.key(0), None, None, (None, None), None, None, str(busy), {})
+    finally:
+        os.close(fd)  # the other process exits
+    checkpoints.prepare_dir(str(busy), fresh=True)  # now it is this process's
+    assert os.listdir(busy) == [checkpoints.LOCK_FILE]
+    checkpoints.claim(str(busy))  # claiming it again is a no-op
+
+
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_recipe_restores_the_shipped_classifier_with_its_optimizer_state(dataset):
     # rerunning `train.classifier` on a shipped checkpoint must resume (or only

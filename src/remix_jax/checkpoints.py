@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 
 META_FILE = "meta.json"
+LOCK_FILE = ".lock"  # held (flock) by the process training into the folder
+_claimed: dict[str, int] = {}  # folder -> the open lock file's descriptor, in this process
 
 
 class UnreadableCheckpoint(ValueError):
@@ -37,33 +40,91 @@ def _manager(directory: str, keep: int = 1, create: bool = True) -> ocp.Checkpoi
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+class CheckpointDirInUse(ValueError):
+    """Another process is training into the folder."""
+
+
+def claim(directory: str) -> None:
+    """Makes this process the only one that trains into ``directory`` until it exits.
+
+    Two runs on one folder would restore, save and prune each other's checkpoints (a
+    run started while another saves finds no finished checkpoint and starts over; the
+    first one's next save then deletes the newer step). An advisory lock
+    (``fcntl.flock`` on ``<directory>/.lock``) is held for the life of the process, so
+    a killed run releases it at once; claiming a folder this process holds is a no-op.
+    Where ``fcntl`` does not exist (Windows), nothing is locked.
+
+    Raises:
+      CheckpointDirInUse: another process holds ``directory``.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return
+    directory = os.path.abspath(directory)
+    if directory in _claimed:
+        return
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise CheckpointDirInUse(
+            f"--checkpoint-dir {directory} is in use: {owner} is training into it; "
+            "wait for it to finish or pick another folder"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()}".encode())
+    _claimed[directory] = fd
+
+
 def prepare_dir(directory: str, fresh: bool = False) -> None:
-    """Makes ``directory`` ready for checkpoints (emptied first if ``fresh``), so that a
-    folder that cannot take them fails at once, not after hours of training.
+    """Makes ``directory`` ready for checkpoints (emptied first if ``fresh``) and claims
+    it for this process (:func:`claim`), so that a folder that cannot take them, or
+    that another run is training into, fails at once, not after hours of training.
 
     Raises:
       ValueError: ``directory`` is a file, cannot be created or is not writable.
+      CheckpointDirInUse: another process is training into ``directory``.
     """
     import shutil
 
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"--checkpoint-dir {directory} is a file, not a folder")
-    if fresh and os.path.isdir(directory):
-        shutil.rmtree(directory)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--checkpoint-dir {directory} cannot be created ({e.strerror})") from e
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ValueError(f"--checkpoint-dir {directory} is not writable")
+    claim(directory)  # before emptying it: --fresh must not delete another run's work
+    if fresh:
+        for name in os.listdir(directory):
+            if name != LOCK_FILE:
+                path = os.path.join(directory, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def latest_step(directory: str) -> int | None:
-    """The newest saved step in ``directory``, or None if it holds no checkpoint."""
-    if not os.path.isdir(directory):
-        return None
-    with _manager(directory, create=False) as manager:
-        return manager.latest_step()
+    """The newest saved step in ``directory``, or None if it holds no checkpoint.
+
+    Safe to call while a run trains into ``directory`` (a progress monitor, a test):
+    orbax lists the step folders and then reads each one's timestamp, and a step the
+    run prunes in between vanishes under it; the listing is then simply taken again.
+    """
+    for attempt in range(5):
+        if not os.path.isdir(directory):
+            return None
+        try:
+            with _manager(directory, create=False) as manager:
+                return manager.latest_step()
+        except FileNotFoundError:  # a step folder pruned between listing and reading
+            if attempt == 4:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
 
 
 def save(

@@ -198,7 +198,13 @@ def fit(
 
     Returns:
       (trained params, metadata as written).
+
+    Raises:
+      checkpoints.CheckpointDirInUse: another process is training into
+        ``checkpoint_dir``.
+      FloatingPointError: the validation loss or a metric is not finite (diverged).
     """
+    checkpoints.claim(checkpoint_dir)  # one run per folder (the CLIs claimed it already)
     images, labels = train
     steps_per_epoch = len(images) // config.batch_size
     if steps_per_epoch < 1:
