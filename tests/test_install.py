@@ -42,6 +42,8 @@ def shipped_files():
         top = os.path.join(REPO, "checkpoints", folder)
         for parent, _, names in os.walk(top):
             for name in names:
+                if name.startswith("."):  # e.g. a training run's .lock: never packaged
+                    continue
                 relative = os.path.relpath(os.path.join(parent, name), top)
                 files.add(f"remix_jax/_weights/{folder}/{relative}")
     return files

@@ -313,7 +313,9 @@ def test_cifar_classifier_cli_trains_a_narrow_resnet_that_loads_back(tmp_path, m
         train("3", "--learning-rate", "0.01")
     assert checkpoints.read_metadata(str(root / "cifar10" / "classifier")) == meta
     with pytest.raises(SystemExit):  # --width is the CIFAR-10 ResNet's
-        train_classifier.main(["--dataset", "mnist", "--width", "4"])
+        train_classifier.main(
+            ["--dataset", "mnist", "--width", "4", "--checkpoint-dir", str(root / "w")]
+        )
     # the same command on the finished run says so and leaves its files byte-identical
     meta_file = root / "cifar10" / "classifier" / checkpoints.META_FILE
     before = meta_file.read_bytes()
@@ -341,9 +343,9 @@ def test_a_folder_another_process_trains_into_is_refused_and_kept(tmp_path, caps
     """Two runs on one folder would prune each other's checkpoints: the second is
     refused in one line (the CLI before any work, fit as well), --fresh included, and
     the first run's files stay; once the first process lets go, the folder is free."""
-    import fcntl
-
     from train import reformer
+
+    fcntl = pytest.importorskip("fcntl")
 
     monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
     busy = tmp_path / "busy"
@@ -360,6 +362,9 @@ def test_a_folder_another_process_trains_into_is_refused_and_kept(tmp_path, caps
         err = capsys.readouterr().err
         assert info.value.code == 2 and "is in use: process 4242 is training into it" in err
         assert err.count("\n") == 1 and (busy / "7").is_dir()  # one line; nothing deleted
+        with pytest.raises(checkpoints.CheckpointDirInUse):  # --fresh empties nothing
+            checkpoints.prepare_dir(str(busy), fresh=True)
+        assert (busy / "7").is_dir()
         with pytest.raises(checkpoints.CheckpointDirInUse):
             training.fit(jax.random.key(0), None, None, (None, None), None, None, str(busy), {})
     finally:

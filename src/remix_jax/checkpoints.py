@@ -13,12 +13,15 @@ optimizer states come back as the same pytrees they were saved from. Never pickl
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
+
+logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 LOCK_FILE = ".lock"  # held (flock) by the process training into the folder
@@ -61,10 +64,10 @@ def claim(directory: str) -> None:
         import fcntl
     except ImportError:
         return
-    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    directory = os.path.realpath(directory)  # one folder, whichever path names it
     if directory in _claimed:
         return
-    os.makedirs(directory, exist_ok=True)
     fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -75,6 +78,10 @@ def claim(directory: str) -> None:
             f"--checkpoint-dir {directory} is in use: {owner} is training into it; "
             "wait for it to finish or pick another folder"
         ) from None
+    except OSError as e:  # a file system without locks (some network mounts)
+        os.close(fd)
+        logger.warning("cannot lock %s (%s): not guarded against a second run", directory, e)
+        return
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()}".encode())
     _claimed[directory] = fd
@@ -104,7 +111,10 @@ def prepare_dir(directory: str, fresh: bool = False) -> None:
         for name in os.listdir(directory):
             if name != LOCK_FILE:
                 path = os.path.join(directory, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
 
 
 def latest_step(directory: str) -> int | None:
