@@ -124,17 +124,19 @@ def latest_step(directory: str) -> int | None:
     orbax lists the step folders and then reads each one's timestamp, and a step the
     run prunes in between vanishes under it; the listing is then simply taken again.
     """
-    for attempt in range(5):
-        if not os.path.isdir(directory):
-            return None
+    for _ in range(4):
         try:
-            with _manager(directory, create=False) as manager:
-                return manager.latest_step()
+            return _newest_step(directory)
         except FileNotFoundError:  # a step folder pruned between listing and reading
-            if attempt == 4:
-                raise
             time.sleep(0.05)
-    raise AssertionError("unreachable")
+    return _newest_step(directory)  # the fifth try lets the error out
+
+
+def _newest_step(directory: str) -> int | None:
+    if not os.path.isdir(directory):
+        return None
+    with _manager(directory, create=False) as manager:
+        return manager.latest_step()
 
 
 def save(
