@@ -11,8 +11,9 @@ image counts as robust at a budget under a key only if it survives every attack
 there, and accuracy is judged over --num-keys keys the attacker never used. The bare
 classifier is judged by APGD-CE and APGD-T (AutoAttack standard's APGD parts; FAB-T
 and Square are not implemented, so its numbers are upper bounds of AutoAttack's), and
-MagNet's reformer (--defense magnet-reformer, deterministic) by the same two through
-the reformer with exact gradients, beside the transfer attacks.
+MagNet's reformer (--defense magnet-reformer) and APE-GAN's purifier (--defense
+apegan), both deterministic, by the same two through the purifier with exact
+gradients, beside the transfer attacks.
 The sanity checks of Carlini et al. (2019) are reported beside the numbers (--no-sanity
 drops them): a quarter of the draws or of the steps never leaves a lower accuracy, a
 large budget leaves ~0%, the bare classifier is at ~0% at the largest budget.
@@ -37,8 +38,26 @@ DEFENSES = {
     "remix": "reformer + mask-inpaint",
     "mask-inpaint": "mask-inpaint",
     "magnet-reformer": adaptive_plan.MAGNET_REFORMER,
+    "apegan": adaptive_plan.APE_GAN,
     "none": "none",
 }
+
+
+# the result's field naming a judged purifier's weights, and the loader of those weights
+BASELINE_WEIGHTS = {adaptive_plan.MAGNET_REFORMER: "magnet", adaptive_plan.APE_GAN: "apegan"}
+
+
+def load_purifiers(args, defense: str) -> dict:
+    """The judged purifier's transform and weights (empty unless ``defense`` is one),
+    from ``--checkpoint-root``; a missing checkpoint exits with one line."""
+    if defense not in adaptive_plan.PURIFIERS:
+        return {}
+    from remix_jax import adaptive_eval, pretrained
+
+    name = BASELINE_WEIGHTS[defense]
+    with cli.exit_on_load_errors():
+        weights = getattr(pretrained, f"load_{name}")(args.dataset, args.checkpoint_root)
+    return adaptive_eval.purifiers(**{name: weights})
 
 
 def parse(argv):
@@ -127,23 +146,18 @@ def main(argv=None) -> None:
     setup = setup_from(args)
     started = time.time()
     inputs = cli.load_eval_inputs(args)
-    magnet = None
-    if setup.defense == adaptive_plan.MAGNET_REFORMER:
-        from remix_jax.pretrained import load_magnet
-
-        with cli.exit_on_load_errors():
-            magnet = load_magnet(args.dataset, args.checkpoint_root)
+    purifiers = load_purifiers(args, setup.defense)
     robustness = robustness_eval.RobustnessEvaluation(
         setup,
         *inputs.attacked(),
         args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
         args.batch_size,
-        magnet=magnet,
+        purifiers=purifiers,
         classifier_weights=inputs.classifier_weights(),
     )
     parts = robustness_plan.plan(setup, datasets.get(args.dataset).num_classes)
-    # MagNet's weights, when judged, are part of what a resumed scoring must match
-    extra = {} if magnet is None else {"magnet_weights": progress.fingerprint(magnet)}
+    # a purifier's weights, when judged, are part of what a resumed scoring must match
+    extra = {f"{BASELINE_WEIGHTS[n]}_weights": p.weights for n, p in purifiers.items()}
     weights = inputs.weights() + "".join(f" {v}" for v in extra.values())
     scoring = progress.ProgressFile(
         out + ".progress.json", robustness_eval.scoring_identity(robustness, weights)

@@ -491,14 +491,16 @@ def test_every_run_of_a_committed_adaptive_result_is_in_its_committed_cache(
         args = adaptive.parse(shlex.split(json.load(f)["command"])[3:])
     setup = AdaptiveSetup.from_args(args)
     inputs = committed_inputs(args.dataset, args.num_examples)
-    magnet = None
+    purifiers = {}
     if adaptive_plan.MAGNET_REFORMER in setup.defenses:
+        from remix_jax.adaptive_eval import purifiers as load_purifiers
         from remix_jax.pretrained import load_magnet
 
-        magnet = load_magnet(args.dataset)
+        purifiers = load_purifiers(magnet=load_magnet(args.dataset))
     run = AdaptiveEvaluation(
         setup, *inputs.attacked(), args.cache_dir or adaptive_plan.default_cache_dir(args.dataset),
-        validation=lambda: None, magnet=magnet, classifier_weights=inputs.classifier_weights(),
+        validation=lambda: None, purifiers=purifiers,
+        classifier_weights=inputs.classifier_weights(),
     )  # fmt: skip
     missing = [r for r in adaptive_plan.plan(setup) if not os.path.isfile(run.identity(r)[1])]
     assert not missing, f"{len(missing)} runs not in the cache, e.g. {missing[0]}"

@@ -217,11 +217,24 @@ def test_committed_robustness_results_are_consistent_and_render_again(path):
     assert robustness_report.markdown(result) == path.with_suffix(".md").read_text()
 
 
-def test_magnet_reformer_is_judged_by_standard_apgd_through_the_reformer(tmp_path):
+def tiny_purifiers():
+    """A MagNet reformer and an APE-GAN purifier of random weights, tiny."""
     from test_magnet import tiny_magnet
 
-    s = setup(defense="MagNet reformer", budgets=(0.1,), steps=2, num_keys=2)
-    assert not s.randomized and s.judged == ["none", "MagNet reformer"]
+    from remix_jax import adaptive_eval, apegan
+
+    config = apegan.APEGANConfig(channels=1, width=4)
+    shape = (*MNIST[0], MNIST[1])
+    generator = apegan.init_params(jax.random.key(3), config, shape)["generator"]
+    return adaptive_eval.purifiers(
+        magnet=tiny_magnet(), apegan=apegan.APEGANParams(config, generator)
+    )
+
+
+@pytest.mark.parametrize("defense", ["MagNet reformer", "APE-GAN"])
+def test_a_purifier_is_judged_by_standard_apgd_through_it(tmp_path, defense):
+    s = setup(defense=defense, budgets=(0.1,), steps=2, num_keys=2)
+    assert not s.randomized and s.judged == ["none", defense]
     parts = robustness_plan.plan(s, num_classes=10)
     assert [(p.label, p.group, p.run["threat"]) for p in parts] == [
         ("APGD-CE", "bare", "oblivious"),
@@ -235,21 +248,26 @@ def test_magnet_reformer_is_judged_by_standard_apgd_through_the_reformer(tmp_pat
     logits_fn = linear_classifier()
     x = np.asarray(images(*MNIST, batch=4))
     y = np.asarray(jnp.argmax(logits_fn(x), -1))
+    purifiers = tiny_purifiers()
     run = robustness_eval.RobustnessEvaluation(
-        s, logits_fn, tiny_params(*MNIST), x, y, [0, 1, 2, 3], str(tmp_path), 4, tiny_magnet()
+        s, logits_fn, tiny_params(*MNIST), x, y, [0, 1, 2, 3], str(tmp_path), 4, purifiers
     )
     result = robustness_eval.evaluate(run, parts, log=lambda _: None)
     rows = {(r["label"], r["group"]): r for r in result["rows"]}
     for label in ("APGD-CE", "APGD-T"):
         white_box = rows[(label, "standard")]
-        # crafted on classifier(reform(x)) and judged there, one key: the attacker's own
+        # crafted on classifier(purify(x)) and judged there, one key: the attacker's own
         # verdict is the defense's accuracy (crafted on the bare classifier, it is not)
-        accuracy = white_box["accuracy"]["MagNet reformer"]
+        accuracy = white_box["accuracy"][defense]
         assert accuracy["std"] == 0 and accuracy["mean"] == 100 - white_box["attacker_success"]
         assert white_box["mean_linf"] <= 0.1 + 1e-6
     transfer = rows[("APGD-CE", "bare")]
-    assert transfer["accuracy"]["MagNet reformer"]["mean"] != 100 - transfer["attacker_success"]
-    assert {w["model"] for w in result["worst_case"]} == {"none", "MagNet reformer"}
-    assert "MagNet reformer" in result["clean"] and "varies_between_keys" not in result["clean"]
+    assert transfer["accuracy"][defense]["mean"] != 100 - transfer["attacker_success"]
+    assert {w["model"] for w in result["worst_case"]} == {"none", defense}
+    assert defense in result["clean"] and "varies_between_keys" not in result["clean"]
+    # each purifier's runs are named by its own weights: none shares a cache file
+    other = next(n for n in purifiers if n != defense)
+    assert purifiers[defense].weights != purifiers[other].weights
+    assert run._evaluation(parts[2]).attacked_weights(defense) == purifiers[defense].weights
     names = [c["check"] for c in result["sanity"]]
     assert names[0].startswith("bare classifier") and "a large budget leaves ~0%" in names

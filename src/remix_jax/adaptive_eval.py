@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from remix_jax import attack_registry, evaluation, keys, progress, sharding
+from remix_jax import adaptive_plan, attack_registry, evaluation, keys, progress, sharding
 from remix_jax import detector as detector_lib
 from remix_jax import magnet as magnet_lib
 from remix_jax.adaptive_plan import (
+    APE_GAN,
     HINGE,
     MAGNET_REFORMER,
     AdaptiveSetup,
@@ -35,14 +36,46 @@ from remix_jax.attacks import adaptive
 from remix_jax.defense import RemixParams, defend
 
 
-def attacked_weights(remix: dict, magnet, defense: str) -> str | None:
+@dataclasses.dataclass(frozen=True)
+class Purifier:
+    """A deterministic baseline: the classifier behind ``transform``, attacked with the
+    transform's exact gradient and scored without keys.
+
+    Attributes:
+      transform: ``fn(x (B, H, W, C)) -> (B, H, W, C)``, jittable and differentiable.
+      weights: :func:`remix_jax.progress.fingerprint` of what it depends on (part of
+        every run's identity against it).
+    """
+
+    transform: Callable
+    weights: str
+
+
+def purifiers(magnet=None, apegan=None) -> dict[str, Purifier]:
+    """The deterministic baselines of :data:`remix_jax.adaptive_plan.PURIFIERS` given
+    their weights: "MagNet reformer" (``magnet``: MagNet's weights; the detectors are
+    not part of it) and "APE-GAN" (``apegan``: :class:`remix_jax.apegan.APEGANParams`)."""
+    out = {}
+    if magnet is not None:
+        # the whole of MagNet's weights: the committed runs' identities were named so
+        weights = progress.fingerprint(magnet)
+        out[MAGNET_REFORMER] = Purifier(lambda z: magnet_lib.reform(magnet, z), weights)
+    if apegan is not None:
+        from remix_jax import apegan as apegan_lib
+
+        weights = progress.fingerprint(apegan.generator)
+        out[APE_GAN] = Purifier(apegan_lib.purifier(apegan), weights)
+    return out
+
+
+def attacked_weights(remix: dict, purifiers: dict, defense: str) -> str | None:
     """:func:`remix_jax.progress.fingerprint` of what a run against ``defense`` attacks:
-    the REMIX variant's weights, masks and layout (``remix``: by defense name), or
-    MagNet's weights for "MagNet reformer"; None for "none" (the bare classifier)."""
+    the REMIX variant's weights, masks and layout (``remix``: by defense name), or a
+    purifier's weights (``purifiers``: by name); None for "none" (the bare classifier)."""
     if defense == "none":
         return None
-    if defense == MAGNET_REFORMER:
-        return progress.fingerprint(magnet)
+    if defense in purifiers:
+        return purifiers[defense].weights
     params = remix[defense]
     return progress.fingerprint(params, params.n_masks, params.per_channel)
 
@@ -59,8 +92,9 @@ class AdaptiveEvaluation:
       cache_dir: where crafted runs are kept.
       validation: ``() -> (M, H, W, C)`` clean validation images, loaded only if the
         detector needs calibrating.
-      magnet: MagNet's weights, for the deterministic defense "MagNet reformer"
-        (``classifier(reform(x))``, attacked and scored without keys).
+      purifiers: the deterministic baselines by name (:func:`purifiers`), for the
+        defenses of :data:`remix_jax.adaptive_plan.PURIFIERS` (``classifier(purify(x))``,
+        attacked with exact gradients and scored without keys).
       models: the attacked models by (defense, BPDA components, draws), shared between
         evaluations of the same classifier and defense so that each compiles once
         (None: this evaluation's own).
@@ -80,7 +114,7 @@ class AdaptiveEvaluation:
         cache_dir: str,
         validation: Callable[[], np.ndarray],
         models: dict | None = None,
-        magnet=None,
+        purifiers: dict[str, Purifier] | None = None,
         classifier_weights: str | None = None,
     ):
         self.setup, self.logits_fn, self.x, self.y = setup, logits_fn, x, y
@@ -93,11 +127,11 @@ class AdaptiveEvaluation:
         # one logits function per (defense, bpda, samples)
         self._models: dict = {} if models is None else models
         self._thresholds: dict[str, float] = {}
-        self.magnet = magnet
+        self.purifiers = dict(purifiers or {})
         self.defenses = {"none": evaluation.Defense(False, self._bare_predict)}
         for name in setup.defenses:
-            if name == MAGNET_REFORMER:
-                self.defenses[name] = evaluation.Defense(False, self._reformed_predict)
+            if name in adaptive_plan.PURIFIERS:
+                self.defenses[name] = evaluation.Defense(False, self._purified_predict(name))
                 continue
             self.defenses[name] = evaluation.Defense(
                 True,
@@ -110,7 +144,7 @@ class AdaptiveEvaluation:
     def attacked_weights(self, defense: str) -> str | None:
         """The fingerprint of the weights a run against ``defense`` attacks (None for
         the bare classifier: the setup names it)."""
-        return attacked_weights(self.remix, self.magnet, defense)
+        return attacked_weights(self.remix, self.purifiers, defense)
 
     def identity(self, run: dict) -> tuple[dict, str, jax.Array]:
         """The run's settings, cache path and attacker key (derived from the settings)."""
@@ -170,7 +204,7 @@ class AdaptiveEvaluation:
             fn = self._model(run)
             if run["threat"] == "fixed":
                 fn = adaptive.fixed_masks(fn, key)
-            # a deterministic defense (MagNet's reformer) is attacked as a plain model
+            # a deterministic defense (a purifier) is attacked as a plain model
             kwargs = self.spec.randomized(key) if self.defenses[run["defense"]].randomized else {}
         attack = self.spec.resolve()
         if not self.setup.epsilon:
@@ -196,8 +230,8 @@ class AdaptiveEvaluation:
         )
 
     def _model(self, run: dict):
-        if run["defense"] == MAGNET_REFORMER:
-            return self._reformed_logits()
+        if run["defense"] in adaptive_plan.PURIFIERS:
+            return self._purified_logits(run["defense"])
         bpda = ("reformer", "mask-inpaint") if run["threat"] == "bpda" else ()
         name = (run["defense"], bpda, run["samples"])
         if name not in self._models:  # compiled once per model, not per run
@@ -251,21 +285,22 @@ class AdaptiveEvaluation:
         del key
         return evaluation.predict(self.logits_fn, x)
 
-    def _reformed_logits(self):
-        """``logits_fn(reform(x))``: the classifier behind MagNet's reformer, exact
+    def _purified_logits(self, name: str):
+        """``logits_fn(purify(x))``: the classifier behind the purifier ``name``, exact
         gradients (compiled once, shared with the other evaluations' models)."""
-        if self.magnet is None:
-            raise ValueError(f"the {MAGNET_REFORMER!r} defense needs magnet=")
-        if MAGNET_REFORMER not in self._models:
-            magnet, logits_fn = self.magnet, self.logits_fn
-            self._models[MAGNET_REFORMER] = jax.jit(
-                lambda z: logits_fn(magnet_lib.reform(magnet, z))
-            )
-        return self._models[MAGNET_REFORMER]
+        if name not in self.purifiers:
+            raise ValueError(f"the {name!r} defense needs its weights (purifiers=)")
+        if name not in self._models:
+            transform, logits_fn = self.purifiers[name].transform, self.logits_fn
+            self._models[name] = jax.jit(lambda z: logits_fn(transform(z)))
+        return self._models[name]
 
-    def _reformed_predict(self, key, x):
-        del key
-        return evaluation.predict(self._reformed_logits(), x)
+    def _purified_predict(self, name: str):
+        def predict(key, x):
+            del key
+            return evaluation.predict(self._purified_logits(name), x)
+
+        return predict
 
     def _remix_predict(self, params: RemixParams):
         def predict(key, x):

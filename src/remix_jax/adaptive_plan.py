@@ -25,8 +25,11 @@ from remix_jax import attack_registry
 DEFENSES = ("mask-inpaint", "reformer + mask-inpaint")
 # remix_jax.detector.SCORES, named here without importing JAX (eval.adaptive's choices)
 DETECTOR_SCORES = ("inpaint-L2", "copies-JSD", "copies-disagree", "output-JSD")
-# a deterministic baseline an evaluation may judge beside REMIX (given MagNet's weights)
+# the deterministic baselines an evaluation may judge beside REMIX, each a purifier in
+# front of the classifier (given its weights: remix_jax.adaptive_eval.purifiers)
 MAGNET_REFORMER = "MagNet reformer"
+APE_GAN = "APE-GAN"
+PURIFIERS = (MAGNET_REFORMER, APE_GAN)
 THREATS = ("oblivious", "eot", "bpda", "fixed", "eot-warm")
 # detector-aware attacks pay weight * max(score / threshold - HINGE, 0); PENALTY names
 # the formula in each run's cache settings, so a new formula never reuses old images

@@ -38,7 +38,8 @@ class RobustnessEvaluation:
       indices: their test-set indices (part of every cache's identity).
       cache_dir: where crafted batches are kept.
       batch_size: images crafted per cache file.
-      magnet: MagNet's weights, to judge its reformer (defense "MagNet reformer").
+      purifiers: the deterministic baselines' transforms and weights, by name
+        (:func:`remix_jax.adaptive_eval.purifiers`), to judge one of them.
       classifier_weights: the classifier's fingerprint, as :class:`AdaptiveEvaluation`
         takes it.
     """
@@ -53,10 +54,11 @@ class RobustnessEvaluation:
         indices: Sequence[int],
         cache_dir: str,
         batch_size: int,
-        magnet=None,
+        purifiers: dict | None = None,
         classifier_weights: str | None = None,
     ):
-        self.setup, self.logits_fn, self.remix, self.magnet = setup, logits_fn, remix, magnet
+        self.setup, self.logits_fn, self.remix = setup, logits_fn, remix
+        self.purifiers = purifiers
         self.classifier_weights = classifier_weights
         self.x, self.y, self.indices = x, y, list(indices)
         self.cache_dir, self.batch_size = cache_dir, batch_size
@@ -73,7 +75,7 @@ class RobustnessEvaluation:
             self.cache_dir,
             validation=lambda: None,  # no detector: never called
             models=self._models,
-            magnet=self.magnet,
+            purifiers=self.purifiers,
             classifier_weights=self.classifier_weights,
         )
 

@@ -9,7 +9,8 @@ transfer attacks themselves, whose examples are crafted on the bare classifier. 
 bare classifier is judged by AutoAttack's standard APGD parts, APGD-CE and APGD-T
 (targeted DLR over the 9 most likely other classes); the standard protocol's FAB-T and
 Square are not implemented, so its bare numbers are upper bounds of AutoAttack's. A
-deterministic defense (MagNet's reformer) gets the same two parts through it, with
+deterministic defense (MagNet's reformer, APE-GAN's purifier) gets the same two parts
+through it, with
 exact gradients (group "standard"), beside the transfer attacks.
 
 An image counts as robust at a budget, under an evaluation key, only if it survives
@@ -29,7 +30,7 @@ import dataclasses
 from remix_jax import adaptive_plan
 from remix_jax.adaptive_plan import AdaptiveSetup
 
-DEFENSES = ("reformer + mask-inpaint", "mask-inpaint", adaptive_plan.MAGNET_REFORMER, "none")
+DEFENSES = ("reformer + mask-inpaint", "mask-inpaint", *adaptive_plan.PURIFIERS, "none")
 # the fixed-mask threat is a sanity check of eval.adaptive (it must succeed under the
 # attacker's own key), not an attack a defense is judged by
 PORTFOLIO = ("eot", "eot-warm", "bpda")
