@@ -8,6 +8,10 @@ Compiled programs go to a compilation cache that lives for this run only: a prog
 compiled again (each ``training.fit`` jits its step anew, so a resumed run, a second
 trainer or a second test compiles the same step) is loaded from it instead. The cache
 is keyed by the program, compiler options and flags, so it changes no result.
+
+XLA compiles the suite's programs with two options that halve its compile time
+(:data:`TEST_XLA_FLAGS`); tests/test_runtime_sharding.py computes the same programs
+in a fresh process with the flags users get and checks that the results agree.
 """
 
 import atexit
@@ -34,6 +38,22 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+# Compiling takes ~77% of the suite's time (XLA's CPU compiler on many small programs;
+# REMIX_TESTS_PROFILE below). XLA's older elemental emitters instead of its MLIR fusion
+# emitters, and LLVM at -O1 instead of -O2, halve it (tests/test_defense.py serially:
+# 51 s -> 24 s); the compiled programs compute the same functions, checked against the
+# default flags by tests/test_runtime_sharding.py (defend, a classifier, CW, PGD with
+# EOT, a training run), and they run at most a few times slower, which tiny models
+# never notice. -O0 is not used: it miscompiles (a width-4 CIFARResNet's SGD step gives
+# NaN from step 2). Set REMIX_TESTS_XLA_FLAGS="" to test with users' flags.
+TEST_XLA_FLAGS = os.environ.get(
+    "REMIX_TESTS_XLA_FLAGS",
+    "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1",
+)
+if TEST_XLA_FLAGS and TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    # read by XLA when this process (and each subprocess a test starts) first computes
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,7 +2,9 @@
 
 XLA reads its flags once per process: one fresh process (two host devices, the CPU
 convolution flag the other way round from this process) computes everything that
-needs them, while this process (one device) computes the reference.
+needs them, while this process (one device) computes the reference. The fresh process
+compiles with the flags users get, this one with the suite's faster-compiling ones
+(conftest.TEST_XLA_FLAGS): the comparisons also check that those change no result.
 """
 
 import json
@@ -214,6 +216,11 @@ def fresh(runs):
 def test_cpu_conv_flag_does_not_change_results(fresh, plain):
     if (0, 10) <= runtime._jaxlib_version() < (0, 12):  # where configure adds the flag
         assert flagged(fresh["xla_flags"]) != flagged(os.environ.get("XLA_FLAGS", ""))
+    # and the suite's compile flags, here only: the fresh process compiled as users do
+    from conftest import TEST_XLA_FLAGS
+
+    for flag in TEST_XLA_FLAGS.split():
+        assert flag in os.environ["XLA_FLAGS"].split() and flag not in fresh["xla_flags"]
     # the fresh process computed with the flag the other way round (and on two devices:
     # neither may change a result, so one comparison checks both)
     other = fresh["sharded"]
