@@ -27,6 +27,7 @@ COMMANDS = [
     "bench.attacks",
     "bench.cifar_widths",
     "bench.defend_sizes",
+    "bench.defense_cost",
     "bench.inpainter_cost",
     "bench.magnet_init",
     "bench.presets",

@@ -67,7 +67,25 @@ def _compute(shard: bool) -> dict:
         lambda v: 100.0 * clf.apply({"params": clf_params}, v), params, jax.random.key(9), x5,
         batch_size=3,
     )  # fmt: skip
+    # the detector's scores and MagNet's (calibration, outcomes, rejections) batch the
+    # same way: 5 images in batches of 3, each padded and split when there are devices
+    from remix_jax import detector as detector_lib
+    from remix_jax import magnet as magnet_lib
+
+    clf_logits = lambda v: 100.0 * clf.apply({"params": clf_params}, v)  # noqa: E731
+    scores = detector_lib.batched_scores(params, clf_logits, jax.random.key(10), x5, batch_size=3)
+    from test_magnet import tiny_magnet
+
+    x8 = np.asarray(jax.random.uniform(jax.random.key(11), (5, 8, 8, 1)))
+    toy = lambda v: v.reshape(v.shape[0], -1)[:, :10] * 40.0  # noqa: E731
+    calibrated = magnet_lib.calibrate(tiny_magnet(), toy, np.concatenate([x8] * 2), batch_size=3)
+    outcomes = magnet_lib.outcomes(calibrated, toy, x8, np.arange(5), batch_size=3)
     result = {
+        "detector": {name: scores[name].tolist() for name in detector_lib.SCORES},
+        "magnet_thresholds": {k: float(v) for k, v in calibrated.thresholds.items()},
+        "magnet_rejected_by": {k: v.tolist() for k, v in outcomes["rejected_by"].items()},
+        "magnet_reformed_correct": outcomes["reformed_correct"].tolist(),
+        "magnet_rejections": magnet_lib.rejections(calibrated, toy, x8, batch_size=3).tolist(),
         "shards": len(out.sharding.device_set),
         "defended": np.asarray(out).tolist(),
         "chunked": np.asarray(chunked).tolist(),
@@ -237,6 +255,16 @@ def test_two_device_sharded_defend_matches_single_device(fresh, plain):
     assert fresh["placed"] == [2, 4, 3]  # 3 images padded to 4, split over 2 devices
     assert fresh["split"] == [2, 2] and fresh["kept"]  # an attack's batch: only if divisible
     assert sharded["remix_labels"] == plain["remix_labels"]
+    # the detector's and MagNet's batches, padded and split: the same scores and verdicts
+    for name, values in plain["detector"].items():
+        np.testing.assert_allclose(sharded["detector"][name], values, rtol=1e-4, atol=1e-6)
+    for name, value in plain["magnet_thresholds"].items():
+        np.testing.assert_allclose(sharded["magnet_thresholds"][name], value, rtol=1e-5)
+    for name in ("magnet_rejected_by", "magnet_reformed_correct", "magnet_rejections"):
+        assert sharded[name] == plain[name], name
+    assert any(plain["magnet_rejections"]) and not all(plain["magnet_rejections"])
+    assert plain["magnet_rejections"] == list(np.logical_or.reduce(
+        list(plain["magnet_rejected_by"].values())))  # fmt: skip
     # cw_l2 on a batch split over the two devices: the same examples as on one
     assert sharded["attack_shards"] == 2
     assert any(sharded["success"]) and sharded["success"] == plain["success"]

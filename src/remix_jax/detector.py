@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from remix_jax import sharding
 from remix_jax._checks import check_images, check_int, check_key, check_logits_shape, check_real
 from remix_jax.defense import RemixParams, autoencoder_fn, check_defense_inputs, inpaint_copies
 from remix_jax.magnet import MagNetParams, jensen_shannon, threshold
@@ -237,13 +238,12 @@ def batched_scores(
     _check_temperature(temperature)
     batch_size = check_int("batch_size", batch_size, low=1)
     keys = jax.random.split(key, len(x))
-    parts = [
-        _scores_jit(
-            params, logits_fn, keys[i : i + batch_size], x[i : i + batch_size], float(temperature)
-        )
-        for i in range(0, len(x), batch_size)
-    ]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in SCORES}
+    parts = sharding.map_batches(
+        lambda kb, xb: _scores_jit(params, logits_fn, kb, xb, float(temperature)),
+        (keys, x),
+        batch_size,
+    )  # each batch split over the devices when there are several
+    return {k: np.concatenate([p[k] for p in parts]) for k in SCORES}
 
 
 def calibrate(

@@ -57,11 +57,8 @@ def predict(logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000) -> np.nd
 
 def _predict(logits_fn: LogitsFn, x, batch_size: int) -> np.ndarray:
     """:func:`predict` without the checks (for images the library made itself). Each
-    batch is split over the devices when there are several (sharding.place_batch)."""
-    parts = []
-    for i in range(0, len(x), batch_size):
-        placed, size = sharding.place_batch(x[i : i + batch_size])
-        parts.append(np.asarray(_argmax(logits_fn, placed))[:size])
+    batch is split over the devices when there are several (sharding.map_batches)."""
+    parts = sharding.map_batches(lambda xb: _argmax(logits_fn, xb), (x,), batch_size)
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 

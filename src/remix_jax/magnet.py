@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from remix_jax import sharding
 from remix_jax.datasets import DetectorSpec
 from remix_jax.models.magnet import MagNetAEConfig, MagNetAutoencoder
 
@@ -150,10 +151,9 @@ def calibrate(
     magnet: MagNetParams, logits_fn: LogitsFn, x_validation: np.ndarray, batch_size: int = 1000
 ) -> MagNetParams:
     """Sets every detector's threshold on clean validation images (N, H, W, C) in [0, 1]."""
-    parts = [
-        _scores_batch(logits_fn, magnet, x_validation[i : i + batch_size])
-        for i in range(0, len(x_validation), batch_size)
-    ]
+    parts = sharding.map_batches(
+        lambda xb: _scores_batch(logits_fn, magnet, xb), (x_validation,), batch_size
+    )
     thresholds = {}
     for d in magnet.detectors:
         all_scores = np.concatenate([np.asarray(p[d.name]) for p in parts])
@@ -181,10 +181,9 @@ def outcomes(
       classifier is right on the reformed input; "rejected_by": detector name -> (N,)
       bool, that detector fired (one pass instead of one per detector).
     """
-    parts = [
-        _outcomes_batch(logits_fn, magnet, x[i : i + batch_size], labels[i : i + batch_size])
-        for i in range(0, len(x), batch_size)
-    ]
+    parts = sharding.map_batches(
+        lambda xb, yb: _outcomes_batch(logits_fn, magnet, xb, yb), (x, labels), batch_size
+    )
     by_name = {
         d.name: np.concatenate([np.asarray(p[0][d.name]) for p in parts]) for d in magnet.detectors
     }
@@ -205,10 +204,8 @@ def rejections(
     magnet: MagNetParams, logits_fn: LogitsFn, x: np.ndarray, batch_size: int = 1000
 ) -> np.ndarray:
     """(N,) bool: some detector rejects the input, in batches (no reformed pass)."""
-    return np.concatenate(
-        [np.asarray(_detect_batch(logits_fn, magnet, x[i : i + batch_size]))
-         for i in range(0, len(x), batch_size)]
-    )  # fmt: skip
+    parts = sharding.map_batches(lambda xb: _detect_batch(logits_fn, magnet, xb), (x,), batch_size)
+    return np.concatenate(parts)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -9,7 +9,7 @@ sharding (``jax_threefry_partitionable``), so results match the single-device on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -91,6 +91,38 @@ def place_batch(x, mesh: Mesh | None = None) -> tuple[Any, int]:
         return x, len(x)
     padded, size = pad_batch(np.asarray(x), n)
     return shard_batch(padded, mesh), size
+
+
+def map_batches(fn: Callable, arrays: Sequence, batch_size: int, mesh: Mesh | None = None):
+    """``fn`` over the batches of ``arrays`` (sliced alike along their leading axis),
+    each batch placed as :func:`place_batch` places it (split over the devices when
+    there are several, padded), its outputs trimmed to the batch's own rows.
+
+    Args:
+      fn: ``fn(*batches) -> pytree`` of arrays whose leading axis is the batch's.
+      arrays: (N, ...) arrays; typed PRNG key arrays too (placed as their key data).
+      batch_size: rows per call.
+      mesh: default: all devices.
+
+    Returns:
+      One pytree of (B_i, ...) numpy arrays per batch, in order.
+    """
+    outputs = []
+    for start in range(0, len(arrays[0]), batch_size):
+        placed = [_place_rows(a[start : start + batch_size], mesh) for a in arrays]
+        size = placed[0][1]
+        out = fn(*(batch for batch, _ in placed))
+        outputs.append(jax.tree.map(lambda o, size=size: np.asarray(o)[:size], out))
+    return outputs
+
+
+def _place_rows(a, mesh: Mesh | None) -> tuple[Any, int]:
+    """:func:`place_batch` for numbers and for typed PRNG keys (which numpy cannot
+    hold: their key data is placed, then wrapped again)."""
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data, size = place_batch(jax.random.key_data(a), mesh)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a)), size
+    return place_batch(a, mesh)
 
 
 def split_if_divisible(tree: Any, mesh: Mesh | None = None) -> Any:
