@@ -172,8 +172,10 @@ def check_against_cache(result: dict) -> None:
             # a cache grown past the sweep (--num-examples raised, not yet rescored) holds
             # the scored images first, as eval.sweep reads them
             assert len(f["l2"]) >= row["images"] == n
-            # the scored examples are the cached ones (mean L2 over the attack's successes)
-            ok = f["success"][:n]
+            # the scored examples are the cached ones (mean L2 over the attack's successes
+            # that the re-check on the scoring machine confirmed)
+            ok = f["success"][:n].copy()
+            ok[row.get("failed_recheck", [])] = False
             for norm in ("l1", "l2"):
                 if f"mean_{norm}" not in row:
                     continue
@@ -317,3 +319,23 @@ def test_rerunning_a_committed_sweep_leaves_its_files_byte_identical(tmp_path, i
         with open(committed + suffix, "rb") as f:
             assert (tmp_path / f"cw-20{suffix}").read_bytes() == f.read(), suffix
     assert not (tmp_path / "cw-20.progress.json").exists()
+
+
+def test_a_success_the_recheck_fails_is_named_and_left_out_of_the_distortions():
+    """An example the attack counted as a success but whose margin misses kappa on the
+    scoring machine (a float32 tie) is no success there: its index is recorded and its
+    distortion leaves the mean; a row without such examples has no such field."""
+    import numpy as np
+
+    from remix_jax import sweep_eval
+
+    crafted = {
+        "success_crafted": np.array([True, True, True, False]),
+        "success": np.array([True, False, True, False]),  # re-checked
+        **{n: np.array([1.0, 10.0, 3.0, 5.0], np.float32) for n in ("l1", "l2", "linf")},
+    }
+    row = sweep_eval.attack_row(0.0, crafted)
+    assert row["failed_recheck"] == [1] and row["fooled"] == 2
+    assert row["mean_l2"] == 2.0 and row["attack_success_where_crafted"] == 75.0
+    confirmed = sweep_eval.attack_row(0.0, {**crafted, "success_crafted": crafted["success"]})
+    assert "failed_recheck" not in confirmed

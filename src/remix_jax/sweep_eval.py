@@ -168,9 +168,13 @@ def recheck(logits_fn, crafted: dict, labels: np.ndarray, targeted: bool, kappa:
 
 
 def attack_row(kappa: float, crafted: dict) -> dict:
-    """What the attack did at ``kappa``: success, distortions of the successes, time."""
+    """What the attack did at ``kappa``: success, distortions of the successes, time;
+    and, where the re-check here fails examples the attack counted as successes (a
+    margin within float rounding of kappa on another machine), their indices
+    (``failed_recheck``, left out when there are none)."""
     ok = crafted["success"]
     timing = adversarial_cache.crafting_time(crafted)
+    failed = np.flatnonzero(crafted["success_crafted"] & ~ok)
     return {
         "confidence": kappa,
         "attack_success": float(ok.mean() * 100),
@@ -185,6 +189,7 @@ def attack_row(kappa: float, crafted: dict) -> dict:
         "craft_cpu_seconds": timing["cpu_seconds"],
         "craft_images_timed": timing["images_timed"],
         "craft_machines": timing["machines"],
+        **({"failed_recheck": failed.tolist()} if len(failed) else {}),
     }
 
 
