@@ -43,7 +43,7 @@ DEFENSES = {
 }
 
 
-# the result's field naming a judged purifier's weights, and the loader of those weights
+# a judged purifier's keyword in adaptive_eval.purifiers, and its weights' field in the result
 BASELINE_WEIGHTS = {adaptive_plan.MAGNET_REFORMER: "magnet", adaptive_plan.APE_GAN: "apegan"}
 
 
@@ -54,10 +54,13 @@ def load_purifiers(args, defense: str) -> dict:
         return {}
     from remix_jax import adaptive_eval, pretrained
 
-    name = BASELINE_WEIGHTS[defense]
+    load = {
+        adaptive_plan.MAGNET_REFORMER: pretrained.load_magnet,
+        adaptive_plan.APE_GAN: pretrained.load_apegan,
+    }[defense]
     with cli.exit_on_load_errors():
-        weights = getattr(pretrained, f"load_{name}")(args.dataset, args.checkpoint_root)
-    return adaptive_eval.purifiers(**{name: weights})
+        weights = load(args.dataset, args.checkpoint_root)
+    return adaptive_eval.purifiers(**{BASELINE_WEIGHTS[defense]: weights})
 
 
 def parse(argv):

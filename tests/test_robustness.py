@@ -187,6 +187,30 @@ def test_the_flags_become_the_protocol_settings():
     assert s.portfolio == ("eot", "eot-warm", "bpda")
 
 
+@pytest.mark.slow
+def test_a_purifier_without_its_checkpoint_exits_with_an_error(tmp_path, data_dir, monkeypatch):
+    """--defense apegan with a --checkpoint-root that has REMIX but no APE-GAN: an
+    error naming the missing checkpoint and the command that trains it, before any
+    attack."""
+    import os
+
+    from remix_jax import runtime
+
+    monkeypatch.setenv("REMIX_JAX_CPU_FLAGS", "0")  # the backend already runs here
+    monkeypatch.setattr(runtime, "use_full_precision", lambda: None)  # process-wide
+    shipped = pathlib.Path(__file__).parent.parent / "checkpoints" / "mnist"
+    (tmp_path / "mnist").mkdir()
+    for component in ("classifier", "reformer", "inpainter"):
+        os.symlink(shipped / component, tmp_path / "mnist" / component)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--defense", "apegan", "--num-examples", "2", "--data-dir", data_dir,
+                  "--checkpoint-root", str(tmp_path), "--out", str(tmp_path / "out"),
+                  "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    line = str(e.value.code)
+    assert line.startswith("error: no checkpoint for mnist/apegan") and "train.apegan" in line
+    assert not (tmp_path / "cache").exists()
+
+
 ROBUSTNESS_RESULTS = sorted(
     pathlib.Path(__file__).parent.parent.glob("results/*/robustness-*.json")
 )
