@@ -45,8 +45,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 # 51 s -> 24 s); the compiled programs compute the same functions, checked against the
 # default flags by tests/test_runtime_sharding.py (defend, a classifier, CW, PGD with
 # EOT, a training run), and they run at most a few times slower, which tiny models
-# never notice. -O0 is not used: it miscompiles (a width-4 CIFARResNet's SGD step gives
-# NaN from step 2). Set REMIX_TESTS_XLA_FLAGS="" to test with users' flags.
+# never notice. -O0 is not used: it miscompiles (the tfds end-to-end test's width-4
+# toy classifier gives NaN from its second SGD step). Set REMIX_TESTS_XLA_FLAGS="" to
+# test with users' flags.
 TEST_XLA_FLAGS = os.environ.get(
     "REMIX_TESTS_XLA_FLAGS",
     "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1",

@@ -289,9 +289,32 @@ def test_a_purifier_is_judged_by_standard_apgd_through_it(tmp_path, defense):
     assert transfer["accuracy"][defense]["mean"] != 100 - transfer["attacker_success"]
     assert {w["model"] for w in result["worst_case"]} == {"none", defense}
     assert defense in result["clean"] and "varies_between_keys" not in result["clean"]
-    # each purifier's runs are named by its own weights: none shares a cache file
-    other = next(n for n in purifiers if n != defense)
-    assert purifiers[defense].weights != purifiers[other].weights
-    assert run._evaluation(parts[2]).attacked_weights(defense) == purifiers[defense].weights
     names = [c["check"] for c in result["sanity"]]
     assert names[0].startswith("bare classifier") and "a large budget leaves ~0%" in names
+    # the other purifier's run of the same attack has a cache file of its own
+    other = next(n for n in purifiers if n != defense)
+    twin = robustness_plan.plan(dataclasses.replace(s, defense=other), num_classes=10)[2]
+    assert (twin.label, twin.group) == (parts[2].label, parts[2].group)
+    path = run._evaluation(parts[2]).identity(parts[2].run)[1]
+    assert path != run._evaluation(twin).identity(twin.run)[1]
+    # without its weights, a purifier's run is refused by name
+    bare = robustness_eval.RobustnessEvaluation(
+        s, logits_fn, tiny_params(*MNIST), x, y, [0, 1, 2, 3], str(tmp_path), 4
+    )
+    with pytest.raises(ValueError, match=f"the '{defense}' defense needs its weights"):
+        bare.craft(parts[2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_runs_against_the_shipped_magnet_reformer_keep_their_committed_names(dataset):
+    """MagNet's reformer as a Purifier is named by the fingerprint of all of MagNet's
+    weights, as the runs against it were before: the shipped MagNet's is the legacy one,
+    so its runs keep their cache names."""
+    from remix_jax import adaptive_eval, adaptive_plan
+    from remix_jax.pretrained import load_magnet
+
+    magnet = load_magnet(dataset)
+    weights = adaptive_eval.purifiers(magnet=magnet)["MagNet reformer"].weights
+    assert weights == progress.fingerprint(magnet)
+    assert weights == adaptive_plan.LEGACY_DEFENSE_WEIGHTS[(dataset, "MagNet reformer")]

@@ -80,7 +80,16 @@ def _compute(shard: bool) -> dict:
     toy = lambda v: v.reshape(v.shape[0], -1)[:, :10] * 40.0  # noqa: E731
     calibrated = magnet_lib.calibrate(tiny_magnet(), toy, np.concatenate([x8] * 2), batch_size=3)
     outcomes = magnet_lib.outcomes(calibrated, toy, x8, np.arange(5), batch_size=3)
+    # what map_batches hands its function: each batch on every device there is
+    shards = []
+
+    def record(xb):
+        shards.append(len(xb.sharding.device_set) if hasattr(xb, "sharding") else 1)
+        return xb[:, 0, 0, 0]
+
+    sharding.map_batches(record, (x5,), 3)
     result = {
+        "map_batches_shards": shards,
         "detector": {name: scores[name].tolist() for name in detector_lib.SCORES},
         "magnet_thresholds": {k: float(v) for k, v in calibrated.thresholds.items()},
         "magnet_rejected_by": {k: v.tolist() for k, v in outcomes["rejected_by"].items()},
@@ -256,6 +265,7 @@ def test_two_device_sharded_defend_matches_single_device(fresh, plain):
     assert fresh["split"] == [2, 2] and fresh["kept"]  # an attack's batch: only if divisible
     assert sharded["remix_labels"] == plain["remix_labels"]
     # the detector's and MagNet's batches, padded and split: the same scores and verdicts
+    assert sharded["map_batches_shards"] == [2, 2] and plain["map_batches_shards"] == [1, 1]
     for name, values in plain["detector"].items():
         np.testing.assert_allclose(sharded["detector"][name], values, rtol=1e-4, atol=1e-6)
     for name, value in plain["magnet_thresholds"].items():

@@ -74,7 +74,9 @@ def attacked_weights(remix: dict, purifiers: dict, defense: str) -> str | None:
     purifier's weights (``purifiers``: by name); None for "none" (the bare classifier)."""
     if defense == "none":
         return None
-    if defense in purifiers:
+    if defense in adaptive_plan.PURIFIERS:
+        if defense not in purifiers:
+            raise ValueError(f"the {defense!r} defense needs its weights (purifiers=)")
         return purifiers[defense].weights
     params = remix[defense]
     return progress.fingerprint(params, params.n_masks, params.per_channel)
