@@ -150,16 +150,14 @@ def remix_predict(
     check_key("key", key)  # before fold_in, whose own error names no argument
     check_defense_inputs(params, x)  # all of x, an empty batch too, before the first batch
     batch_size = check_int("batch_size", batch_size, low=1)
-    out = []
-    for start in range(0, len(x), batch_size):
-        # split over the devices when there are several; a padded row gets the key of
-        # the index it would have, and its label is dropped
-        batch, size = sharding.place_batch(x[start : start + batch_size])
-        keys = image_keys(key, start, len(batch))
-        defended = defend(params, keys, batch, iterations=iterations)
-        labels = np.asarray(_argmax(logits_fn, defended))[:size]  # defend checked the images
-        out.append(labels)
-    return np.concatenate(out) if out else np.zeros(0, np.int32)
+    # each batch split over the devices when there are several (a padded row repeats
+    # the last image and its key; its label is dropped)
+    parts = sharding.map_batches(
+        lambda kb, xb: _argmax(logits_fn, defend(params, kb, xb, iterations=iterations)),
+        (image_keys(key, 0, len(x)), x),
+        batch_size,
+    )  # defend checks the images
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 
 def summarize(accuracies: list[float], scale: float = 100.0) -> dict:

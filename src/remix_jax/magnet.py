@@ -156,7 +156,7 @@ def calibrate(
     )
     thresholds = {}
     for d in magnet.detectors:
-        all_scores = np.concatenate([np.asarray(p[d.name]) for p in parts])
+        all_scores = np.concatenate([p[d.name] for p in parts])
         thresholds[d.name] = threshold(all_scores, d.drop_rate)
     return magnet.replace(thresholds={k: jnp.float32(v) for k, v in thresholds.items()})
 
@@ -184,12 +184,10 @@ def outcomes(
     parts = sharding.map_batches(
         lambda xb, yb: _outcomes_batch(logits_fn, magnet, xb, yb), (x, labels), batch_size
     )
-    by_name = {
-        d.name: np.concatenate([np.asarray(p[0][d.name]) for p in parts]) for d in magnet.detectors
-    }
+    by_name = {d.name: np.concatenate([p[0][d.name] for p in parts]) for d in magnet.detectors}
     return {
         "rejected": np.logical_or.reduce(list(by_name.values())),
-        "reformed_correct": np.concatenate([np.asarray(p[1]) for p in parts]),
+        "reformed_correct": np.concatenate([p[1] for p in parts]),
         "rejected_by": by_name,
     }
 
