@@ -1,6 +1,7 @@
 """Adding a dataset touches only the registry: one ``datasets.register`` call, and a
 toy dataset goes through the CLIs, train (by its spec's recipe) -> defend (with its
-n) -> a tiny sweep, reading <data dir>/<name>/<split>.npz, with nothing else changed.
+n) -> a tiny sweep -> the figure of the stages, reading <data dir>/<name>/<split>.npz,
+with nothing else changed.
 (Datasets registered from their data, an image folder or a tfds builder, go the same
 way in tests/test_data_sources.py.)"""
 
@@ -58,7 +59,7 @@ def toy(tmp_path, monkeypatch):
 
 
 def test_a_registered_dataset_trains_defends_and_sweeps_through_the_clis(toy, capsys):
-    from eval import sweep
+    from eval import sweep, visualize
     from remix_jax import checkpoints, defend, load_pretrained
     from train import classifier, inpainter, reformer
 
@@ -100,6 +101,22 @@ def test_a_registered_dataset_trains_defends_and_sweeps_through_the_clis(toy, ca
     assert result["dataset"] == "toy16" and [r["confidence"] for r in result["rows"]] == [0.0]
     assert result["num_examples"] == 8 and result["rows"][0]["attack_success"] > 0
     assert "reformer + mask-inpaint K=1 | all" in result["rows"][0]
+    assert result["data_source"] == "toy"  # the npz's own word, recorded with the table
+    assert (toy / "out" / "cw.png").is_file()
+    sources = ["--dataset", "toy16", "--data-dir", data, "--checkpoint-root", str(root)]
+    # asked for more images than the classifier gets right of the 60 test images:
+    # refused in one line before any crafting, not capped silently
+    with pytest.raises(SystemExit, match=r"--num-examples 61: the classifier gets only"):
+        sweep.main(["--attack", "cw", *sources, "--num-examples", "61", "--no-magnet",
+                    "--cache-dir", str(toy / "cache"), "--out", str(out) + "-more"])  # fmt: skip
+
+    # the figure of the stages, drawn from the sweep's cached examples
+    capsys.readouterr()
+    stages = toy / "out" / "stages.png"
+    visualize.main([*sources, "--confidence", "0", "--cache-dir", str(toy / "cache"),
+                    "--out", str(stages)])  # fmt: skip
+    assert "x' from the " in capsys.readouterr().out  # the sweep's examples, not fresh ones
+    assert stages.stat().st_size > 0 and stages.with_suffix(".pdf").stat().st_size > 0
 
     # a batch larger than the training set: refused in one line before any work
     capsys.readouterr()

@@ -39,10 +39,10 @@ def test_shipped_mnist_classifier_scores_at_least_99_3_percent(mnist, mnist_test
 @pytest.mark.slow
 def test_shipped_remix_keeps_clean_accuracy_within_one_point(mnist, mnist_test):
     images, labels = mnist_test
-    x = data.to_float(images[:2000])
-    bare = np.mean(evaluation.predict(mnist.logits_fn, x) == labels[:2000])
+    x = data.to_float(images[:1000])  # all 10,000: results/mnist/clean.json (-0.28 points)
+    bare = np.mean(evaluation.predict(mnist.logits_fn, x) == labels[:1000])
     defended = evaluation.remix_predict(mnist.logits_fn, mnist.remix, jax.random.key(0), x)
-    assert bare - np.mean(defended == labels[:2000]) < 0.01
+    assert bare - np.mean(defended == labels[:1000]) < 0.01
 
 
 @pytest.mark.slow
@@ -192,14 +192,14 @@ def test_committed_cifar10_clean_results_are_consistent():
 
 @pytest.mark.slow
 @pytest.mark.default_draws
-def test_shipped_cifar10_remix_reproduces_its_committed_accuracy_on_2000_images(data_dir):
-    """The shipped CIFAR-10 REMIX (reformer + mask-inpaint, n=3, K=1) on the first 2000
+def test_shipped_cifar10_remix_reproduces_its_committed_accuracy_on_500_images(data_dir):
+    """The shipped CIFAR-10 REMIX (reformer + mask-inpaint, n=3, K=1) on the first 500
     test images, under the evaluation key eval.clean uses, scores what the committed
-    ``results/cifar10/clean-first2000`` run records; that run and the committed
+    ``results/cifar10/clean-first500`` run records; that run and the committed
     10,000-image table scored these very weights (their fingerprints)."""
     if not os.path.isdir(os.path.join(REPO, "checkpoints", "cifar10", "inpainter")):
         pytest.skip("no CIFAR-10 checkpoints committed")
-    with open(os.path.join(REPO, "results", "cifar10", "clean-first2000.json")) as f:
+    with open(os.path.join(REPO, "results", "cifar10", "clean-first500.json")) as f:
         subset = json.load(f)
     full, full_rows = committed_clean_results("cifar10")
     pre = load_pretrained("cifar10", os.path.join(REPO, "checkpoints"))
@@ -212,7 +212,7 @@ def test_shipped_cifar10_remix_reproduces_its_committed_accuracy_on_2000_images(
     [correct] = defense.correct_over_keys(x, y, False, 1, subset["seed"])
     name = "reformer + mask-inpaint n=3 K=1"
     committed = {row["defense"]: row for row in subset["rows"]}[name]["mean"]
-    assert subset["images"] == 2000 and abs(100 * np.mean(correct) - committed) <= 0.1
+    assert subset["images"] == 500 and abs(100 * np.mean(correct) - committed) <= 0.1
     # what issue 30 shipped: the classifier-aware inpainter keeps >= 80% on all 10,000
     assert full_rows[name]["mean"] >= 80.0
 

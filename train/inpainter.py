@@ -81,15 +81,88 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def architecture(args, spec):
+    """The inpainter's config, its n and the weights it starts from (--init-from's, or
+    None): a fine-tuned inpainter keeps its architecture, n and per-channel masks."""
+    import dataclasses
+
+    from remix_jax import pretrained
+
+    if args.init_from:
+        try:
+            config, init_params, trained = pretrained.restore_autoencoder(args.init_from, spec.hw)
+        except (FileNotFoundError, ValueError) as e:
+            common.fail(f"--init-from {args.init_from}: {e}")
+        args.per_channel = trained.get("per_channel", False)
+        if args.fill is not None:
+            try:
+                config = dataclasses.replace(config, fill=args.fill)
+            except ValueError as e:
+                common.fail(f"--fill: {e}")
+        return config, trained.get("n_masks", spec.n_masks), init_params
+    config = common.autoencoder_config(args, "inpainter")
+    if args.mask_channel is not None:
+        config = dataclasses.replace(config, mask_channel=args.mask_channel == "yes")
+    try:
+        config = dataclasses.replace(
+            config, architecture=args.architecture, fill=args.fill or "zero"
+        )
+    except ValueError as e:
+        where = (
+            ""
+            if args.strides
+            else (
+                f" (the default strides for {spec.hw[0]}x{spec.hw[1]} images; pass "
+                "--features and --strides, e.g. --strides 1 2 2 2 for a unet)"
+            )
+        )
+        common.fail(f"{e}{where}")
+    return config, spec.n_masks if args.n_masks is None else args.n_masks, None
+
+
+def classifier_aware_task(args, config, hw, n, init_params):
+    """The classifier-aware loss's task (--classifier-weight > 0), with the meta fields
+    that say which classifier (and reformer) it learned through."""
+    from remix_jax import objectives, pretrained
+    from remix_jax.defense import autoencoder_fn
+
+    try:
+        model, weights = pretrained.load_classifier(args.dataset, folder=args.classifier)
+    except (FileNotFoundError, ValueError) as e:
+        common.fail(f"classifier: {e}")
+    variables = pretrained.as_variables(weights)
+    reform = None
+    if args.through_reformer:
+        try:
+            reformer_config, reformer, _ = pretrained.load_autoencoder(args.dataset, "reformer")
+        except (FileNotFoundError, ValueError) as e:
+            common.fail(f"--through-reformer: {e}")
+        reform = autoencoder_fn(reformer_config, reformer)
+    task = objectives.classifier_aware_inpainter_task(
+        config,
+        hw,
+        n,
+        lambda x: model.apply(variables, x),
+        args.classifier_weight,
+        per_channel=args.per_channel,
+        init_params=init_params,
+        reform=reform,
+    )
+    meta = dict(
+        classifier_weight=args.classifier_weight,
+        through_reformer=args.through_reformer,
+        classifier=args.classifier or "shipped",
+        init_from=args.init_from,
+    )
+    return task, meta
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     common.checkpoint_dir(args, "inpainter")  # before anything is built or loaded
-    import dataclasses
-
     import optax
 
-    from remix_jax import datasets, objectives, pretrained, runtime
-    from remix_jax.defense import autoencoder_fn
+    from remix_jax import datasets, objectives, runtime
     from remix_jax.masking import num_positions
 
     runtime.configure()  # before the first JAX computation (restoring weights is one)
@@ -98,39 +171,7 @@ def main(argv=None) -> None:
             "--through-reformer applies to the classifier-aware loss: pass --classifier-weight"
         )
     spec = datasets.get(args.dataset)
-    hw = spec.hw
-    init_params = None
-    if args.init_from:
-        try:
-            config, init_params, trained = pretrained.restore_autoencoder(args.init_from, hw)
-        except (FileNotFoundError, ValueError) as e:
-            common.fail(f"--init-from {args.init_from}: {e}")
-        n = trained.get("n_masks", spec.n_masks)
-        args.per_channel = trained.get("per_channel", False)
-        if args.fill is not None:
-            try:
-                config = dataclasses.replace(config, fill=args.fill)
-            except ValueError as e:
-                common.fail(f"--fill: {e}")
-    else:
-        config = common.autoencoder_config(args, "inpainter")
-        if args.mask_channel is not None:
-            config = dataclasses.replace(config, mask_channel=args.mask_channel == "yes")
-        try:
-            config = dataclasses.replace(
-                config, architecture=args.architecture, fill=args.fill or "zero"
-            )
-        except ValueError as e:
-            where = (
-                ""
-                if args.strides
-                else (
-                    f" (the default strides for {spec.hw[0]}x{spec.hw[1]} images; pass "
-                    "--features and --strides, e.g. --strides 1 2 2 2 for a unet)"
-                )
-            )
-            common.fail(f"{e}{where}")
-        n = spec.n_masks if args.n_masks is None else args.n_masks
+    config, n, init_params = architecture(args, spec)
     positions = num_positions(spec.image_shape, args.per_channel)
     if not 2 <= n <= positions:
         common.fail(
@@ -139,36 +180,10 @@ def main(argv=None) -> None:
         )
     meta_config = {**config.to_dict(), "n_masks": n, "per_channel": args.per_channel}
     if args.classifier_weight > 0:
-        try:
-            model, weights = pretrained.load_classifier(args.dataset, folder=args.classifier)
-        except (FileNotFoundError, ValueError) as e:
-            common.fail(f"classifier: {e}")
-        variables = pretrained.as_variables(weights)
-        reform = None
-        if args.through_reformer:
-            try:
-                reformer_config, reformer, _ = pretrained.load_autoencoder(args.dataset, "reformer")
-            except (FileNotFoundError, ValueError) as e:
-                common.fail(f"--through-reformer: {e}")
-            reform = autoencoder_fn(reformer_config, reformer)
-        task = objectives.classifier_aware_inpainter_task(
-            config,
-            hw,
-            n,
-            lambda x: model.apply(variables, x),
-            args.classifier_weight,
-            per_channel=args.per_channel,
-            init_params=init_params,
-            reform=reform,
-        )
-        meta_config.update(
-            classifier_weight=args.classifier_weight,
-            through_reformer=args.through_reformer,
-            classifier=args.classifier or "shipped",
-            init_from=args.init_from,
-        )
+        task, meta = classifier_aware_task(args, config, spec.hw, n, init_params)
+        meta_config.update(meta)
     else:
-        task = objectives.inpainter_task(config, hw, n, per_channel=args.per_channel)
+        task = objectives.inpainter_task(config, spec.hw, n, per_channel=args.per_channel)
         if init_params is not None:
             task = task._replace(init=lambda key: init_params)
             meta_config["init_from"] = args.init_from
