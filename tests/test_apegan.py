@@ -136,3 +136,24 @@ def test_gan_baselines_train_through_their_clis_and_eval_clean_scores_them(
     assert 0 <= rows["APE-GAN"]["accuracy"] <= 100
     dg = rows["Defense-GAN"]  # randomized: scored under each evaluation key
     assert dg["runs"] == 2 and 0 <= dg["min"] <= dg["mean"] <= dg["max"] <= 100
+
+
+@pytest.mark.parametrize("loader", ["load_apegan", "load_defensegan"])
+def test_an_unfinished_training_run_is_refused_with_the_command_that_finishes_it(tmp_path, loader):
+    """A run interrupted mid-training (resumable, no test score yet) is not a baseline:
+    loading it says so, with its step, instead of scoring half-trained weights."""
+    import json
+
+    from remix_jax import pretrained
+
+    meta = {"config": {}, "steps": 1000, "train": {"epochs": 5, "train_images": 45000,
+            "batch_size": 64}}  # fmt: skip
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    trainer = loader.removeprefix("load_")
+    with pytest.raises(ValueError, match=r"unfinished training run \(step 1000 of 3515") as e:
+        getattr(pretrained, loader)("cifar10", folder=str(tmp_path))
+    assert f"python -m train.{trainer} --dataset cifar10" in str(e.value)
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "test": {"images": 10}}))
+    with pytest.raises(Exception) as e:  # finished: it goes on to read the weights
+        getattr(pretrained, loader)("cifar10", folder=str(tmp_path))
+    assert "unfinished" not in str(e.value)

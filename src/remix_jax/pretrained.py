@@ -196,7 +196,7 @@ def load_apegan(dataset: str, root: str | None = None, *, folder: str | None = N
     from remix_jax import apegan
 
     folder = folder or components.find_checkpoint(dataset, "apegan", root)
-    config = apegan.APEGANConfig.from_dict(checkpoints.read_metadata(folder)["config"])
+    config = apegan.APEGANConfig.from_dict(_finished_run(folder, "apegan", dataset)["config"])
     shape = datasets.get(dataset).image_shape
     target = jax.eval_shape(lambda: apegan.init_params(jax.random.key(0), config, shape))
     params = checkpoints.restore(folder, target).params
@@ -223,10 +223,29 @@ def load_defensegan(
     from remix_jax import defensegan
 
     folder = folder or components.find_checkpoint(dataset, "defensegan", root)
-    config = defensegan.DefenseGANConfig.from_dict(checkpoints.read_metadata(folder)["config"])
+    meta = _finished_run(folder, "defensegan", dataset)
+    config = defensegan.DefenseGANConfig.from_dict(meta["config"])
     target = jax.eval_shape(lambda: defensegan.init_params(jax.random.key(0), config))
     params = checkpoints.restore(folder, target).params
     return defensegan.DefenseGAN(config, params["generator"], projection or defensegan.Projection())
+
+
+def _finished_run(folder: str, trainer: str, dataset: str) -> dict:
+    """The meta.json of a training run that finished (it records the test score), else
+    ValueError: an interrupted run's weights are resumable, not a baseline to score."""
+    meta = checkpoints.read_metadata(folder)
+    if "test" not in meta:
+        train = meta.get("train", {})
+        planned = train.get("epochs", 0) * (
+            train.get("train_images", 0) // max(train.get("batch_size", 1), 1)
+        )
+        raise ValueError(
+            f"{os.path.abspath(folder)} holds an unfinished training run (step "
+            f"{meta.get('steps', '?')} of {planned or '?'}; no test score in meta.json): "
+            f"rerun its command to finish it (python -m train.{trainer} --dataset {dataset} "
+            "...; meta.json's command)"
+        )
+    return meta
 
 
 def checkpoint_dataset(folder: str) -> str | None:
