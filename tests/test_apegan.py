@@ -146,13 +146,18 @@ def test_an_unfinished_training_run_is_refused_with_the_command_that_finishes_it
 
     from remix_jax import pretrained
 
-    meta = {"config": {}, "steps": 1000, "train": {"epochs": 5, "train_images": 45000,
-            "batch_size": 64}}  # fmt: skip
-    (tmp_path / "meta.json").write_text(json.dumps(meta))
     trainer = loader.removeprefix("load_")
+    command = f"python -m train.{trainer} --dataset cifar10 --epochs 5"
+    meta = {"command": command, "config": {}, "steps": 1000,
+            "train": {"epochs": 5, "train_images": 45000, "batch_size": 64}}  # fmt: skip
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"unfinished training run \(step 1000 of 3515") as e:
         getattr(pretrained, loader)("cifar10", folder=str(tmp_path))
-    assert f"python -m train.{trainer} --dataset cifar10" in str(e.value)
+    assert str(e.value).endswith(f"finish it: {command}")  # the command that began it
+    del meta["command"]  # a meta.json without one: the trainer's own command line
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=f"finish it: python -m train.{trainer} --dataset cifar"):
+        getattr(pretrained, loader)("cifar10", folder=str(tmp_path))
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "test": {"images": 10}}))
     with pytest.raises(Exception) as e:  # finished: it goes on to read the weights
         getattr(pretrained, loader)("cifar10", folder=str(tmp_path))

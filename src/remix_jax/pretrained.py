@@ -239,11 +239,11 @@ def _finished_run(folder: str, trainer: str, dataset: str) -> dict:
         planned = train.get("epochs", 0) * (
             train.get("train_images", 0) // max(train.get("batch_size", 1), 1)
         )
+        command = meta.get("command") or f"python -m train.{trainer} --dataset {dataset}"
         raise ValueError(
             f"{os.path.abspath(folder)} holds an unfinished training run (step "
             f"{meta.get('steps', '?')} of {planned or '?'}; no test score in meta.json): "
-            f"rerun its command to finish it (python -m train.{trainer} --dataset {dataset} "
-            "...; meta.json's command)"
+            f"rerun its command to finish it: {command}"
         )
     return meta
 
