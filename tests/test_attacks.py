@@ -347,7 +347,7 @@ def test_real_cnn_kappa_zero_always_succeeds_and_higher_kappa_costs_more(mnist_c
     run = cw_l2 if attack == "cw" else (lambda *a, **k: ead(*a, beta=0.1, **k))
     # pixels at exactly 0 or 1 sit at |w| = arctanh(0.999999) and need hundreds of Adam
     # steps of 0.01 to move (the reference scaling, kept on purpose): 100 steps of 0.05
-    # reach every image, as 500 of 0.01 do, in a fifth of the time
+    # reach every image, as 500 of 0.01 do, with a fifth of the steps
     settings = dict(
         binary_search_steps=2, max_iterations=100, initial_const=1.0, learning_rate=0.05
     )
