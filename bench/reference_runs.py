@@ -40,13 +40,24 @@ PACKAGES = (
 )
 
 
-def budget(text: str) -> tuple[int, int]:
-    """``"5x500"`` -> (5, 500), our search steps x iterations (the type of
-    ``--ours-budgets``, whose runs :func:`runners` names ``ours-cw@5x500``)."""
-    steps, sep, iterations = text.partition("x")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected STEPSxITERATIONS like 5x500, got {text!r}")
-    return search_steps(steps), attack_iterations(iterations)
+# --ours-budgets suffixes: our algorithmic options, each off by default.
+OPTIONS = {"warm": {"warm_start": True}, "linear": {"initial_const": "linear"}}
+
+
+def budget(text: str) -> tuple[int, int, tuple[str, ...]]:
+    """``"5x500"`` -> (5, 500, ()), our search steps x iterations, and with suffixes
+    our options: ``"5x500+warm+linear"`` -> (5, 500, ("warm", "linear")), i.e.
+    ``warm_start=True`` and ``initial_const="linear"`` (the type of
+    ``--ours-budgets``, whose runs :func:`runners` names ``ours-cw@5x500+warm+linear``)."""
+    size, *options = text.split("+")
+    steps, sep, iterations = size.partition("x")
+    unknown = [o for o in options if o not in OPTIONS]
+    if not sep or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected STEPSxITERATIONS like 5x500, optionally followed by "
+            f"{' '.join('+' + o for o in OPTIONS)}, got {text!r}"
+        )
+    return search_steps(steps), attack_iterations(iterations), tuple(options)
 
 
 def available(package: str) -> bool:
@@ -115,7 +126,7 @@ def settings(args, num_examples: int) -> dict:
 
 def run_ours(which, logits_fn, x, y, kappa, args, **budget):
     """Our ``cw_l2`` / ``ead`` (``which``) at the flags' settings; ``budget`` overrides
-    binary_search_steps / max_iterations."""
+    them (binary_search_steps, max_iterations, warm_start, initial_const)."""
     import jax
     import numpy as np
 
@@ -142,8 +153,9 @@ def runners(args, pre, logits_fn, x, y):
     """({run name: function of kappa -> adversarial images}, the run names in order, the
     torch port's check or None).
 
-    The names are ``args.implementations``, each of ours followed by its smaller
-    ``args.ours_budgets`` ((steps, iterations) pairs), named ``ours-cw@5x500``. Foolbox
+    The names are ``args.implementations``, each of ours followed by its other
+    ``args.ours_budgets`` ((steps, iterations, option names) triples, see
+    :func:`budget`), named ``ours-cw@5x500`` or ``ours-cw@5x500+warm``. Foolbox
     is imported, and advertorch with the checked torch port
     (:func:`bench.advertorch_runs.torch_side`) built, only where a run needs them.
     """
@@ -164,13 +176,14 @@ def runners(args, pre, logits_fn, x, y):
         "foolboxtorch-cw": lambda k: run_foolbox(fb, logits_fn, net, x, y, k, "cw", args, True),
         "foolboxtorch-ead": lambda k: run_foolbox(fb, logits_fn, net, x, y, k, "ead", args, True),
     }
-    implementations = list(args.implementations)
-    for steps, iterations in args.ours_budgets:
-        for impl in args.implementations:
-            if impl.startswith("ours-"):
-                name = f"{impl}@{steps}x{iterations}"
-                out[name] = lambda k, run=out[impl], s=steps, i=iterations: run(
-                    k, binary_search_steps=s, max_iterations=i
-                )
-                implementations.insert(implementations.index(impl) + 1, name)
+    implementations = []
+    for impl in args.implementations:
+        implementations.append(impl)
+        for steps, iterations, options in args.ours_budgets if impl.startswith("ours-") else ():
+            name = f"{impl}@{steps}x{iterations}" + "".join("+" + o for o in options)
+            chosen = {k: v for o in options for k, v in OPTIONS[o].items()}
+            out[name] = lambda k, run=out[impl], s=steps, i=iterations, c=chosen: run(
+                k, binary_search_steps=s, max_iterations=i, **c
+            )
+            implementations.append(name)
     return out, implementations, port

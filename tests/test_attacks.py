@@ -263,6 +263,55 @@ def test_on_a_randomized_model_a_start_stands_in_where_the_best_fails_the_final_
     assert kept_start.any() and not kept_start.all()
 
 
+def test_cw_change_of_variables_keeps_float32_precision_at_the_box_ends():
+    """x = (tanh(w) + 1) / 2 for box [0, 1]: its value and slope near the ends match
+    float64 to float32 precision, where a plain float32 tanh rounds to -1 (XLA's from
+    w = -8) and leaves a pixel pushed past it without a gradient for good."""
+    from remix_jax.attacks import cw
+    from remix_jax.attacks.search import Hyper
+
+    hyper = Hyper(*(jnp.float32(v) for v in (0.0, 1e-2, 1e-3, 0.0, 1.0)))
+    w = np.array([-12.0, -9.0, -8.0, -7.25, -1.0, 0.0, 1.0, 7.25, 8.0], np.float32)
+    value, slope = jax.vmap(jax.value_and_grad(lambda v: cw._to_image(v, hyper)))(w)
+    exact = (np.tanh(w.astype(np.float64)) + 1) / 2
+    low = w < 0  # relative precision near 0; near 1 a float32 is 6e-8 from its neighbour
+    np.testing.assert_allclose(np.asarray(value)[low], exact[low], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(value)[~low], exact[~low], rtol=0, atol=6e-8)
+    np.testing.assert_allclose(
+        np.asarray(slope), 0.5 / np.cosh(w.astype(np.float64)) ** 2, rtol=1e-4
+    )
+    # the start maps the box's values back onto themselves
+    x = jnp.asarray([0.0, 1e-3, 0.25, 0.5, 0.75, 1.0], jnp.float32).reshape(1, 6, 1, 1)
+    back = cw._to_image(cw._reset(x, hyper)["w"], hyper)
+    np.testing.assert_allclose(np.asarray(back), np.asarray(x), atol=1e-6)
+
+
+def test_linear_initial_const_is_the_smallest_c_that_succeeds_on_a_linear_model(linear_setup):
+    from remix_jax.attacks import common
+
+    logits_fn, w, b, x, labels = linear_setup
+    kappa = 1.0
+    const = np.asarray(common.linear_initial_const(logits_fn, x, labels, False, kappa))
+    logits = np.asarray(logits_fn(x))
+    for c, logit, y in zip(const, logits, np.asarray(labels), strict=True):
+        other = max((j for j in range(w.shape[1]) if j != y), key=lambda j: logit[j])
+        h = logit[y] - logit[other] + kappa  # kappa - margin
+        # by hand: 2 h / ||g||^2 with g = w_other - w_y, the margin loss's gradient
+        np.testing.assert_allclose(c, 2 * h / np.sum((w[:, y] - w[:, other]) ** 2), rtol=1e-4)
+    # starting there (c* fails by a hair, 10 c* succeeds), 2 search steps come within
+    # 1% of the analytic minimum; from the reference's 1e-3 (to 1e-2) nothing succeeds
+    settings = dict(
+        confidence=kappa, binary_search_steps=2, max_iterations=1000, learning_rate=5e-3
+    )
+    fast = cw_l2(logits_fn, x, labels, initial_const="linear", **settings)
+    reference = cw_l2(logits_fn, x, labels, **settings)
+    expected, _ = analytic_min_l2(x, np.asarray(labels), w, b, kappa)
+    assert bool(fast.success.all()) and not bool(reference.success.any())
+    np.testing.assert_allclose(np.asarray(fast.l2), expected, rtol=0.01)
+    with pytest.raises(ValueError, match="initial_const must be a positive number or 'linear'"):
+        cw_l2(logits_fn, x, labels, initial_const="auto")
+
+
 def test_warm_starts_agree_between_loops_and_change_the_search(linear_setup):
     logits_fn, _, _, x, labels = linear_setup
     # success from the first step on: the later steps begin at the best example so far

@@ -90,6 +90,37 @@ def update_const(const, lower, upper, succeeded):
     return const, lower, upper
 
 
+# ``initial_const="linear"``: each example's first c from its linearised margin.
+LINEAR_CONST = "linear"
+# The range a linear estimate of c is clipped to: the reference's 1e-3 start and the
+# bound under which the search counts an upper bound as found.
+LINEAR_CONST_RANGE = (1e-3, 1e8)
+
+
+def linear_initial_const(logits_fn: LogitsFn, x, labels, targeted: bool, confidence):
+    """Each example's first c, from the margin linearised at ``x``. (B,) float32.
+
+    With the margin loss h(x') = max(kappa - margin(x'), 0) and its input gradient g
+    at x, the linear model of ||d||^2 + c * h(x + d) has its minimum on the decision
+    boundary (||d|| = h / ||g||) once c >= 2 h / ||g||^2: the smallest c that can
+    succeed if the model were linear. Starting the search there instead of at 1e-3
+    spends no search steps on constants far too small (MNIST's CNN needs c ~ 1-10,
+    four tenfold steps from 1e-3); the x10 / bisection search then goes on as usual.
+    Clipped to :data:`LINEAR_CONST_RANGE` (a zero gradient, e.g. a saturated
+    softmax-free margin, gives the upper end).
+    """
+
+    def loss(images):
+        per_example = margin_loss(logits_fn(images), labels, targeted, confidence)
+        return jnp.sum(per_example), per_example
+
+    grads, h = jax.grad(loss, has_aux=True)(x)
+    squared_norm = jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1)
+    low, high = LINEAR_CONST_RANGE
+    const = jnp.where(squared_norm > 0, 2 * h / jnp.maximum(squared_norm, 1e-30), high)
+    return jnp.clip(const, low, high).astype(jnp.float32)
+
+
 def last_step_const(const, upper):
     """With >= 10 search steps, the reference retries the upper bound in the last step.
 
@@ -166,7 +197,12 @@ def validate(
     check_int("max_iterations", max_iterations, low=1, high=MAX_ITERATIONS)
     check_real("confidence", confidence, low=0.0)
     check_real("learning_rate", learning_rate, above=0.0)
-    check_real("initial_const", initial_const, above=0.0)
+    if not isinstance(initial_const, str):
+        check_real("initial_const", initial_const, above=0.0)
+    elif initial_const != LINEAR_CONST:
+        raise ValueError(
+            f"initial_const must be a positive number or {LINEAR_CONST!r}, got {initial_const!r}"
+        )
 
 
 def check_label_range(labels, num_classes: int) -> None:

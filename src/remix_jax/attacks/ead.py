@@ -110,7 +110,7 @@ def ead(
     binary_search_steps: int = 9,
     max_iterations: int = 10_000,
     learning_rate: float = 1e-2,
-    initial_const: float = 1e-3,
+    initial_const: float | str = 1e-3,
     abort_early: bool = True,
     clip_min: float = 0.0,
     clip_max: float = 1.0,

@@ -49,7 +49,7 @@ class Hyper(NamedTuple):
 
     confidence: jax.Array
     learning_rate: jax.Array
-    initial_const: jax.Array
+    initial_const: jax.Array  # () or (B,): the first c of every example / of each
     clip_min: jax.Array
     clip_max: jax.Array
     extra: Any = None  # the algorithm's own traced settings (a pytree; EAD: {"beta": ...})
@@ -89,7 +89,7 @@ def _search_init(x, start, hyper):
     batch = x.shape[0]
     f32 = jnp.float32  # explicit dtypes: weak types would recompile the next step
     return {
-        "const": jnp.full(batch, hyper.initial_const, f32),
+        "const": jnp.broadcast_to(hyper.initial_const, (batch,)).astype(f32),
         "lower": jnp.zeros(batch, f32),
         "upper": jnp.full(batch, common.NO_UPPER_BOUND, f32),
         "best_score": jnp.full(batch, common.NO_SUCCESS, f32),
@@ -398,6 +398,9 @@ def search_arguments(arguments: dict) -> dict:
     return {name: arguments[name] for name in SEARCH_ARGUMENTS}
 
 
+_linear_initial_const = jax.jit(common.linear_initial_const, static_argnums=(0, 3))
+
+
 def launch(
     algorithm: Algorithm,
     logits_fn,
@@ -409,7 +412,7 @@ def launch(
     binary_search_steps: int,
     max_iterations: int,
     learning_rate: float,
-    initial_const: float,
+    initial_const: float | str,
     abort_early: bool,
     clip_min: float,
     clip_max: float,
@@ -426,7 +429,9 @@ def launch(
 
     ``extra``: the algorithm's own traced settings (floats, e.g. EAD's beta), which
     reach it as ``hyper.extra``; ``options``: its own static ones (hashable), as
-    ``spec.options``. The driver reads neither. ``key``: None for a deterministic
+    ``spec.options``. The driver reads neither. ``initial_const``: a float, or
+    ``"linear"`` for each example's own first c
+    (:func:`~remix_jax.attacks.common.linear_initial_const`). ``key``: None for a deterministic
     ``logits_fn(x)``; a PRNG key for a randomized ``logits_fn(x, key)`` (see the module
     docstring).
     """
@@ -461,8 +466,13 @@ def launch(
         )
         raise TypeError(f"{e} ({hint})") from e
     common.check_label_range(labels, check_logits_shape(out.shape, x.shape[0]))
+    if isinstance(initial_const, str):  # validated: "linear"
+        initial_const = _linear_initial_const(
+            model, x, jnp.asarray(labels, jnp.int32), targeted, jnp.float32(confidence)
+        )
     hyper = Hyper(
-        *(jnp.float32(v) for v in (confidence, learning_rate, initial_const, clip_min, clip_max)),
+        *(jnp.asarray(v, jnp.float32) for v in (confidence, learning_rate, initial_const)),
+        *(jnp.float32(v) for v in (clip_min, clip_max)),
         extra=None if extra is None else {k: jnp.float32(v) for k, v in extra.items()},
         key=key,
     )
