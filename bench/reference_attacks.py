@@ -112,12 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         type=reference_runs.budget,
         nargs="*",
         default=[],
-        metavar="STEPSxITERATIONS[+warm][+linear]",
+        metavar="STEPSxITERATIONS[+warm][+linear][+lrRATE]",
         help="also run each of our attacks with these budgets (e.g. 5x500), labelled "
         "ours-cw@5x500: the time at which ours reaches a reference's success and "
         "distortion; suffixes turn our options on: +warm (warm_start=True: each search "
         "step starts at the best example so far), +linear (initial_const='linear': "
-        "each example's first c from its linearised margin), e.g. 3x1000+linear",
+        "each example's first c from its linearised margin), +lr<RATE> (its own "
+        "learning rate), e.g. 3x1000+linear or 5x500+lr0.03",
     )
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument(

@@ -47,17 +47,36 @@ OPTIONS = {"warm": {"warm_start": True}, "linear": {"initial_const": "linear"}}
 def budget(text: str) -> tuple[int, int, tuple[str, ...]]:
     """``"5x500"`` -> (5, 500, ()), our search steps x iterations, and with suffixes
     our options: ``"5x500+warm+linear"`` -> (5, 500, ("warm", "linear")), i.e.
-    ``warm_start=True`` and ``initial_const="linear"`` (the type of
+    ``warm_start=True`` and ``initial_const="linear"``; ``+lr0.03`` sets its own
+    learning rate (the type of
     ``--ours-budgets``, whose runs :func:`runners` names ``ours-cw@5x500+warm+linear``)."""
     size, *options = text.split("+")
     steps, sep, iterations = size.partition("x")
-    unknown = [o for o in options if o not in OPTIONS]
+    unknown = [o for o in options if o not in OPTIONS and _learning_rate(o) is None]
     if not sep or unknown:
         raise argparse.ArgumentTypeError(
             f"expected STEPSxITERATIONS like 5x500, optionally followed by "
-            f"{' '.join('+' + o for o in OPTIONS)}, got {text!r}"
+            f"{' '.join('+' + o for o in OPTIONS)} +lr<RATE>, got {text!r}"
         )
     return search_steps(steps), attack_iterations(iterations), tuple(options)
+
+
+def _learning_rate(option: str) -> float | None:
+    """``"lr0.03"`` -> 0.03 (a budget's own learning rate); None if not such an option."""
+    try:
+        rate = float(option.removeprefix("lr")) if option.startswith("lr") else None
+    except ValueError:
+        return None
+    return rate if rate is not None and 0 < rate < float("inf") else None
+
+
+def option_settings(options: tuple[str, ...]) -> dict:
+    """The keyword arguments of our attack that a budget's options name."""
+    out = {}
+    for option in options:
+        rate = _learning_rate(option)
+        out.update({"learning_rate": rate} if rate is not None else OPTIONS[option])
+    return out
 
 
 def available(package: str) -> bool:
@@ -181,7 +200,7 @@ def runners(args, pre, logits_fn, x, y):
         implementations.append(impl)
         for steps, iterations, options in args.ours_budgets if impl.startswith("ours-") else ():
             name = f"{impl}@{steps}x{iterations}" + "".join("+" + o for o in options)
-            chosen = {k: v for o in options for k, v in OPTIONS[o].items()}
+            chosen = option_settings(options)
             out[name] = lambda k, run=out[impl], s=steps, i=iterations, c=chosen: run(
                 k, binary_search_steps=s, max_iterations=i, **c
             )

@@ -99,26 +99,27 @@ def test_every_committed_table_follows_from_its_result(path):
 
 
 def test_budgets_name_their_runs_and_warm_start_reaches_our_attack(monkeypatch):
-    """--ours-budgets 5x500 / 3x300+warm+linear: each becomes a run of ours with those
+    """--ours-budgets 5x500+lr0.03 / 3x300+warm+linear: each becomes a run of ours with those
     settings (our options only where asked), named after it, placed after its attack."""
     from bench import reference_runs
 
     args = reference_attacks._parser().parse_args(
-        ["--implementations", "ours-cw", "--ours-budgets", "5x500", "3x300+warm+linear"]
+        ["--implementations", "ours-cw", "--ours-budgets", "5x500+lr0.03", "3x300+warm+linear"]
     )
-    assert args.ours_budgets == [(5, 500, ()), (3, 300, ("warm", "linear"))]
-    with pytest.raises(SystemExit):
-        reference_attacks._parser().parse_args(["--ours-budgets", "5x500warm"])
+    assert args.ours_budgets == [(5, 500, ("lr0.03",)), (3, 300, ("warm", "linear"))]
+    for bad in ("5x500warm", "5x500+cold", "5x500+lr0", "5x500+lrx"):
+        with pytest.raises(SystemExit):
+            reference_attacks._parser().parse_args(["--ours-budgets", bad])
     calls = []
     monkeypatch.setattr(reference_runs, "run_ours", lambda *a, **budget: calls.append(budget))
     pre = types.SimpleNamespace(logits_fn=None)
     runs, names, _ = reference_runs.runners(args, pre, None, None, None)
-    assert names == ["ours-cw", "ours-cw@5x500", "ours-cw@3x300+warm+linear"]
+    assert names == ["ours-cw", "ours-cw@5x500+lr0.03", "ours-cw@3x300+warm+linear"]
     for name in names:
         runs[name](0.0)
     assert calls == [
         {},
-        {"binary_search_steps": 5, "max_iterations": 500},
+        {"binary_search_steps": 5, "max_iterations": 500, "learning_rate": 0.03},
         {
             "binary_search_steps": 3,
             "max_iterations": 300,
