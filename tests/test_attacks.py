@@ -308,7 +308,7 @@ def test_linear_initial_const_is_the_smallest_c_that_succeeds_on_a_linear_model(
     expected, _ = analytic_min_l2(x, np.asarray(labels), w, b, kappa)
     assert bool(fast.success.all()) and not bool(reference.success.any())
     np.testing.assert_allclose(np.asarray(fast.l2), expected, rtol=0.01)
-    with pytest.raises(ValueError, match="initial_const must be a positive number or 'linear'"):
+    with pytest.raises(TypeError, match="initial_const must be a real number, got str 'auto'"):
         cw_l2(logits_fn, x, labels, initial_const="auto")
 
 

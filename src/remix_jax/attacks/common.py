@@ -199,9 +199,10 @@ def validate(
     check_real("learning_rate", learning_rate, above=0.0)
     if not isinstance(initial_const, str):
         check_real("initial_const", initial_const, above=0.0)
-    elif initial_const != LINEAR_CONST:
-        raise ValueError(
-            f"initial_const must be a positive number or {LINEAR_CONST!r}, got {initial_const!r}"
+    elif initial_const != LINEAR_CONST:  # a TypeError, as for any other non-number
+        raise TypeError(
+            f"initial_const must be a real number, got str {initial_const!r:.40} "
+            f"(or the string {LINEAR_CONST!r})"
         )
 
 
