@@ -146,9 +146,11 @@ def crafter(args, logits_fn):
         return np.asarray(spec.resolve()(logits_fn, x, y, **settings).adversarial)
 
     beta = f", β {own['beta']:g}" if "beta" in own else ""
+    const = args.initial_const  # a number, or "linear"
+    const = f"{const:g}" if isinstance(const, float) else const
     note = (
         f"crafted here ({args.binary_search_steps} x {args.max_iterations} steps, "
-        f"initial c {args.initial_const:g}{beta})"
+        f"initial c {const}{beta})"
     )
     return craft, note
 

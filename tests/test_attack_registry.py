@@ -46,3 +46,18 @@ def test_a_registered_attack_is_a_sweep_choice():
 def test_registry_imports_no_jax():
     code = "import sys, remix_jax.attack_registry; assert 'jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_sweep_takes_the_linear_initial_const_and_its_cache_records_it(capsys):
+    from eval import sweep
+
+    def settings(*flags):
+        return sweep.attack_settings(sweep.parse(["--attack", "cw", *flags]))
+
+    # the references' 1e-3 is left out of the cache's identity, anything else is kept
+    assert "initial_const" not in settings()
+    assert settings("--initial-const", "0.5")["initial_const"] == 0.5
+    assert settings("--initial-const", "linear")["initial_const"] == "linear"
+    with pytest.raises(SystemExit):
+        settings("--initial-const", "auto")
+    assert "expected a number, got 'auto' (or 'linear')" in capsys.readouterr().err

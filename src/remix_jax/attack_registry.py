@@ -90,13 +90,13 @@ def get(name: str) -> AttackSpec:
 
 
 def search_settings(
-    attack: str, preset: str, overrides, *, targeted: bool, initial_const: float = 1e-3
+    attack: str, preset: str, overrides, *, targeted: bool, initial_const: float | str = 1e-3
 ) -> dict:
     """A binary-search attack's settings as its cache records them: the ``preset``'s
     budget, overridden by ``overrides.binary_search_steps`` / ``.max_iterations`` where
     set, the attack's own hyperparameters read from ``overrides``, ``targeted``, and
-    ``initial_const`` only where it departs from the references' 1e-3 (so the caches
-    crafted before it was a setting keep their identity)."""
+    ``initial_const`` (a number or "linear") only where it departs from the references'
+    1e-3 (so the caches crafted before it was a setting keep their identity)."""
     settings = dict(PRESETS[preset])
     for name in ("binary_search_steps", "max_iterations"):
         if getattr(overrides, name, None) is not None:

@@ -270,7 +270,7 @@ def add_search_attack_flags(
 
     Args:
       parser: where to add them.
-      initial_const: the first c.
+      initial_const: the first c (the flag also takes "linear").
       budget: the defaults (binary-search steps, iterations per step); None adds
         ``--preset`` (the registry's presets, "cpu" by default), which the two flags
         then override.
@@ -301,7 +301,11 @@ def add_search_attack_flags(
         help="iterations per search step" + note,
     )
     parser.add_argument(
-        "--initial-const", type=positive_float, default=initial_const, help="first c"
+        "--initial-const",
+        type=initial_const_value,
+        default=initial_const,
+        help="first c: a positive number, or 'linear' (each example's own, from its "
+        "linearised margin: a shorter search then reaches the same L2; bench/NOTES.md)",
     )
     if not ead:
         return
@@ -478,3 +482,20 @@ attack_iterations = _bounded(int, 1, strict=False, high=1_000_000 + 1)
 # restarts of the randomized attacks (attacks.adaptive.MAX_SAMPLES, apgd.MAX_RESTARTS)
 rounds = _bounded(int, 1, strict=False, high=1000 + 1)
 draws = _bounded(int, 1, strict=False, high=1000 + 1)
+
+
+def initial_const_value(text: str) -> float | str:
+    """``--initial-const``: a positive number, or "linear" (each example's first c from
+    its linearised margin, :func:`remix_jax.attacks.common.linear_initial_const`).
+
+    Declares :data:`positive_float`'s range, so the CLI tests try its edges."""
+    if text == "linear":
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (or 'linear')") from None
+
+
+initial_const_value.kind, initial_const_value.low = float, 0
+initial_const_value.strict, initial_const_value.high = True, None
