@@ -14,7 +14,7 @@ SHIPPED = [
     f"{dataset}/{component}"
     for dataset in ("mnist", "cifar10")
     for component in ("classifier", "reformer", "inpainter", "magnet")
-] + ["mnist/apegan"]  # the baselines trained so far
+] + ["mnist/apegan", "cifar10/apegan"]  # the baselines trained so far
 
 
 def setuptools_config():
