@@ -497,5 +497,5 @@ def initial_const_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{error} (or 'linear')") from None
 
 
-initial_const_value.kind, initial_const_value.low = float, 0
-initial_const_value.strict, initial_const_value.high = True, None
+for _name in ("kind", "low", "strict", "high"):  # positive_float's range, not a copy of it
+    setattr(initial_const_value, _name, getattr(positive_float, _name))
