@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from remix_jax.models import AutoencoderConfig, MNISTClassifier, SkipAutoencoder, init_autoencoder
+from remix_jax.models import (
+    AutoencoderConfig,
+    MNISTClassifier,
+    SkipAutoencoder,
+    init_autoencoder,
+    layers,
+)
 from remix_jax.models.autoencoder import autoencoder_module, interpolate_hidden
 from remix_jax.models.layers import avg_pool_2x2, max_pool_2x2
 
@@ -18,6 +24,63 @@ def test_reshape_max_pool_matches_flax(shape):
         reference_avg = nn.avg_pool(x, (2, 2), (2, 2))
     np.testing.assert_array_equal(max_pool_2x2(x), reference_max)
     np.testing.assert_allclose(avg_pool_2x2(x), reference_avg, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "size"),
+    [
+        (5, 2, "SAME", 7),  # Defense-GAN's and APE-GAN's layers, odd input
+        (2, 2, "VALID", 8),  # the U-Net's up-sampling
+        (4, 3, "VALID", 7),  # stride > 2, kernel not a multiple of it
+        (1, 2, "SAME", 5),  # phases with no tap at all
+        (3, 2, ((1, 2), (0, 1)), 6),  # explicit, asymmetric pads
+    ],
+)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_strided_convolutions_match_flax_in_values_gradients_and_parameters(
+    kernel, stride, padding, size, transposed
+):
+    """layers.Conv / ConvTranspose compute their strided case another way (XLA's CPU
+    path for Flax's is slow): same parameters, same outputs and gradients."""
+    reference = (nn.ConvTranspose if transposed else nn.Conv)(
+        4, (kernel, kernel), strides=(stride, stride), padding=padding
+    )
+    ours = (layers.ConvTranspose if transposed else layers.Conv)(
+        4, (kernel, kernel), strides=(stride, stride), padding=padding
+    )
+    x = jax.random.normal(jax.random.key(0), (1, size, size + 1, 2))  # H != W
+    variables = reference.init(jax.random.key(1), x)
+    chex.assert_trees_all_equal(ours.init(jax.random.key(1), x), variables)
+    want, got = reference.apply(variables, x), ours.apply(variables, x)
+    chex.assert_equal_shape([got, want])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    # ...computed without the slow forms: no dilated input, no strided convolution
+    jaxpr = str(jax.make_jaxpr(ours.apply)(variables, x))
+    if transposed:
+        assert "lhs_dilation=(1, 1)" in jaxpr and f"lhs_dilation=({stride}" not in jaxpr
+    else:
+        assert "conv_general_dilated" not in jaxpr  # a matrix product with the patches
+    # plain jnp and lax operations, so autodiff follows; one derivative as a cross-check
+    np.testing.assert_allclose(
+        jax.grad(lambda v: (ours.apply(variables, v) ** 2).sum())(x),
+        jax.grad(lambda v: (reference.apply(variables, v) ** 2).sum())(x),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_unsupported_convolutions_take_flaxs_path():
+    """Dilated or grouped convolutions, or stride 1, are Flax's own computation."""
+    x = jax.random.normal(jax.random.key(0), (1, 9, 9, 4))
+    for kwargs in (
+        {"kernel_dilation": 2, "strides": 2},
+        {"feature_group_count": 2, "strides": 2},
+        {},
+    ):
+        reference, ours = nn.Conv(4, (3, 3), **kwargs), layers.Conv(4, (3, 3), **kwargs)
+        variables = reference.init(jax.random.key(1), x)
+        np.testing.assert_array_equal(ours.apply(variables, x), reference.apply(variables, x))
 
 
 @pytest.mark.parametrize(("hw", "c"), [((28, 28), 1), ((32, 32), 3)])

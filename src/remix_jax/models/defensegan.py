@@ -9,6 +9,10 @@ SAME; the critic has no normalisation (WGAN-GP).
        to 7x7) | convT d - [BN] - ReLU | convT C - sigmoid       (d = ``width``)
     critic: conv d - LReLU(0.2) | conv 2d - LReLU | conv 4d - LReLU | linear -> 1
 
+The strided layers are :mod:`remix_jax.models.layers`' Conv / ConvTranspose: Flax's,
+computed in forms that XLA's CPU backend runs 5-15x faster on these shapes, gradient
+penalty included (bench/strided_convs.py).
+
 The MNIST generator has no BatchNorm, the CIFAR-10 one has (``batch_norm``); the
 output is in [0, 1] through a sigmoid (the official MNIST code; gan_cifar.py's tanh on
 [-1, 1] is the same up to that affine map).
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+
+from remix_jax.models import layers
 
 
 class DGGenerator(nn.Module):
@@ -45,13 +51,13 @@ class DGGenerator(nn.Module):
         d = self.width
         h = nn.Dense(4 * 4 * 4 * d)(z).reshape(z.shape[0], 4, 4, 4 * d)
         h = nn.relu(self._norm(h, train))
-        h = nn.ConvTranspose(2 * d, (5, 5), strides=(2, 2), padding="SAME")(h)
+        h = layers.ConvTranspose(2 * d, (5, 5), strides=(2, 2), padding="SAME")(h)
         h = nn.relu(self._norm(h, train))
         if self.size == 28:
             h = h[:, :7, :7]  # the official MNIST generator's crop: 7 -> 14 -> 28
-        h = nn.ConvTranspose(d, (5, 5), strides=(2, 2), padding="SAME")(h)
+        h = layers.ConvTranspose(d, (5, 5), strides=(2, 2), padding="SAME")(h)
         h = nn.relu(self._norm(h, train))
-        h = nn.ConvTranspose(self.channels, (5, 5), strides=(2, 2), padding="SAME")(h)
+        h = layers.ConvTranspose(self.channels, (5, 5), strides=(2, 2), padding="SAME")(h)
         return nn.sigmoid(h)
 
 
@@ -64,7 +70,7 @@ class DGCritic(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x
         for features in (self.width, 2 * self.width, 4 * self.width):
-            h = nn.leaky_relu(nn.Conv(features, (5, 5), strides=(2, 2), padding="SAME")(h), 0.2)
+            h = nn.leaky_relu(layers.Conv(features, (5, 5), strides=(2, 2), padding="SAME")(h), 0.2)
         return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
 
 
