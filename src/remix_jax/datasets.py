@@ -302,17 +302,20 @@ def derive_spec(
     )
 
 
+def format_epsilon(eps: float) -> str:
+    """A budget as people write it: 8/255 rather than 0.0313725; 0.3 stays 0.3."""
+    text, steps = f"{eps:g}", eps * 255
+    return f"{round(steps)}/255" if len(text) > 5 and abs(steps - round(steps)) < 1e-4 else text
+
+
 def summary(spec: DatasetSpec) -> str:
     """A few lines that show a spec's data and settings (printed when one is derived)."""
     h, w, c = spec.image_shape
     names = ", ".join(spec.class_names[:10]) + (", ..." if len(spec.class_names) > 10 else "")
 
-    def epsilon(eps: float) -> str:  # 8/255 rather than 0.03137
-        text, steps = f"{eps:.4g}", eps * 255
-        return f"{round(steps)}/255" if len(text) > 5 and abs(steps - round(steps)) < 1e-6 else text
-
     budgets = "; ".join(
-        f"{norm} {', '.join(map(epsilon, eps_list))}" for norm, eps_list in spec.pgd_budgets.items()
+        f"{norm} {', '.join(map(format_epsilon, eps_list))}"
+        for norm, eps_list in spec.pgd_budgets.items()
     )
     return (
         f"dataset {spec.name!r} ({spec.source or spec.display_name}): {h}x{w}x{c} images, "

@@ -7,7 +7,7 @@ the same files. JAX-free; matplotlib is imported only to draw.
 
 from __future__ import annotations
 
-from remix_jax import result_files
+from remix_jax import datasets, result_files
 
 NAMES = {"none": "bare classifier"}
 
@@ -16,7 +16,7 @@ def _value(v) -> str:
     """A setting as the table shows it: sequences space-separated (a tuple in the run,
     a list in its JSON render the same)."""
     if isinstance(v, list | tuple):
-        return " ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+        return " ".join(datasets.format_epsilon(x) if isinstance(x, float) else str(x) for x in v)
     return str(v)
 
 
@@ -60,7 +60,7 @@ def markdown(result: dict) -> str:
     for budget in sorted({w["budget"] for w in result["worst_case"]}):
         cells = {w["model"]: w for w in result["worst_case"] if w["budget"] == budget}
         lines.append(
-            f"| {budget:g} | "
+            f"| {datasets.format_epsilon(budget)} | "
             + " | ".join(_accuracy(cells[d]["accuracy"]) if d in cells else "-" for d in judged)
             + " |"
         )
@@ -79,7 +79,7 @@ def markdown(result: dict) -> str:
             for d in judged
         ]
         lines.append(
-            f"| {r['budget']:g} | {r['label']} | {r['group']} | {r['eot_draws']} | "
+            f"| {datasets.format_epsilon(r['budget'])} | {r['label']} | {r['group']} | {r['eot_draws']} | "
             f"{r['settings']['steps']} | " + " | ".join(accuracy) + f" | "
             f"{r['attacker_success']:.1f} | {r['mean_linf']:.4f} | {r['mean_l2']:.3f} | "
             f"{r['craft_seconds']:.0f} |"
