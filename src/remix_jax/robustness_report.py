@@ -79,8 +79,8 @@ def markdown(result: dict) -> str:
             for d in judged
         ]
         lines.append(
-            f"| {datasets.format_epsilon(r['budget'])} | {r['label']} | {r['group']} | {r['eot_draws']} | "
-            f"{r['settings']['steps']} | " + " | ".join(accuracy) + f" | "
+            f"| {datasets.format_epsilon(r['budget'])} | {r['label']} | {r['group']} | "
+            f"{r['eot_draws']} | {r['settings']['steps']} | " + " | ".join(accuracy) + " | "
             f"{r['attacker_success']:.1f} | {r['mean_linf']:.4f} | {r['mean_l2']:.3f} | "
             f"{r['craft_seconds']:.0f} |"
         )
