@@ -71,11 +71,13 @@ def test_strided_convolutions_match_flax_in_values_gradients_and_parameters(
 
 
 def test_unsupported_convolutions_take_flaxs_path():
-    """Dilated or grouped convolutions, or stride 1, are Flax's own computation."""
+    """Dilated or grouped convolutions, integer padding, or stride 1, are Flax's own
+    computation."""
     x = jax.random.normal(jax.random.key(0), (1, 9, 9, 4))
     for kwargs in (
         {"kernel_dilation": 2, "strides": 2},
         {"feature_group_count": 2, "strides": 2},
+        {"padding": 1, "strides": 2},
         {},
     ):
         reference, ours = nn.Conv(4, (3, 3), **kwargs), layers.Conv(4, (3, 3), **kwargs)

@@ -192,10 +192,11 @@ def _plain_2d(module, inputs) -> bool:
         return False
     if _as_pair(module.strides or 1) == (1, 1) or _as_pair(module.kernel_dilation or 1) != (1, 1):
         return False
-    padding = module.padding
-    return padding in ("SAME", "VALID") or (
-        not isinstance(padding, str)
-        and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in padding)
+    padding = module.padding  # 'SAME', 'VALID' or ((lo, hi), (lo, hi)); not an int
+    if isinstance(padding, str):
+        return padding in ("SAME", "VALID")
+    return isinstance(padding, (tuple, list)) and all(
+        isinstance(p, (tuple, list)) and len(p) == 2 for p in padding
     )
 
 
