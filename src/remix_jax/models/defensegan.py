@@ -10,7 +10,7 @@ SAME; the critic has no normalisation (WGAN-GP).
     critic: conv d - LReLU(0.2) | conv 2d - LReLU | conv 4d - LReLU | linear -> 1
 
 The strided layers are :mod:`remix_jax.models.layers`' Conv / ConvTranspose: Flax's,
-computed in forms that XLA's CPU backend runs 5-15x faster on these shapes, gradient
+computed in forms that XLA's CPU backend runs 4.6-16x faster on these shapes, gradient
 penalty included (bench/strided_convs.py).
 
 The MNIST generator has no BatchNorm, the CIFAR-10 one has (``batch_norm``); the
